@@ -1,0 +1,199 @@
+/**
+ * Account domain logic: creating a project's account, reading and updating
+ * it, and its members with their roles. Project scoping is decided here, in
+ * `ownProject`, for every account method.
+ */
+import { Role } from "../../gen/formstate/v1/access_pb.js";
+import { roleName } from "../auth/principal.js";
+import type { Clock } from "../clock.js";
+import type { Database, Db } from "../db/database.js";
+import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import type { Plan, Plans } from "../plans/plans.js";
+import * as repo from "./account-repository.js";
+
+/** Whoever acts on an account: a user or a key, already authenticated. */
+export interface Caller {
+  subject: string;
+  projectId: string;
+  role: Role;
+}
+
+/** Counts other domains keep, shown on the account (keys in use, agents hired). */
+export interface AccountCounters {
+  activeApiKeys(db: Db, projectId: string): Promise<number>;
+  activeHires(db: Db, projectId: string): Promise<number>;
+}
+
+/** Until keys and hires exist in the store, a project has none of either. */
+export const noCounters: AccountCounters = {
+  activeApiKeys: async () => 0,
+  activeHires: async () => 0,
+};
+
+export interface AccountView {
+  row: repo.AccountRow;
+  plan: Plan;
+  apiKeysUsed: number;
+  agentSlotsUsed: number;
+}
+
+export interface AccountChanges {
+  displayName?: string;
+  billingEmail?: string;
+}
+
+export const accountName = (projectId: string) => `accounts/${projectId}`;
+export const memberName = (projectId: string, userId: string) => `accounts/${projectId}/members/${userId}`;
+
+export class Accounts {
+  constructor(
+    private readonly database: Database,
+    private readonly plans: Plans,
+    private readonly clock: Clock,
+    private readonly counters: AccountCounters = noCounters,
+  ) {}
+
+  /**
+   * Creates the caller's project account with the caller as its first admin.
+   * A retry with the same request_id by the same caller returns the account.
+   */
+  async create(caller: Caller, changes: AccountChanges, requestId: string): Promise<AccountView> {
+    const now = this.clock.now();
+    const row = await this.database.transaction(async (tx) => {
+      const existing = await repo.findAccount(tx, caller.projectId);
+      if (existing) {
+        if (requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject) return existing;
+        throw alreadyExists(`account "${accountName(caller.projectId)}"`);
+      }
+      await repo.insertAccount(tx, {
+        project_id: caller.projectId,
+        display_name: changes.displayName ?? "",
+        billing_email: changes.billingEmail ?? "",
+        plan_tier: "free",
+        subscription_status: "none",
+        credit_balance_micros: 0,
+        created_by: caller.subject,
+        create_request_id: requestId === "" ? null : requestId,
+        create_time: now,
+        update_time: now,
+      });
+      await repo.insertMember(tx, { project_id: caller.projectId, user_id: caller.subject, role: "admin", create_time: now, update_time: now });
+      return (await repo.findAccount(tx, caller.projectId))!;
+    });
+    return this.view(this.database.db, row);
+  }
+
+  async get(caller: Caller, name: string): Promise<AccountView> {
+    const projectId = this.ownProject(caller, name);
+    return this.view(this.database.db, await this.require(this.database.db, projectId));
+  }
+
+  async update(caller: Caller, name: string, changes: AccountChanges): Promise<AccountView> {
+    const projectId = this.ownProject(caller, name);
+    const row = await this.database.transaction(async (tx) => {
+      await this.require(tx, projectId);
+      await repo.updateAccount(tx, projectId, {
+        ...(changes.displayName !== undefined && { display_name: changes.displayName }),
+        ...(changes.billingEmail !== undefined && { billing_email: changes.billingEmail }),
+        update_time: this.clock.now(),
+      });
+      return (await repo.findAccount(tx, projectId))!;
+    });
+    return this.view(this.database.db, row);
+  }
+
+  async listMembers(caller: Caller, parent: string, requestedSize: number, pageToken: string) {
+    const projectId = this.ownProject(caller, parent);
+    await this.require(this.database.db, projectId);
+    const size = pageSize(requestedSize);
+    const after = decodePageToken(pageToken, ["number", "string"]) as [number, string] | undefined;
+    const rows = await repo.listMembers(this.database.db, projectId, size + 1, after);
+    return pageOf(rows, size, (r) => [r.create_time, r.user_id]);
+  }
+
+  async addMember(caller: Caller, parent: string, userId: string, role: Role): Promise<repo.MemberRow> {
+    const projectId = this.ownProject(caller, parent);
+    if (role > caller.role) throw permissionDenied(`a ${roleName(caller.role)} cannot add a member with role ${roleName(role)}`);
+    const now = this.clock.now();
+    return this.database.transaction(async (tx) => {
+      await this.require(tx, projectId);
+      if (await repo.findMember(tx, projectId, userId)) throw alreadyExists(`member "${memberName(projectId, userId)}"`);
+      const row = { project_id: projectId, user_id: userId, role: roleName(role), create_time: now, update_time: now };
+      await repo.insertMember(tx, row);
+      return row;
+    });
+  }
+
+  async updateMemberRole(caller: Caller, name: string, role: Role): Promise<repo.MemberRow> {
+    const { projectId, userId } = this.ownMember(caller, name);
+    return this.database.transaction(async (tx) => {
+      const member = await repo.findMember(tx, projectId, userId);
+      if (!member) throw notFound(`member "${name}"`);
+      const newRole = roleName(role);
+      if (member.role === "admin" && newRole !== "admin" && (await repo.countAdmins(tx, projectId)) === 1) {
+        throw failedPrecondition("the last admin of an account cannot be demoted; make another member admin first", "LAST_ADMIN");
+      }
+      await repo.updateMemberRole(tx, projectId, userId, newRole, this.clock.now());
+      return (await repo.findMember(tx, projectId, userId))!;
+    });
+  }
+
+  async removeMember(caller: Caller, name: string): Promise<void> {
+    const { projectId, userId } = this.ownMember(caller, name);
+    await this.database.transaction(async (tx) => {
+      const member = await repo.findMember(tx, projectId, userId);
+      if (!member) throw notFound(`member "${name}"`);
+      if (member.role === "admin" && (await repo.countAdmins(tx, projectId)) === 1) {
+        throw failedPrecondition("the last admin of an account cannot be removed; make another member admin first", "LAST_ADMIN");
+      }
+      await repo.deleteMember(tx, projectId, userId);
+    });
+  }
+
+  /** A user's role from the members table, if they are a member. */
+  async memberRole(projectId: string, userId: string): Promise<string | undefined> {
+    return (await repo.findMember(this.database.db, projectId, userId))?.role;
+  }
+
+  /** Creates an account with `adminSubject` as admin unless it exists (development seeding). */
+  async ensure(projectId: string, adminSubject: string, displayName: string): Promise<void> {
+    const existing = await repo.findAccount(this.database.db, projectId);
+    if (existing) return;
+    await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, "");
+  }
+
+  /**
+   * The project an account name refers to, if it is the caller's. Another
+   * project's name is NOT_FOUND with the same message whether it exists or
+   * not, so a caller learns nothing about other tenants.
+   */
+  private ownProject(caller: Caller, name: string): string {
+    const projectId = name.slice("accounts/".length);
+    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
+    return projectId;
+  }
+
+  private ownMember(caller: Caller, name: string): { projectId: string; userId: string } {
+    const m = /^(accounts\/[^/]+)\/members\/(.+)$/.exec(name);
+    if (!m) throw invalidArgument("name", "must be accounts/{project}/members/{user_id}");
+    const projectId = m[1].slice("accounts/".length);
+    if (projectId !== caller.projectId) throw notFound(`member "${name}"`);
+    return { projectId, userId: m[2] };
+  }
+
+  private async require(db: Db, projectId: string): Promise<repo.AccountRow> {
+    const row = await repo.findAccount(db, projectId);
+    if (!row) throw notFound(`account "${accountName(projectId)}"`);
+    return row;
+  }
+
+  private async view(db: Db, row: repo.AccountRow): Promise<AccountView> {
+    const [apiKeysUsed, agentSlotsUsed] = await Promise.all([
+      this.counters.activeApiKeys(db, row.project_id),
+      this.counters.activeHires(db, row.project_id),
+    ]);
+    return { row, plan: this.plans.byId(row.plan_tier), apiKeysUsed, agentSlotsUsed };
+  }
+}
+

@@ -1,0 +1,82 @@
+/**
+ * The one context object: built from config, it holds the store, the domain
+ * services, the identity machinery and the clock. Tests build it with
+ * overrides (an in-memory database, a manual clock).
+ */
+import { Accounts } from "./accounts/accounts.js";
+import { type DevIssuer, loadDevIssuer } from "./auth/dev-issuer.js";
+import { type JwtVerifier, createJwtVerifier } from "./auth/jwt-verifier.js";
+import { type Clock, systemClock } from "./clock.js";
+import { type Config, usesDevIssuer } from "./config.js";
+import { type Database, openDatabase } from "./db/database.js";
+import { type Logger, createLogger } from "./logger.js";
+import { type Plans, loadPlans } from "./plans/plans.js";
+import { HealthStatus } from "./server/health.js";
+
+export interface AppOverrides {
+  clock?: Clock;
+  log?: Logger;
+  plans?: Plans;
+}
+
+export class App {
+  private verifier?: JwtVerifier;
+  private jwksUrl?: string;
+
+  private constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    readonly clock: Clock,
+    readonly database: Database,
+    readonly plans: Plans,
+    readonly accounts: Accounts,
+    readonly health: HealthStatus,
+    /** The built-in development issuer; only in development without FORMSTATE_JWKS_URL. */
+    readonly devIssuer: DevIssuer | undefined,
+  ) {
+    this.jwksUrl = config.jwt.jwksUrl;
+  }
+
+  static async create(config: Config, overrides: AppOverrides = {}): Promise<App> {
+    const log = overrides.log ?? createLogger(config.logLevel);
+    const clock = overrides.clock ?? systemClock;
+    const plans = overrides.plans ?? loadPlans(config.plansFile);
+    const database = await openDatabase(config.databaseUrl);
+    const accounts = new Accounts(database, plans, clock);
+    const devIssuer = usesDevIssuer(config)
+      ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
+      : undefined;
+    return new App(config, log, clock, database, plans, accounts, new HealthStatus(), devIssuer);
+  }
+
+  /** Where the dev issuer's JWKS is served, once the server knows its own address. */
+  useOwnJwks(url: string): void {
+    if (this.devIssuer) {
+      this.jwksUrl = url;
+      this.verifier = undefined;
+    }
+  }
+
+  /** The JWT verifier, built on first use (the dev JWKS URL is only known after listen). */
+  jwt(): JwtVerifier {
+    if (!this.verifier) {
+      if (!this.jwksUrl) throw new Error("no JWKS URL: set FORMSTATE_JWKS_URL");
+      const { jwt } = this.config;
+      this.verifier = createJwtVerifier({
+        jwksUrl: this.jwksUrl,
+        issuer: jwt.issuer,
+        audience: jwt.audience,
+        algorithms: jwt.algorithms,
+        clockToleranceSec: jwt.clockToleranceSec,
+        projectClaim: jwt.projectClaim,
+        roleClaim: jwt.roleClaim,
+        now: () => this.clock.now(),
+      });
+    }
+    return this.verifier;
+  }
+
+  async close(): Promise<void> {
+    await this.database.close();
+  }
+}

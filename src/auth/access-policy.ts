@@ -1,0 +1,59 @@
+/**
+ * The access policy of a method: declared in the proto with the `(access)`
+ * method option, read here from the method descriptor. Fail closed: a method
+ * without a policy is denied to everyone.
+ */
+import { create, getOption, hasOption } from "@bufbuild/protobuf";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { type AccessPolicy, AccessPolicySchema, Role, Scope, access } from "../../gen/formstate/v1/access_pb.js";
+import { permissionDenied } from "../errors.js";
+import { type Principal, roleName } from "./principal.js";
+
+/**
+ * Third-party services whose protos we cannot annotate: gRPC health and
+ * reflection describe the server, not tenant data, and are public.
+ */
+const infrastructurePolicies: Record<string, AccessPolicy> = {
+  "grpc.health.v1.Health": create(AccessPolicySchema, { public: true }),
+  "grpc.reflection.v1.ServerReflection": create(AccessPolicySchema, { public: true }),
+  "grpc.reflection.v1alpha.ServerReflection": create(AccessPolicySchema, { public: true }),
+};
+
+const cache = new WeakMap<DescMethod, AccessPolicy | null>();
+
+/** The method's declared policy, or undefined when it has none. */
+export function policyOf(method: DescMethod): AccessPolicy | undefined {
+  let policy = cache.get(method);
+  if (policy === undefined) {
+    policy = hasOption(method, access) ? getOption(method, access) : (infrastructurePolicies[method.parent.typeName] ?? null);
+    cache.set(method, policy);
+  }
+  return policy ?? undefined;
+}
+
+const scopeNames: Record<number, string> = { [Scope.READ]: "read", [Scope.WRITE]: "write", [Scope.ADMIN]: "admin" };
+
+/**
+ * Throws PERMISSION_DENIED unless the principal may call the method.
+ * Authentication (UNAUTHENTICATED for anonymous callers) happens before.
+ */
+export function authorize(method: DescMethod, principal: Principal): void {
+  const policy = policyOf(method);
+  const name = `${method.parent.typeName}/${method.name}`;
+  if (!policy) throw permissionDenied(`${name} has no access policy and is denied`, "NO_ACCESS_POLICY");
+  if (policy.public) return;
+  switch (principal.kind) {
+    case "anonymous":
+      // The authenticate interceptor lets anonymous callers through only to public methods.
+      throw permissionDenied(`${name} needs a credential`);
+    case "user":
+      if (policy.minRole === Role.UNSPECIFIED) throw permissionDenied(`${name} cannot be called with a user token`);
+      if (principal.role < policy.minRole) {
+        throw permissionDenied(`${name} needs role ${roleName(policy.minRole)}; the caller is ${roleName(principal.role)}`, "ROLE_TOO_LOW");
+      }
+      return;
+  }
+}
+
+/** Human-readable scope name, for messages. */
+export const scopeName = (s: Scope) => scopeNames[s] ?? "none";

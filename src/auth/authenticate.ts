@@ -1,0 +1,76 @@
+/**
+ * The authentication interceptor: finds the credential in the headers (gRPC
+ * metadata alike), verifies it once, and puts the principal in the call's
+ * context values. Handlers never read auth headers.
+ */
+import type { Interceptor } from "@connectrpc/connect";
+import { Role } from "../../gen/formstate/v1/access_pb.js";
+import { unauthenticated } from "../errors.js";
+import { policyOf } from "./access-policy.js";
+import { AuthError } from "./auth-error.js";
+import type { JwtVerifier } from "./jwt-verifier.js";
+import { type Principal, parseRole, principalKey } from "./principal.js";
+
+/** API keys are told from JWTs by their prefix. */
+export const API_KEY_PREFIXES = ["fs_live_", "fs_test_"];
+
+export interface AuthenticateDeps {
+  /** The JWT verifier; a function so the dev issuer's URL can be known after listen. */
+  jwt: () => JwtVerifier;
+  /** A user's role in a project from the members table, when the token has none. */
+  memberRole(projectId: string, userId: string): Promise<string | undefined>;
+}
+
+/** The credential a request carries, if any. */
+export function credentialOf(header: Headers): string | undefined {
+  const apiKey = header.get("x-api-key");
+  if (apiKey) return apiKey.trim();
+  const authz = header.get("authorization");
+  if (!authz) return undefined;
+  const m = /^Bearer\s+(.+)$/i.exec(authz.trim());
+  if (!m) throw unauthenticated("authorization header must be \"Bearer <token or API key>\"", "TOKEN_MALFORMED");
+  return m[1].trim();
+}
+
+export function createAuthenticateInterceptor(deps: AuthenticateDeps): Interceptor {
+  return (next) => async (req) => {
+    const credential = credentialOf(req.header);
+    if (credential === undefined) {
+      if (!policyOf(req.method)?.public) throw unauthenticated("missing credential: send Authorization: Bearer <token> or x-api-key", "TOKEN_MISSING");
+      req.contextValues.set(principalKey, { kind: "anonymous" });
+      return next(req);
+    }
+    req.contextValues.set(principalKey, await resolve(deps, credential));
+    return next(req);
+  };
+}
+
+async function resolve(deps: AuthenticateDeps, credential: string): Promise<Principal> {
+  if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) {
+    throw unauthenticated("API key authentication is not available yet; use a JWT", "API_KEYS_UNAVAILABLE");
+  }
+  let jwt;
+  try {
+    jwt = await deps.jwt().verify(credential);
+  } catch (err) {
+    if (err instanceof AuthError) throw unauthenticated(err.message, err.reason);
+    throw err;
+  }
+  // The IdP's role claim wins; without one, the members table; without a membership, user
+  // (the IdP vouches that the subject belongs to the project it names).
+  let role = parseRole(jwt.role);
+  let roleSource: "token" | "member" | "default" = "token";
+  if (role === undefined) {
+    role = parseRole(await deps.memberRole(jwt.projectId, jwt.subject));
+    roleSource = role === undefined ? "default" : "member";
+  }
+  return {
+    kind: "user",
+    subject: jwt.subject,
+    projectId: jwt.projectId,
+    role: role ?? Role.USER,
+    roleSource,
+    sessionId: jwt.sessionId,
+    expiresAt: jwt.expiresAt,
+  };
+}

@@ -1,0 +1,173 @@
+/**
+ * Environment -> typed, validated configuration. Every bad variable is
+ * collected and reported at once, so an operator fixes them in one go.
+ */
+import { resolve } from "node:path";
+
+export type Mode = "development" | "production";
+
+/** The JWT identity provider Formstate trusts. */
+export interface JwtConfig {
+  /** The IdP's JWKS. Unset in development: the built-in dev issuer is used. */
+  jwksUrl?: string;
+  issuer?: string;
+  audience?: string;
+  algorithms: string[];
+  projectClaim: string;
+  roleClaim: string;
+  clockToleranceSec: number;
+}
+
+export interface Config {
+  mode: Mode;
+  host: string;
+  port: number;
+  databaseUrl: string;
+  dataDir: string;
+  jwt: JwtConfig;
+  /** Allowed browser origins; `localhost` allows any http(s)://localhost or 127.0.0.1 origin. */
+  corsOrigins: string[];
+  redisUrl?: string;
+  stripe: { secretKey?: string; webhookSecret?: string };
+  logLevel: string;
+  tls?: { certFile: string; keyFile: string };
+  /** Largest request or response message, bytes. */
+  maxMessageBytes: number;
+  /** Longest deadline a client may ask for, ms; calls without one get it too. */
+  maxTimeoutMs: number;
+  /** How long shutdown waits for in-flight calls before closing connections, ms. */
+  shutdownGraceMs: number;
+  /** The demo project seeded in development. */
+  devProject: string;
+  /** A JSON file replacing the default plans. */
+  plansFile?: string;
+}
+
+/** Start-up stops with this error; its message names every bad variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+const DEV_ISSUER = "formstate-dev";
+const DEV_AUDIENCE = "formstate";
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const ALLOWED_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+
+/** Reads and validates the configuration from environment variables. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const str = (name: string) => {
+    const v = env[name]?.trim();
+    return v === "" ? undefined : v;
+  };
+  const int = (name: string, def: number, min: number, max: number) => {
+    const raw = str(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name}=${JSON.stringify(raw)} must be a whole number from ${min} to ${max}`);
+      return def;
+    }
+    return n;
+  };
+  const url = (name: string, protocols: string[]) => {
+    const raw = str(name);
+    if (raw === undefined) return undefined;
+    try {
+      const u = new URL(raw);
+      if (!protocols.includes(u.protocol)) throw new Error();
+      return raw;
+    } catch {
+      problems.push(`${name} must be a ${protocols.join(" or ")} URL`);
+      return undefined;
+    }
+  };
+
+  const envName = str("FORMSTATE_ENV");
+  if (envName !== undefined && envName !== "development" && envName !== "production") {
+    problems.push(`FORMSTATE_ENV=${JSON.stringify(envName)} must be development or production`);
+  }
+  const mode: Mode = envName === "production" || env.NODE_ENV === "production" ? "production" : "development";
+
+  const dataDir = resolve(str("FORMSTATE_DATA_DIR") ?? "./data");
+  const databaseUrl = str("DATABASE_URL") ?? resolve(dataDir, "formstate.db");
+  if (/^[a-z]+:\/\//.test(databaseUrl) && !/^postgres(ql)?:\/\//.test(databaseUrl) && !databaseUrl.startsWith("file:")) {
+    problems.push("DATABASE_URL must be a SQLite file path, file: URL, :memory:, or postgres:// URL");
+  }
+
+  const algorithms = (str("FORMSTATE_JWT_ALGORITHMS") ?? "RS256,ES256,EdDSA").split(",").map((a) => a.trim());
+  const badAlgs = algorithms.filter((a) => !ALLOWED_ALGS.includes(a));
+  if (badAlgs.length) {
+    problems.push(`FORMSTATE_JWT_ALGORITHMS has ${badAlgs.join(", ")}; allowed: ${ALLOWED_ALGS.join(", ")} (never none or HMAC)`);
+  }
+
+  const jwksUrl = url("FORMSTATE_JWKS_URL", ["https:", "http:"]);
+  let issuer = str("FORMSTATE_JWT_ISSUER");
+  let audience = str("FORMSTATE_JWT_AUDIENCE");
+  if (mode === "production") {
+    if (!str("FORMSTATE_JWKS_URL")) problems.push("FORMSTATE_JWKS_URL is required in production");
+    if (!issuer) problems.push("FORMSTATE_JWT_ISSUER is required in production");
+    if (!audience) problems.push("FORMSTATE_JWT_AUDIENCE is required in production");
+  } else if (!jwksUrl) {
+    issuer ??= DEV_ISSUER;
+    audience ??= DEV_AUDIENCE;
+  }
+
+  const logLevel = str("LOG_LEVEL") ?? "info";
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL=${JSON.stringify(logLevel)} must be one of ${LOG_LEVELS.join(", ")}`);
+
+  const certFile = str("FORMSTATE_TLS_CERT");
+  const keyFile = str("FORMSTATE_TLS_KEY");
+  if (Boolean(certFile) !== Boolean(keyFile)) problems.push("FORMSTATE_TLS_CERT and FORMSTATE_TLS_KEY must be set together");
+
+  const corsRaw = str("FORMSTATE_CORS_ORIGINS");
+  const corsOrigins = corsRaw ? corsRaw.split(",").map((o) => o.trim()).filter(Boolean) : mode === "development" ? ["localhost"] : [];
+  for (const o of corsOrigins) {
+    if (o === "localhost" || o === "*") continue;
+    try {
+      if (new URL(o).origin !== o) throw new Error();
+    } catch {
+      problems.push(`FORMSTATE_CORS_ORIGINS entry ${JSON.stringify(o)} must be an origin such as https://app.example.com`);
+    }
+  }
+
+  const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
+
+  const config: Config = {
+    mode,
+    host: str("HOST") ?? "0.0.0.0",
+    port: int("PORT", 8080, 0, 65535),
+    databaseUrl,
+    dataDir,
+    jwt: {
+      jwksUrl,
+      issuer,
+      audience,
+      algorithms,
+      projectClaim: str("FORMSTATE_JWT_PROJECT_CLAIM") ?? "project_id",
+      roleClaim: str("FORMSTATE_JWT_ROLE_CLAIM") ?? "role",
+      clockToleranceSec: int("FORMSTATE_JWT_CLOCK_TOLERANCE_SEC", 30, 0, 300),
+    },
+    corsOrigins,
+    redisUrl: url("REDIS_URL", ["redis:", "rediss:"]),
+    stripe: { secretKey: str("STRIPE_SECRET_KEY"), webhookSecret: str("STRIPE_WEBHOOK_SECRET") },
+    logLevel,
+    tls: certFile && keyFile ? { certFile, keyFile } : undefined,
+    maxMessageBytes: int("FORMSTATE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    maxTimeoutMs: int("FORMSTATE_MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
+    shutdownGraceMs: int("FORMSTATE_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    devProject,
+    plansFile: str("FORMSTATE_PLANS_FILE"),
+  };
+  if (problems.length) throw new ConfigError(problems);
+  return config;
+}
+
+/** True when the built-in development issuer signs the tokens. */
+export function usesDevIssuer(config: Config): boolean {
+  return config.mode === "development" && !config.jwt.jwksUrl;
+}

@@ -1,0 +1,14 @@
+/**
+ * The ordered list of migrations. Listed in code, not discovered on disk, so
+ * bundling and vitest (which cannot import .ts through FileMigrationProvider) work.
+ */
+import type { Migration, MigrationProvider } from "kysely";
+import * as m0001 from "./0001-accounts.js";
+
+const migrations: Record<string, Migration> = {
+  "0001-accounts": m0001,
+};
+
+export const migrationProvider: MigrationProvider = {
+  getMigrations: async () => migrations,
+};

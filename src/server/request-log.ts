@@ -1,0 +1,48 @@
+/**
+ * The outermost interceptor: gives each call a request id (echoed in
+ * `x-request-id`), logs its outcome, and turns unexpected errors into an
+ * INTERNAL error whose message carries the request id and nothing else, so no
+ * stack trace or internal detail reaches a client.
+ */
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { principalKey } from "../auth/principal.js";
+import type { Logger } from "../logger.js";
+
+export const requestIdKey = createContextKey<string>("", { description: "request id" });
+
+const SAFE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+export function createRequestLogInterceptor(log: Logger): Interceptor {
+  return (next) => async (req) => {
+    const given = req.header.get("x-request-id");
+    const requestId = given && SAFE_ID.test(given) ? given : randomUUID();
+    req.contextValues.set(requestIdKey, requestId);
+    const started = performance.now();
+    const method = `${req.method.parent.typeName}/${req.method.name}`;
+    const fields = () => {
+      const p = req.contextValues.get(principalKey);
+      return {
+        requestId,
+        method,
+        protocol: req.protocolName,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+        ...(p.kind === "user" && { subject: p.subject, project: p.projectId }),
+      };
+    };
+    try {
+      const res = await next(req);
+      res.header.set("x-request-id", requestId);
+      log.debug(fields(), "call ok");
+      return res;
+    } catch (err) {
+      if (err instanceof ConnectError) {
+        err.metadata.set("x-request-id", requestId);
+        log.info({ ...fields(), code: Code[err.code], error: err.rawMessage }, "call failed");
+        throw err;
+      }
+      log.error({ ...fields(), err }, "call crashed");
+      throw new ConnectError(`internal error (request id ${requestId})`, Code.Internal, { "x-request-id": requestId });
+    }
+  };
+}

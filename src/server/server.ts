@@ -1,0 +1,85 @@
+/**
+ * Puts the app on the port: Connect's handler for gRPC, gRPC-Web and Connect
+ * (with the interceptor chain), CORS, and the plain HTTP routes.
+ */
+import type http from "node:http";
+import type http2 from "node:http2";
+import { createValidateInterceptor } from "@connectrpc/validate";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { App } from "../app.js";
+import { createAuthenticateInterceptor } from "../auth/authenticate.js";
+import { createAuthorizeInterceptor } from "../auth/authorize.js";
+import { applyCors } from "./cors.js";
+import { type Listener, listen } from "./listener.js";
+import { createRequestLogInterceptor } from "./request-log.js";
+import { registerRoutes } from "./routes.js";
+
+type Req = http.IncomingMessage | http2.Http2ServerRequest;
+type Res = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly listener: Listener;
+  /** Graceful stop: health NOT_SERVING, drain in-flight calls, close connections. Leaves the app open. */
+  stop(): Promise<void>;
+}
+
+/** The request handler for every protocol. */
+export function createHandler(app: App): (req: Req, res: Res) => void {
+  const { config } = app;
+  const connect = connectNodeAdapter({
+    routes: (router) => registerRoutes(router, app),
+    // Order matters: id and logging outermost, then who is calling, whether they may, then input.
+    interceptors: [
+      createRequestLogInterceptor(app.log),
+      createAuthenticateInterceptor({ jwt: () => app.jwt(), memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+      createAuthorizeInterceptor(),
+      createValidateInterceptor(),
+    ],
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    maxTimeoutMs: config.maxTimeoutMs,
+    fallback: (req, res) => plainRoute(app, req, res),
+  });
+  return (req, res) => {
+    if (applyCors(req, res, config.corsOrigins)) return;
+    connect(req, res);
+  };
+}
+
+/** Plain HTTP routes beside the RPCs. */
+function plainRoute(app: App, req: Req, res: Res): void {
+  const path = (req.url ?? "/").split("?")[0];
+  if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
+    return json(res, 200, app.devIssuer.jwks());
+  }
+  if (req.method === "GET" && path === "/healthz") {
+    const serving = app.health.serving();
+    return json(res, serving ? 200 : 503, { status: serving ? "SERVING" : "NOT_SERVING" });
+  }
+  json(res, 404, { error: "not found" });
+}
+
+function json(res: Res, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  (res as http.ServerResponse).writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Listens on the configured port and wires the dev issuer to its own JWKS URL. */
+export async function startServer(app: App, port = app.config.port): Promise<RunningServer> {
+  const listener = await listen(createHandler(app), { host: app.config.host, port, tls: app.config.tls });
+  const selfHost = ["0.0.0.0", "::"].includes(app.config.host) ? "127.0.0.1" : app.config.host;
+  app.useOwnJwks(`${app.config.tls ? "https" : "http"}://${selfHost.includes(":") ? `[${selfHost}]` : selfHost}:${listener.port}/.well-known/jwks.json`);
+  app.health.setAll(true);
+  return {
+    url: listener.url,
+    port: listener.port,
+    listener,
+    async stop() {
+      app.health.shutdown();
+      await listener.close(app.config.shutdownGraceMs);
+    },
+  };
+}
