@@ -4,13 +4,14 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file formstate/v1/common.proto.
  */
 export const file_formstate_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Chlmb3Jtc3RhdGUvdjEvY29tbW9uLnByb3RvEgxmb3Jtc3RhdGUudjEiNwoFUXVvdGESDAoEdXNlZBgBIAEoAxINCgVsaW1pdBgCIAEoAxIRCgl1bmxpbWl0ZWQYAyABKAgqZgoIUGxhblRpZXISGQoVUExBTl9USUVSX1VOU1BFQ0lGSUVEEAASEgoOUExBTl9USUVSX0ZSRUUQARIRCg1QTEFOX1RJRVJfUFJPEAISGAoUUExBTl9USUVSX0VOVEVSUFJJU0UQAyr9AQoSU3Vic2NyaXB0aW9uU3RhdHVzEiMKH1NVQlNDUklQVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhTVUJTQ1JJUFRJT05fU1RBVFVTX05PTkUQARIeChpTVUJTQ1JJUFRJT05fU1RBVFVTX0FDVElWRRACEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfVFJJQUxJTkcQAxIgChxTVUJTQ1JJUFRJT05fU1RBVFVTX1BBU1RfRFVFEAQSIAocU1VCU0NSSVBUSU9OX1NUQVRVU19DQU5DRUxFRBAFEh4KGlNVQlNDUklQVElPTl9TVEFUVVNfVU5QQUlEEAZiBnByb3RvMw");
+  fileDesc("Chlmb3Jtc3RhdGUvdjEvY29tbW9uLnByb3RvEgxmb3Jtc3RhdGUudjEiNwoFUXVvdGESDAoEdXNlZBgBIAEoAxINCgVsaW1pdBgCIAEoAxIRCgl1bmxpbWl0ZWQYAyABKAgi5wEKCVJhdGVMaW1pdBIoChNyZXF1ZXN0c19wZXJfc2Vjb25kGAEgASgFQgu6SAgaBhigjQYgABIaCgVidXJzdBgCIAEoBUILukgIGgYYwIQ9KAA6kwG6SI8BGowBCh5yYXRlX2xpbWl0LmJ1cnN0X2F0X2xlYXN0X3JhdGUSL2J1cnN0IG11c3QgYmUgMCBvciBhdCBsZWFzdCByZXF1ZXN0c19wZXJfc2Vjb25kGjl0aGlzLmJ1cnN0ID09IDAgfHwgdGhpcy5idXJzdCA+PSB0aGlzLnJlcXVlc3RzX3Blcl9zZWNvbmQiRwoFQWN0b3ISEQoHdXNlcl9pZBgBIAEoCUgAEhEKB2FwaV9rZXkYAiABKAlIABIQCgZzeXN0ZW0YAyABKAlIAEIGCgRraW5kKmYKCFBsYW5UaWVyEhkKFVBMQU5fVElFUl9VTlNQRUNJRklFRBAAEhIKDlBMQU5fVElFUl9GUkVFEAESEQoNUExBTl9USUVSX1BSTxACEhgKFFBMQU5fVElFUl9FTlRFUlBSSVNFEAMq/QEKElN1YnNjcmlwdGlvblN0YXR1cxIjCh9TVUJTQ1JJUFRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYU1VCU0NSSVBUSU9OX1NUQVRVU19OT05FEAESHgoaU1VCU0NSSVBUSU9OX1NUQVRVU19BQ1RJVkUQAhIgChxTVUJTQ1JJUFRJT05fU1RBVFVTX1RSSUFMSU5HEAMSIAocU1VCU0NSSVBUSU9OX1NUQVRVU19QQVNUX0RVRRAEEiAKHFNVQlNDUklQVElPTl9TVEFUVVNfQ0FOQ0VMRUQQBRIeChpTVUJTQ1JJUFRJT05fU1RBVFVTX1VOUEFJRBAGYgZwcm90bzM", [file_buf_validate_validate]);
 
 /**
  * A counted allowance: how much is used of how much.
@@ -46,6 +47,78 @@ export type Quota = Message<"formstate.v1.Quota"> & {
  */
 export const QuotaSchema: GenMessage<Quota> = /*@__PURE__*/
   messageDesc(file_formstate_v1_common, 0);
+
+/**
+ * A token-bucket rate limit: a steady rate and a burst above it.
+ *
+ * @generated from message formstate.v1.RateLimit
+ */
+export type RateLimit = Message<"formstate.v1.RateLimit"> & {
+  /**
+   * Requests allowed per second, on average.
+   *
+   * @generated from field: int32 requests_per_second = 1;
+   */
+  requestsPerSecond: number;
+
+  /**
+   * Requests allowed at once before the steady rate applies; 0 means equal to
+   * requests_per_second.
+   *
+   * @generated from field: int32 burst = 2;
+   */
+  burst: number;
+};
+
+/**
+ * Describes the message formstate.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_common, 1);
+
+/**
+ * Who did something: a signed-in user, an API key, or the platform itself.
+ *
+ * @generated from message formstate.v1.Actor
+ */
+export type Actor = Message<"formstate.v1.Actor"> & {
+  /**
+   * @generated from oneof formstate.v1.Actor.kind
+   */
+  kind: {
+    /**
+     * A user's subject (`sub` claim) at the identity provider.
+     *
+     * @generated from field: string user_id = 1;
+     */
+    value: string;
+    case: "userId";
+  } | {
+    /**
+     * An API key's name, `accounts/{project}/apiKeys/{key_id}`.
+     *
+     * @generated from field: string api_key = 2;
+     */
+    value: string;
+    case: "apiKey";
+  } | {
+    /**
+     * A platform component, for example `stripe-webhook` or `scheduler`.
+     *
+     * @generated from field: string system = 3;
+     */
+    value: string;
+    case: "system";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message formstate.v1.Actor.
+ * Use `create(ActorSchema)` to create a new message.
+ */
+export const ActorSchema: GenMessage<Actor> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_common, 2);
 
 /**
  * A plan tier. Limits per tier are configuration, listed by BillingService.ListPlans.
