@@ -1,22 +1,32 @@
 /**
  * The one context object: built from config, it holds the store, the domain
  * services, the identity machinery and the clock. Tests build it with
- * overrides (an in-memory database, a manual clock).
+ * overrides (a manual clock, other plans).
  */
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Accounts } from "./accounts/accounts.js";
 import { type DevIssuer, loadDevIssuer } from "./auth/dev-issuer.js";
 import { type JwtVerifier, createJwtVerifier } from "./auth/jwt-verifier.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type Config, usesDevIssuer } from "./config.js";
 import { type Database, openDatabase } from "./db/database.js";
+import { ApiKeys } from "./keys/api-keys.js";
+import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type Plans, loadPlans } from "./plans/plans.js";
 import { HealthStatus } from "./server/health.js";
+import { formstateServices } from "./server/services.js";
 
 export interface AppOverrides {
   clock?: Clock;
   log?: Logger;
   plans?: Plans;
+  limiter?: RateLimiter;
+}
+
+/** Every Formstate method by its full path, `/formstate.v1.Svc/Method`. */
+function methodIndex(): Map<string, DescMethod> {
+  return new Map(formstateServices.flatMap((s) => s.methods.map((m) => [`/${s.typeName}/${m.name}`, m] as const)));
 }
 
 export class App {
@@ -30,6 +40,8 @@ export class App {
     readonly database: Database,
     readonly plans: Plans,
     readonly accounts: Accounts,
+    readonly apiKeys: ApiKeys,
+    readonly limiter: RateLimiter,
     readonly health: HealthStatus,
     /** The built-in development issuer; only in development without FORMSTATE_JWKS_URL. */
     readonly devIssuer: DevIssuer | undefined,
@@ -42,11 +54,18 @@ export class App {
     const clock = overrides.clock ?? systemClock;
     const plans = overrides.plans ?? loadPlans(config.plansFile);
     const database = await openDatabase(config.databaseUrl);
-    const accounts = new Accounts(database, plans, clock);
+    let apiKeys: ApiKeys | undefined;
+    const accounts = new Accounts(database, plans, clock, {
+      activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
+      activeHires: async () => 0, // no hires until the catalog exists
+    });
+    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p) });
+    apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
-    return new App(config, log, clock, database, plans, accounts, new HealthStatus(), devIssuer);
+    const limiter = overrides.limiter ?? new LocalRateLimiter();
+    return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, new HealthStatus(), devIssuer);
   }
 
   /** Where the dev issuer's JWKS is served, once the server knows its own address. */
@@ -77,6 +96,7 @@ export class App {
   }
 
   async close(): Promise<void> {
+    await this.apiKeys.stop();
     await this.database.close();
   }
 }

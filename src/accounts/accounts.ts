@@ -46,7 +46,11 @@ export interface AccountChanges {
 export const accountName = (projectId: string) => `accounts/${projectId}`;
 export const memberName = (projectId: string, userId: string) => `accounts/${projectId}/members/${userId}`;
 
+const PLAN_CACHE_MS = 5_000;
+
 export class Accounts {
+  private readonly planCache = new Map<string, { plan: Plan; at: number }>();
+
   constructor(
     private readonly database: Database,
     private readonly plans: Plans,
@@ -149,6 +153,30 @@ export class Accounts {
       }
       await repo.deleteMember(tx, projectId, userId);
     });
+  }
+
+  /**
+   * The project's plan, cached briefly: it is read on every call (rate
+   * limits) and changes rarely; billing invalidates it when it does.
+   */
+  async planOf(projectId: string): Promise<Plan> {
+    const now = this.clock.now();
+    const hit = this.planCache.get(projectId);
+    if (hit && now - hit.at < PLAN_CACHE_MS) return hit.plan;
+    const row = await repo.findAccount(this.database.db, projectId);
+    const plan = this.plans.byId(row?.plan_tier ?? "free");
+    if (this.planCache.size > 100_000) this.planCache.clear();
+    this.planCache.set(projectId, { plan, at: now });
+    return plan;
+  }
+
+  invalidatePlan(projectId: string): void {
+    this.planCache.delete(projectId);
+  }
+
+  /** The project's credit balance in micro-USD (0 without an account). */
+  async creditBalance(projectId: string): Promise<number> {
+    return (await repo.findAccount(this.database.db, projectId))?.credit_balance_micros ?? 0;
   }
 
   /** A user's role from the members table, if they are a member. */

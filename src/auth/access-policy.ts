@@ -7,7 +7,7 @@ import { create, getOption, hasOption } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { type AccessPolicy, AccessPolicySchema, Role, Scope, access } from "../../gen/formstate/v1/access_pb.js";
 import { permissionDenied } from "../errors.js";
-import { type Principal, roleName } from "./principal.js";
+import { type Principal, roleName, scopeName } from "./principal.js";
 
 /**
  * Third-party services whose protos we cannot annotate: gRPC health and
@@ -31,8 +31,6 @@ export function policyOf(method: DescMethod): AccessPolicy | undefined {
   return policy ?? undefined;
 }
 
-const scopeNames: Record<number, string> = { [Scope.READ]: "read", [Scope.WRITE]: "write", [Scope.ADMIN]: "admin" };
-
 /**
  * Throws PERMISSION_DENIED unless the principal may call the method.
  * Authentication (UNAUTHENTICATED for anonymous callers) happens before.
@@ -52,8 +50,19 @@ export function authorize(method: DescMethod, principal: Principal): void {
         throw permissionDenied(`${name} needs role ${roleName(policy.minRole)}; the caller is ${roleName(principal.role)}`, "ROLE_TOO_LOW");
       }
       return;
+    case "api_key":
+      if (policy.scope === Scope.UNSPECIFIED) throw permissionDenied(`${name} cannot be called with an API key`);
+      if (principal.scope < policy.scope) {
+        throw permissionDenied(`${name} needs an API key with scope ${scopeName(policy.scope)}; this key has ${scopeName(principal.scope)}`, "SCOPE_TOO_LOW");
+      }
+      if (principal.keyKind === "scoped" && !principal.allowedMethods.includes(`/${name}`)) {
+        throw permissionDenied(`this scoped key may not call ${name}`, "METHOD_NOT_ALLOWED");
+      }
+      return;
   }
 }
 
-/** Human-readable scope name, for messages. */
-export const scopeName = (s: Scope) => scopeNames[s] ?? "none";
+/** The full path of a method, `/pkg.Service/Method`, as scoped keys list them. */
+export function methodPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}

@@ -7,8 +7,10 @@ import type { Interceptor } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { unauthenticated } from "../errors.js";
 import { policyOf } from "./access-policy.js";
+import { INVALID_KEY } from "../keys/api-keys.js";
 import { AuthError } from "./auth-error.js";
-import type { JwtVerifier } from "./jwt-verifier.js";
+import type { JwtVerifier, VerifiedJwt } from "./jwt-verifier.js";
+import { clientIpKey } from "../server/client-ip.js";
 import { type Principal, parseRole, principalKey } from "./principal.js";
 
 /** API keys are told from JWTs by their prefix. */
@@ -19,12 +21,19 @@ export interface AuthenticateDeps {
   jwt: () => JwtVerifier;
   /** A user's role in a project from the members table, when the token has none. */
   memberRole(projectId: string, userId: string): Promise<string | undefined>;
+  /** Authenticates a Formstate API key presented from an address. */
+  apiKey(key: string, clientIp: string): Promise<Principal>;
 }
 
 /** The credential a request carries, if any. */
 export function credentialOf(header: Headers): string | undefined {
   const apiKey = header.get("x-api-key");
-  if (apiKey) return apiKey.trim();
+  if (apiKey) {
+    const key = apiKey.trim();
+    // x-api-key only ever carries keys: anything else is an invalid key, not a JWT.
+    if (!API_KEY_PREFIXES.some((p) => key.startsWith(p))) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
+    return key;
+  }
   const authz = header.get("authorization");
   if (!authz) return undefined;
   const m = /^Bearer\s+(.+)$/i.exec(authz.trim());
@@ -40,16 +49,14 @@ export function createAuthenticateInterceptor(deps: AuthenticateDeps): Intercept
       req.contextValues.set(principalKey, { kind: "anonymous" });
       return next(req);
     }
-    req.contextValues.set(principalKey, await resolve(deps, credential));
+    req.contextValues.set(principalKey, await resolve(deps, credential, req.contextValues.get(clientIpKey)));
     return next(req);
   };
 }
 
-async function resolve(deps: AuthenticateDeps, credential: string): Promise<Principal> {
-  if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) {
-    throw unauthenticated("API key authentication is not available yet; use a JWT", "API_KEYS_UNAVAILABLE");
-  }
-  let jwt;
+async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
+  if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp);
+  let jwt: VerifiedJwt;
   try {
     jwt = await deps.jwt().verify(credential);
   } catch (err) {

@@ -23,7 +23,27 @@ export interface UserPrincipal {
   expiresAt: number;
 }
 
-export type Principal = AnonymousPrincipal | UserPrincipal;
+/** A program calling with a Formstate API key (standard or scoped). */
+export interface ApiKeyPrincipal {
+  kind: "api_key";
+  keyId: string;
+  /** The key's resource name, used as the subject in audit and attribution. */
+  subject: string;
+  projectId: string;
+  /** The key's highest scope (scopes are ordered read < write < admin). */
+  scope: Scope;
+  /** The role the scope stands for, for domain rules written in roles. */
+  role: Role;
+  keyKind: "standard" | "scoped";
+  /** For scoped keys: the only methods it may call (`/pkg.Service/Method`). */
+  allowedMethods: string[];
+  /** Model patterns; empty means any. */
+  allowedModels: string[];
+  rateLimit?: { requestsPerSecond: number; burst: number };
+  parentKeyId?: string;
+}
+
+export type Principal = AnonymousPrincipal | UserPrincipal | ApiKeyPrincipal;
 
 /** The context key the auth interceptor sets. */
 export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, { description: "principal" });
@@ -57,6 +77,22 @@ export function roleName(role: Role): string {
 
 export function parseRole(name: string | undefined): Role | undefined {
   return name === undefined ? undefined : roleNames[name];
+}
+
+/** The highest key scope a role may grant: user -> read, developer -> write, admin -> admin. */
+export function scopeForRole(role: Role): Scope {
+  return role === Role.ADMIN ? Scope.ADMIN : role === Role.DEVELOPER ? Scope.WRITE : role === Role.USER ? Scope.READ : Scope.UNSPECIFIED;
+}
+
+/** The role a key scope stands for in domain rules. */
+export function roleForScope(scope: Scope): Role {
+  return scope === Scope.ADMIN ? Role.ADMIN : scope === Scope.WRITE ? Role.DEVELOPER : scope === Scope.READ ? Role.USER : Role.UNSPECIFIED;
+}
+
+export const scopeNames: Record<string, Scope> = { read: Scope.READ, write: Scope.WRITE, admin: Scope.ADMIN };
+
+export function scopeName(scope: Scope): string {
+  return scope === Scope.ADMIN ? "admin" : scope === Scope.WRITE ? "write" : scope === Scope.READ ? "read" : "none";
 }
 
 export { Role, Scope };

@@ -1,8 +1,13 @@
 /** Every table, by name: the type Kysely checks queries against. */
 import type { AccountTable } from "../accounts/account-table.js";
 import type { MemberTable } from "../accounts/member-table.js";
+import type { ApiKeyEventTable, ApiKeyIpTable } from "../keys/api-key-event-table.js";
+import type { ApiKeyTable } from "../keys/api-key-table.js";
 
 export interface DatabaseSchema {
   account: AccountTable;
   member: MemberTable;
+  api_key: ApiKeyTable;
+  api_key_event: ApiKeyEventTable;
+  api_key_ip: ApiKeyIpTable;
 }

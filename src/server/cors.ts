@@ -17,8 +17,8 @@ export function originAllowed(origin: string, allowed: readonly string[]): boole
   return allowed.some((a) => a === "*" || a === origin || (a === "localhost" && LOCALHOST.test(origin)));
 }
 
-type Req = http.IncomingMessage | http2.Http2ServerRequest;
-type Res = http.ServerResponse | http2.Http2ServerResponse;
+type Req = Pick<http.IncomingMessage | http2.Http2ServerRequest, "headers" | "method">;
+type Res = { setHeader(name: string, value: string): unknown; writeHead(status: number): { end(): void } };
 
 /**
  * Sets CORS headers for an allowed origin; answers preflights itself.

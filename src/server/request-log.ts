@@ -25,7 +25,7 @@ export function createRequestLogInterceptor(log: Logger): Interceptor {
       return {
         requestId,
         method,
-        protocol: req.protocolName,
+        contentType: req.header.get("content-type") ?? undefined,
         ms: Math.round((performance.now() - started) * 100) / 100,
         ...(p.kind === "user" && { subject: p.subject, project: p.projectId }),
       };

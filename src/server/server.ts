@@ -3,19 +3,21 @@
  * (with the interceptor chain), CORS, and the plain HTTP routes.
  */
 import type http from "node:http";
-import type http2 from "node:http2";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
+import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
+import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
 import { type Listener, listen } from "./listener.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
 
-type Req = http.IncomingMessage | http2.Http2ServerRequest;
-type Res = http.ServerResponse | http2.Http2ServerResponse;
+type NodeHandler = ReturnType<typeof connectNodeAdapter>;
+type Req = Parameters<NodeHandler>[0];
+type Res = Parameters<NodeHandler>[1];
 
 export interface RunningServer {
   readonly url: string;
@@ -33,10 +35,21 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     // Order matters: id and logging outermost, then who is calling, whether they may, then input.
     interceptors: [
       createRequestLogInterceptor(app.log),
-      createAuthenticateInterceptor({ jwt: () => app.jwt(), memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+      createAuthenticateInterceptor({
+        jwt: () => app.jwt(),
+        memberRole: (p, u) => app.accounts.memberRole(p, u),
+        apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
+      }),
       createAuthorizeInterceptor(),
+      createRateLimitInterceptor({
+        limiter: app.limiter,
+        clock: app.clock,
+        planOf: (p) => app.accounts.planOf(p),
+        onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
+      }),
       createValidateInterceptor(),
     ],
+    contextValues: requestContextValues,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,

@@ -4,9 +4,11 @@
  */
 import type { Migration, MigrationProvider } from "kysely";
 import * as m0001 from "./0001-accounts.js";
+import * as m0002 from "./0002-api-keys.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
+  "0002-api-keys": m0002,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,586 @@
+/**
+ * API key domain logic: the lifecycle of standard and scoped keys, their
+ * audit log, verification for internal services, and authentication of a
+ * presented key on the hot path (cached, no database read per call).
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
+import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { policyOf } from "../auth/access-policy.js";
+import {
+  type ApiKeyPrincipal,
+  type Principal,
+  roleForScope,
+  roleName,
+  scopeForRole,
+  scopeName,
+  scopeNames,
+} from "../auth/principal.js";
+import type { Clock } from "../clock.js";
+import type { Database, Db } from "../db/database.js";
+import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
+import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { Plan, Plans } from "../plans/plans.js";
+import { type KeyEnvironment, generateKey, newKeyId, parseKey, secretMatches } from "./key-format.js";
+import { ipAllowed, normalizeIp } from "./ip-allowlist.js";
+import { patternCovered } from "./model-patterns.js";
+import * as repo from "./api-key-repository.js";
+import type { ApiKeyRow } from "./api-key-repository.js";
+
+/** The one message for an unknown key, a wrong secret and a bad checksum: a prober learns nothing. */
+export const INVALID_KEY = "invalid API key";
+
+/** Methods a key can be limited to, by full path. */
+export type MethodIndex = Map<string, import("@bufbuild/protobuf").DescMethod>;
+
+export interface KeySettings {
+  displayName: string;
+  scopes: Scope[];
+  environment: KeyEnvironment;
+  expireTime: number | null;
+  rateLimit: { requestsPerSecond: number; burst: number } | null;
+  spendCapMicros: number | null;
+  allowedCidrs: string[];
+  allowedModels: string[];
+}
+
+export type KeyStatus = "active" | "revoked" | "rotated" | "expired";
+
+/** Callers that manage keys: users and standard keys. */
+export type KeyCaller = Exclude<Principal, { kind: "anonymous" }>;
+
+interface CachedKey {
+  row: ApiKeyRow;
+  loadedAt: number;
+}
+
+export interface ApiKeysDeps {
+  database: Database;
+  plans: Plans;
+  clock: Clock;
+  log: Logger;
+  methods: MethodIndex;
+  /** The project's current plan. */
+  planOf(projectId: string): Promise<Plan>;
+}
+
+/** A key's derived status: expiry is a matter of time, not a stored state. */
+export function statusOf(row: ApiKeyRow, now: number): KeyStatus {
+  if (row.status === "revoked") return "revoked";
+  if (row.expire_time !== null && row.expire_time <= now) return "expired";
+  return row.status === "rotated" ? "rotated" : "active";
+}
+
+export const keyName = (projectId: string, keyId: string) => `accounts/${projectId}/apiKeys/${keyId}`;
+export const scopesOf = (row: ApiKeyRow): Scope[] => row.scopes.split(",").filter(Boolean).map((s) => scopeNames[s]);
+export const maxScope = (scopes: Scope[]): Scope => scopes.reduce((a, b) => (b > a ? b : a), Scope.UNSPECIFIED);
+export const listOf = (json: string): string[] => JSON.parse(json) as string[];
+
+const CACHE_TTL_MS = 30_000;
+const CACHE_MAX = 50_000;
+const REPLAY_TTL_MS = 10 * 60_000;
+const LAST_USED_FLUSH_MS = 15_000;
+const RATE_LIMIT_EVENT_EVERY_MS = 60_000;
+
+export class ApiKeys {
+  private readonly cache = new Map<string, CachedKey>();
+  /** Coalesced last-used times, written every LAST_USED_FLUSH_MS. */
+  private readonly lastUsed = new Map<string, number>();
+  private readonly seenIps = new Map<string, Set<string>>();
+  private readonly rateLimitedAt = new Map<string, number>();
+  /**
+   * Answers of recent creates by request id, secret included, kept in this
+   * process's memory only (never in the database) so a retry gets the secret.
+   */
+  private readonly replays = new Map<string, { at: number; result: { row: ApiKeyRow; secret: string } }>();
+  private flushTimer?: NodeJS.Timeout;
+
+  constructor(private readonly deps: ApiKeysDeps) {}
+
+  /** Starts the coalesced last-used writer. */
+  start(): void {
+    this.flushTimer ??= setInterval(() => void this.flush(), LAST_USED_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  /** Writes pending last-used times and stops the writer. */
+  async stop(): Promise<void> {
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    this.flushTimer = undefined;
+    await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.lastUsed.size === 0) return;
+    const batch = new Map(this.lastUsed);
+    this.lastUsed.clear();
+    try {
+      await this.deps.database.transaction((tx) => repo.touchKeys(tx, batch));
+    } catch (err) {
+      this.deps.log.warn({ err }, "could not record key last-used times");
+    }
+  }
+
+  /** Drops cached keys so the next call re-reads them (revoke, rotate, update). */
+  invalidate(keyIds: Iterable<string>): void {
+    for (const id of keyIds) this.cache.delete(id);
+  }
+
+  // ---- authentication (hot path) ----
+
+  /**
+   * Authenticates a presented key. Unknown key, wrong secret and bad checksum
+   * fail alike; a revoked or expired key says so (only after the secret matched).
+   */
+  async authenticate(presented: string, clientIp: string): Promise<ApiKeyPrincipal> {
+    const parsed = parseKey(presented);
+    if (!parsed) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
+    const now = this.deps.clock.now();
+    const row = await this.load(parsed.keyId, now);
+    if (!row || !secretMatches(parsed.secret, row.secret_hash) || row.environment !== parsed.environment) {
+      throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
+    }
+    const status = statusOf(row, now);
+    if (status === "revoked") throw unauthenticated("API key revoked", "API_KEY_REVOKED");
+    if (status === "expired") throw unauthenticated(row.status === "rotated" ? "API key expired: it was rotated and its grace period ended" : "API key expired", "API_KEY_EXPIRED");
+    const ip = normalizeIp(clientIp);
+    if (!ipAllowed(listOf(row.allowed_cidrs), ip)) throw permissionDenied(`API key may not be used from ${ip}`, "IP_NOT_ALLOWED");
+    this.lastUsed.set(row.key_id, Math.floor(now / 60_000) * 60_000);
+    if (ip) await this.noteIp(row, ip, now);
+    const scopes = scopesOf(row);
+    const scope = maxScope(scopes);
+    return {
+      kind: "api_key",
+      keyId: row.key_id,
+      subject: keyName(row.project_id, row.key_id),
+      projectId: row.project_id,
+      scope,
+      role: roleForScope(scope),
+      keyKind: row.kind === "scoped" ? "scoped" : "standard",
+      allowedMethods: listOf(row.allowed_methods),
+      allowedModels: listOf(row.allowed_models),
+      rateLimit: row.rate_limit_rps === null ? undefined : { requestsPerSecond: row.rate_limit_rps, burst: row.rate_limit_burst ?? row.rate_limit_rps },
+      parentKeyId: row.parent_key_id ?? undefined,
+    };
+  }
+
+  private async load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
+    const hit = this.cache.get(keyId);
+    if (hit && now - hit.loadedAt < CACHE_TTL_MS) return hit.row;
+    const row = await repo.findKey(this.deps.database.db, keyId);
+    if (row) {
+      this.cache.delete(keyId);
+      this.cache.set(keyId, { row, loadedAt: now });
+      if (this.cache.size > CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
+    }
+    return row;
+  }
+
+  /** Records a USED_FROM_NEW_IP event the first time a key is used from an address. */
+  private async noteIp(row: ApiKeyRow, ip: string, now: number): Promise<void> {
+    let seen = this.seenIps.get(row.key_id);
+    if (!seen) {
+      seen = new Set(await repo.knownIps(this.deps.database.db, row.key_id));
+      this.seenIps.set(row.key_id, seen);
+    }
+    if (seen.has(ip)) return;
+    seen.add(ip);
+    await this.deps.database.transaction(async (tx) => {
+      if (!(await repo.rememberIp(tx, row.key_id, ip, now))) return;
+      // The first address a key is used from is not "new": only later ones are worth an alert.
+      const first = (await repo.knownIps(tx, row.key_id)).length === 1;
+      if (!first) await this.event(tx, row, "used_from_new_ip", { kind: "api_key", id: keyName(row.project_id, row.key_id) }, ip, { ip });
+    });
+  }
+
+  /** Records a RATE_LIMITED event, at most once a minute per key. */
+  async noteRateLimited(keyId: string, ip: string): Promise<void> {
+    const now = this.deps.clock.now();
+    const last = this.rateLimitedAt.get(keyId);
+    if (last !== undefined && now - last < RATE_LIMIT_EVENT_EVERY_MS) return;
+    this.rateLimitedAt.set(keyId, now);
+    const row = await this.load(keyId, now);
+    if (!row) return;
+    await this.deps.database.transaction((tx) => this.event(tx, row, "rate_limited", { kind: "system", id: "rate-limiter" }, ip, {}));
+  }
+
+  // ---- management ----
+
+  async create(caller: KeyCaller, parent: string, settings: KeySettings, requestId: string, ip: string): Promise<{ row: ApiKeyRow; secret: string }> {
+    const projectId = this.ownProject(caller, parent);
+    this.refuseScopedCaller(caller);
+    const replayKey = `${projectId}\0${caller.subject}\0${requestId}`;
+    const now = this.deps.clock.now();
+    if (requestId) {
+      const replay = this.replays.get(replayKey);
+      if (replay && now - replay.at < REPLAY_TTL_MS) return replay.result;
+    }
+    const plan = await this.deps.planOf(projectId);
+    this.checkScopes(caller, settings.scopes, "api_key.scopes");
+    this.checkRateLimit(plan, settings.rateLimit, "api_key.rate_limit");
+    const generated = generateKey(settings.environment);
+    const result = await this.deps.database.transaction(async (tx) => {
+      if (requestId && (await repo.findKeyByRequest(tx, projectId, caller.subject, requestId))) {
+        throw new ConnectError(
+          `a key was already created with request_id ${JSON.stringify(requestId)}; its secret cannot be shown again`,
+          Code.AlreadyExists,
+        );
+      }
+      const used = await repo.countLiveStandardKeys(tx, projectId, now);
+      if (plan.apiKeyLimit !== null && used >= plan.apiKeyLimit) throw this.keyLimitError(plan, used);
+      const row = this.newRow(caller, projectId, generated, settings, now, requestId || null);
+      await repo.insertKey(tx, row);
+      await this.event(tx, row, "created", actorOf(caller), ip, {});
+      return { row, secret: generated.key };
+    });
+    if (requestId) this.remember(replayKey, result, now);
+    return result;
+  }
+
+  async get(caller: KeyCaller, name: string): Promise<ApiKeyRow> {
+    const { projectId, keyId } = this.ownKey(caller, name);
+    return this.require(this.deps.database.db, projectId, keyId, name);
+  }
+
+  async list(caller: KeyCaller, parent: string, statuses: KeyStatus[], includeScoped: boolean, size: number, token: string) {
+    const projectId = this.ownProject(caller, parent);
+    const n = pageSize(size);
+    const before = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
+    const rows = await repo.listKeys(this.deps.database.db, projectId, { includeScoped, statuses, now: this.deps.clock.now() }, n + 1, before);
+    return pageOf(rows, n, (r) => [r.create_time, r.key_id]);
+  }
+
+  async update(caller: KeyCaller, name: string, paths: string[], settings: KeySettings, ip: string): Promise<ApiKeyRow> {
+    const { projectId, keyId } = this.ownKey(caller, name);
+    this.refuseScopedCaller(caller);
+    const plan = await this.deps.planOf(projectId);
+    if (paths.includes("scopes")) this.checkScopes(caller, settings.scopes, "api_key.scopes");
+    if (paths.includes("rate_limit")) this.checkRateLimit(plan, settings.rateLimit, "api_key.rate_limit");
+    const now = this.deps.clock.now();
+    const row = await this.deps.database.transaction(async (tx) => {
+      const row = await this.require(tx, projectId, keyId, name);
+      const status = statusOf(row, now);
+      if (status !== "active") throw failedPrecondition(`API key ${name} is ${status} and cannot be changed`, "API_KEY_NOT_ACTIVE");
+      const changes: Parameters<typeof repo.updateKey>[2] = { update_time: now };
+      for (const path of paths) {
+        if (path === "display_name") changes.display_name = settings.displayName;
+        if (path === "scopes") changes.scopes = settings.scopes.map(scopeName).join(",");
+        if (path === "expire_time") changes.expire_time = settings.expireTime;
+        if (path === "rate_limit") {
+          changes.rate_limit_rps = settings.rateLimit?.requestsPerSecond ?? null;
+          changes.rate_limit_burst = settings.rateLimit?.burst ?? null;
+        }
+        if (path === "spend_cap_micros") changes.spend_cap_micros = settings.spendCapMicros;
+        if (path === "allowed_cidrs") changes.allowed_cidrs = JSON.stringify(settings.allowedCidrs);
+        if (path === "allowed_models") changes.allowed_models = JSON.stringify(settings.allowedModels);
+      }
+      await repo.updateKey(tx, keyId, changes);
+      const updated = (await repo.findKey(tx, keyId))!;
+      await this.event(tx, updated, "updated", actorOf(caller), ip, { update_mask: paths.join(",") });
+      return updated;
+    });
+    this.invalidate([keyId]);
+    return row;
+  }
+
+  async revoke(caller: KeyCaller, name: string, reason: string, ip: string): Promise<ApiKeyRow> {
+    const { projectId, keyId } = this.ownKey(caller, name);
+    const now = this.deps.clock.now();
+    const { row, revoked } = await this.deps.database.transaction(async (tx) => {
+      const row = await this.require(tx, projectId, keyId, name);
+      if (row.status === "revoked") return { row, revoked: [] as string[] };
+      const revoked = await repo.revokeWithChildren(tx, keyId, now, reason);
+      for (const id of revoked) {
+        const r = (await repo.findKey(tx, id))!;
+        await this.event(tx, r, "revoked", actorOf(caller), ip, id === keyId ? { reason } : { reason: `parent key ${name} revoked` });
+      }
+      return { row: (await repo.findKey(tx, keyId))!, revoked };
+    });
+    this.invalidate(revoked);
+    return row;
+  }
+
+  async rotate(caller: KeyCaller, name: string, graceMs: number, requestId: string, ip: string) {
+    const { projectId, keyId } = this.ownKey(caller, name);
+    this.refuseScopedCaller(caller);
+    const now = this.deps.clock.now();
+    const replayKey = `${projectId}\0${caller.subject}\0rotate\0${requestId}`;
+    if (requestId) {
+      const replay = this.replays.get(replayKey);
+      if (replay && now - replay.at < REPLAY_TTL_MS) return { ...replay.result, old: (await repo.findKey(this.deps.database.db, keyId))! };
+    }
+    const result = await this.deps.database.transaction(async (tx) => {
+      const old = await this.require(tx, projectId, keyId, name);
+      const status = statusOf(old, now);
+      if (old.kind !== "standard") throw failedPrecondition("scoped keys cannot be rotated: mint a new one", "API_KEY_SCOPED");
+      if (status !== "active") throw failedPrecondition(`API key ${name} is ${status} and cannot be rotated`, "API_KEY_NOT_ACTIVE");
+      const generated = generateKey(old.environment as KeyEnvironment);
+      const row: ApiKeyRow = {
+        ...old,
+        key_id: generated.keyId,
+        secret_hash: generated.secretHash,
+        status: "active",
+        spent_micros: 0,
+        replaced_by: null,
+        create_request_id: null,
+        created_by_kind: caller.kind,
+        created_by: caller.subject,
+        last_used_time: null,
+        revoke_time: null,
+        revoke_reason: null,
+        create_time: now,
+        update_time: now,
+      };
+      await repo.insertKey(tx, row);
+      const graceEnd = old.expire_time === null ? now + graceMs : Math.min(old.expire_time, now + graceMs);
+      await repo.updateKey(tx, keyId, { status: "rotated", expire_time: graceEnd, replaced_by: generated.keyId, update_time: now });
+      const updatedOld = (await repo.findKey(tx, keyId))!;
+      await this.event(tx, updatedOld, "rotated", actorOf(caller), ip, { replaced_by: keyName(projectId, generated.keyId), grace_ms: String(graceMs) });
+      await this.event(tx, row, "created", actorOf(caller), ip, { rotated_from: name });
+      return { row, secret: generated.key, old: updatedOld };
+    });
+    this.invalidate([keyId]);
+    if (requestId) this.remember(replayKey, { row: result.row, secret: result.secret }, now);
+    return result;
+  }
+
+  async createScoped(
+    caller: KeyCaller,
+    parent: string,
+    input: { parentKey: string; ttlMs: number; spendCapMicros: number; allowedMethods: string[]; allowedModels: string[]; displayName: string },
+    requestId: string,
+    ip: string,
+  ): Promise<{ row: ApiKeyRow; secret: string }> {
+    const projectId = this.ownProject(caller, parent);
+    if (caller.kind === "api_key" && caller.keyKind === "scoped") throw permissionDenied("scoped keys cannot mint scoped keys", "SCOPED_KEY_CALLER");
+    const now = this.deps.clock.now();
+    const replayKey = `${projectId}\0${caller.subject}\0scoped\0${requestId}`;
+    if (requestId) {
+      const replay = this.replays.get(replayKey);
+      if (replay && now - replay.at < REPLAY_TTL_MS) return replay.result;
+    }
+    const parentKeyId = input.parentKey ? this.ownKey(caller, input.parentKey).keyId : caller.kind === "api_key" ? caller.keyId : undefined;
+    const result = await this.deps.database.transaction(async (tx) => {
+      let scopes: Scope[];
+      let parentModels: string[] = [];
+      let expire = now + input.ttlMs;
+      let parentRow: ApiKeyRow | undefined;
+      if (parentKeyId) {
+        parentRow = await this.require(tx, projectId, parentKeyId, input.parentKey || keyName(projectId, parentKeyId));
+        const status = statusOf(parentRow, now);
+        if (parentRow.kind !== "standard") throw failedPrecondition("a scoped key cannot be a parent", "API_KEY_SCOPED");
+        if (status !== "active") throw failedPrecondition(`parent key is ${status}`, "API_KEY_NOT_ACTIVE");
+        scopes = scopesOf(parentRow);
+        // Never more than the caller may grant, nor what the parent holds.
+        const callerMax = caller.kind === "user" ? scopeForRole(caller.role) : caller.scope;
+        scopes = scopes.filter((s) => s <= callerMax);
+        parentModels = listOf(parentRow.allowed_models);
+        if (parentRow.expire_time !== null) expire = Math.min(expire, parentRow.expire_time);
+        if (parentRow.spend_cap_micros !== null) {
+          const remaining = parentRow.spend_cap_micros - parentRow.spent_micros;
+          if (input.spendCapMicros > remaining) {
+            throw invalidArgument("spend_cap_micros", `exceeds the parent key's remaining budget of ${remaining} micro-USD`);
+          }
+        }
+      } else {
+        scopes = [scopeForRole(caller.role)].filter((s) => s !== Scope.UNSPECIFIED);
+      }
+      const top = maxScope(scopes);
+      for (const m of input.allowedMethods) {
+        const method = this.deps.methods.get(m);
+        if (!method) throw invalidArgument("allowed_methods", `${m} is not a Formstate method`);
+        const policy = policyOf(method);
+        if (!policy || policy.scope === Scope.UNSPECIFIED || policy.scope > top) {
+          throw invalidArgument("allowed_methods", `${m} cannot be called with scope ${scopeName(top)}`);
+        }
+      }
+      for (const p of input.allowedModels) {
+        if (!patternCovered(parentModels, p)) throw invalidArgument("allowed_models", `${p} is outside the parent key's models`);
+      }
+      const generated = generateKey((parentRow?.environment as KeyEnvironment) ?? "live");
+      const row = this.newRow(
+        caller,
+        projectId,
+        generated,
+        {
+          displayName: input.displayName,
+          scopes,
+          environment: (parentRow?.environment as KeyEnvironment) ?? "live",
+          expireTime: expire,
+          rateLimit: parentRow?.rate_limit_rps ? { requestsPerSecond: parentRow.rate_limit_rps, burst: parentRow.rate_limit_burst ?? parentRow.rate_limit_rps } : null,
+          spendCapMicros: input.spendCapMicros,
+          allowedCidrs: parentRow ? listOf(parentRow.allowed_cidrs) : [],
+          allowedModels: input.allowedModels.length ? input.allowedModels : parentModels,
+        },
+        now,
+        requestId || null,
+      );
+      row.kind = "scoped";
+      row.parent_key_id = parentKeyId ?? null;
+      row.allowed_methods = JSON.stringify(input.allowedMethods);
+      await repo.insertKey(tx, row);
+      await this.event(tx, row, "created", actorOf(caller), ip, parentRow ? { parent_key: keyName(projectId, parentRow.key_id) } : {});
+      if (parentRow) await this.event(tx, parentRow, "scoped_key_created", actorOf(caller), ip, { scoped_key: keyName(projectId, row.key_id) });
+      return { row, secret: generated.key };
+    });
+    if (requestId) this.remember(replayKey, result, now);
+    return result;
+  }
+
+  /** Verification for internal services: a verdict, not an error, for bad keys. */
+  async verify(caller: KeyCaller, presented: string, clientIp: string) {
+    const parsed = parseKey(presented);
+    if (!parsed) return { result: "malformed" as const };
+    const now = this.deps.clock.now();
+    const row = await this.load(parsed.keyId, now);
+    if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
+    const status = statusOf(row, now);
+    if (status === "revoked") return { result: "revoked" as const, row };
+    if (status === "expired") return { result: "expired" as const, row };
+    if (clientIp && !ipAllowed(listOf(row.allowed_cidrs), clientIp)) return { result: "ip_not_allowed" as const, row };
+    return { result: "valid" as const, row };
+  }
+
+  async listEvents(caller: KeyCaller, parent: string, types: string[], size: number, token: string) {
+    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(parent);
+    if (!m) throw invalidArgument("parent", "must be accounts/{project}/apiKeys/{key_id} or accounts/{project}/apiKeys/-");
+    if (m[1] !== caller.projectId) throw notFound(`API key "${parent}"`);
+    const keyId = m[2] === "-" ? undefined : m[2];
+    if (keyId) await this.require(this.deps.database.db, m[1], keyId, parent);
+    const n = pageSize(size);
+    const before = decodePageToken(token, ["number"]) as [number] | undefined;
+    const rows = await repo.listEvents(this.deps.database.db, m[1], keyId, types, n + 1, before?.[0]);
+    return pageOf(rows, n, (r) => [r.seq]);
+  }
+
+  /** Counts standard keys that hold a plan slot (for the account view). */
+  countLive(db: Db, projectId: string): Promise<number> {
+    return repo.countLiveStandardKeys(db, projectId, this.deps.clock.now());
+  }
+
+  // ---- helpers ----
+
+  private newRow(
+    caller: KeyCaller,
+    projectId: string,
+    generated: { keyId: string; secretHash: string },
+    s: KeySettings,
+    now: number,
+    requestId: string | null,
+  ): ApiKeyRow {
+    return {
+      key_id: generated.keyId,
+      project_id: projectId,
+      environment: s.environment,
+      kind: "standard",
+      display_name: s.displayName,
+      secret_hash: generated.secretHash,
+      scopes: s.scopes.map(scopeName).join(","),
+      status: "active",
+      expire_time: s.expireTime,
+      revoke_time: null,
+      revoke_reason: null,
+      rate_limit_rps: s.rateLimit?.requestsPerSecond ?? null,
+      rate_limit_burst: s.rateLimit?.burst ?? null,
+      spend_cap_micros: s.spendCapMicros,
+      spent_micros: 0,
+      allowed_cidrs: JSON.stringify(s.allowedCidrs),
+      allowed_models: JSON.stringify(s.allowedModels),
+      allowed_methods: "[]",
+      parent_key_id: null,
+      replaced_by: null,
+      created_by_kind: caller.kind,
+      created_by: caller.subject,
+      creator_role: roleName(caller.role),
+      create_request_id: requestId,
+      last_used_time: null,
+      create_time: now,
+      update_time: now,
+    };
+  }
+
+  private remember(key: string, result: { row: ApiKeyRow; secret: string }, now: number): void {
+    this.replays.set(key, { at: now, result });
+    for (const [k, v] of this.replays) {
+      if (now - v.at < REPLAY_TTL_MS && this.replays.size <= 10_000) break;
+      this.replays.delete(k);
+    }
+  }
+
+  private checkScopes(caller: KeyCaller, scopes: Scope[], field: string): void {
+    const limit = caller.kind === "user" ? scopeForRole(caller.role) : caller.scope;
+    for (const s of scopes) {
+      if (s > limit) {
+        const who = caller.kind === "user" ? `a ${roleName(caller.role)}` : `a key with scope ${scopeName(caller.scope)}`;
+        throw invalidArgument(field, `scope ${scopeName(s)} is above what ${who} may grant (${scopeName(limit)})`);
+      }
+    }
+  }
+
+  private checkRateLimit(plan: Plan, limit: KeySettings["rateLimit"], field: string): void {
+    if (limit && limit.requestsPerSecond > plan.rateLimit.requestsPerSecond) {
+      throw invalidArgument(field, `${limit.requestsPerSecond} requests per second is above the ${plan.displayName} plan's ${plan.rateLimit.requestsPerSecond}`);
+    }
+  }
+
+  private refuseScopedCaller(caller: KeyCaller): void {
+    if (caller.kind === "api_key" && caller.keyKind === "scoped") throw permissionDenied("scoped keys cannot manage keys", "SCOPED_KEY_CALLER");
+  }
+
+  private keyLimitError(plan: Plan, used: number): ConnectError {
+    const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.apiKeyLimit === null || p.apiKeyLimit > used);
+    const detail = create(LimitExceededSchema, {
+      reason: LimitReason.API_KEY_LIMIT,
+      limit: BigInt(plan.apiKeyLimit ?? 0),
+      used: BigInt(used),
+      requested: 1n,
+      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.apiKeyLimit ?? 0), unlimited: p.apiKeyLimit === null })),
+    });
+    return new ConnectError(
+      `the ${plan.displayName} plan allows ${plan.apiKeyLimit} API keys and ${used} are in use; revoke one or upgrade (${upgrades.map((p) => p.displayName).join(", ") || "no larger plan"})`,
+      Code.FailedPrecondition,
+      undefined,
+      [{ desc: LimitExceededSchema, value: detail }],
+    );
+  }
+
+  private async event(tx: Db, row: ApiKeyRow, type: string, actor: { kind: string; id: string }, ip: string, details: Record<string, string>): Promise<void> {
+    await repo.insertEvent(tx, {
+      event_id: newKeyId(),
+      project_id: row.project_id,
+      key_id: row.key_id,
+      type,
+      actor_kind: actor.kind,
+      actor: actor.id,
+      actor_ip: normalizeIp(ip),
+      details: JSON.stringify(details),
+      create_time: this.deps.clock.now(),
+    });
+  }
+
+  private ownProject(caller: KeyCaller, name: string): string {
+    const projectId = name.slice("accounts/".length);
+    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
+    return projectId;
+  }
+
+  private ownKey(caller: KeyCaller, name: string): { projectId: string; keyId: string } {
+    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(name);
+    if (!m) throw invalidArgument("name", "must be accounts/{project}/apiKeys/{key_id}");
+    if (m[1] !== caller.projectId) throw notFound(`API key "${name}"`);
+    return { projectId: m[1], keyId: m[2] };
+  }
+
+  private async require(db: Db, projectId: string, keyId: string, name: string): Promise<ApiKeyRow> {
+    const row = await repo.findKeyInProject(db, projectId, keyId);
+    if (!row) throw notFound(`API key "${name}"`);
+    return row;
+  }
+}
+
+function actorOf(caller: KeyCaller): { kind: string; id: string } {
+  return { kind: caller.kind, id: caller.subject };
+}
+

@@ -1,0 +1,64 @@
+/**
+ * The per-key rate limit interceptor: each API key (and each signed-in
+ * subject) is limited by its plan's requests per second with burst, or the
+ * key's override. Every answer carries x-ratelimit-* headers; a refused call
+ * gets RESOURCE_EXHAUSTED with a RetryInfo detail and retry-after.
+ */
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { LimitExceededSchema, LimitReason, RetryInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { type Principal, principalKey } from "../auth/principal.js";
+import type { Clock } from "../clock.js";
+import type { Plan } from "../plans/plans.js";
+import { clientIpKey } from "../server/client-ip.js";
+import type { RateDecision, RateLimit, RateLimiter } from "./rate-limiter.js";
+
+export interface RateLimitDeps {
+  limiter: RateLimiter;
+  clock: Clock;
+  planOf(projectId: string): Promise<Plan>;
+  /** Called when a key is refused, for the audit log. */
+  onLimited?(keyId: string, ip: string): void;
+}
+
+/** The bucket and limit for a principal; anonymous callers (public methods) are not limited here. */
+async function bucketOf(p: Principal, deps: RateLimitDeps): Promise<{ bucket: string; limit: RateLimit } | undefined> {
+  if (p.kind === "anonymous") return undefined;
+  const plan = await deps.planOf(p.projectId);
+  if (p.kind === "api_key") return { bucket: `key:${p.keyId}`, limit: p.rateLimit ?? plan.rateLimit };
+  return { bucket: `user:${p.projectId}:${p.subject}`, limit: plan.rateLimit };
+}
+
+function headers(d: RateDecision): Record<string, string> {
+  return {
+    "x-ratelimit-limit": String(d.limit),
+    "x-ratelimit-remaining": String(d.remaining),
+    "x-ratelimit-reset": String(Math.ceil(d.resetMs / 1000)),
+  };
+}
+
+export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
+  return (next) => async (req) => {
+    const principal = req.contextValues.get(principalKey);
+    const target = await bucketOf(principal, deps);
+    if (!target) return next(req);
+    const d = await deps.limiter.take(target.bucket, target.limit, deps.clock.now());
+    if (!d.allowed) {
+      if (principal.kind === "api_key") deps.onLimited?.(principal.keyId, req.contextValues.get(clientIpKey));
+      const retrySec = Math.max(1, Math.ceil(d.retryAfterMs / 1000));
+      throw new ConnectError(
+        `rate limit exceeded: ${target.limit.requestsPerSecond} requests per second (burst ${target.limit.burst}); retry after ${d.retryAfterMs} ms`,
+        Code.ResourceExhausted,
+        { ...headers(d), "retry-after": String(retrySec) },
+        [
+          { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: durationFromMs(d.retryAfterMs), limit: BigInt(target.limit.burst), window: durationFromMs(Math.round((1000 * target.limit.burst) / target.limit.requestsPerSecond)) }) },
+          { desc: LimitExceededSchema, value: create(LimitExceededSchema, { reason: LimitReason.RATE_LIMITED, limit: BigInt(target.limit.burst), used: BigInt(target.limit.burst), requested: 1n }) },
+        ],
+      );
+    }
+    const res = await next(req);
+    for (const [k, v] of Object.entries(headers(d))) res.header.set(k, v);
+    return res;
+  };
+}
