@@ -14,7 +14,7 @@ step() {
 }
 step "typecheck" node_modules/.bin/tsc --noEmit -p tsconfig.json
 step "buf lint" node_modules/.bin/buf lint
-step "buf format" node_modules/.bin/buf format --diff --exit-code
+step "buf format" node_modules/.bin/buf format --diff --exit-code proto
 step "generated code is fresh" bash scripts/check-gen.sh
 mkdir -p test-output
 rm -f test-output/vitest.json

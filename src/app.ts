@@ -31,7 +31,6 @@ function methodIndex(): Map<string, DescMethod> {
 
 export class App {
   private verifier?: JwtVerifier;
-  private jwksUrl?: string;
 
   private constructor(
     readonly config: Config,
@@ -45,9 +44,7 @@ export class App {
     readonly health: HealthStatus,
     /** The built-in development issuer; only in development without FORMSTATE_JWKS_URL. */
     readonly devIssuer: DevIssuer | undefined,
-  ) {
-    this.jwksUrl = config.jwt.jwksUrl;
-  }
+  ) {}
 
   static async create(config: Config, overrides: AppOverrides = {}): Promise<App> {
     const log = overrides.log ?? createLogger(config.logLevel);
@@ -68,21 +65,13 @@ export class App {
     return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, new HealthStatus(), devIssuer);
   }
 
-  /** Where the dev issuer's JWKS is served, once the server knows its own address. */
-  useOwnJwks(url: string): void {
-    if (this.devIssuer) {
-      this.jwksUrl = url;
-      this.verifier = undefined;
-    }
-  }
-
-  /** The JWT verifier, built on first use (the dev JWKS URL is only known after listen). */
+  /** The JWT verifier: the IdP's remote JWKS, or the dev issuer's keys in development. */
   jwt(): JwtVerifier {
     if (!this.verifier) {
-      if (!this.jwksUrl) throw new Error("no JWKS URL: set FORMSTATE_JWKS_URL");
       const { jwt } = this.config;
       this.verifier = createJwtVerifier({
-        jwksUrl: this.jwksUrl,
+        jwksUrl: jwt.jwksUrl,
+        jwks: this.devIssuer?.jwks(),
         issuer: jwt.issuer,
         audience: jwt.audience,
         algorithms: jwt.algorithms,

@@ -80,11 +80,9 @@ function json(res: Res, status: number, body: unknown): void {
   res.end(text);
 }
 
-/** Listens on the configured port and wires the dev issuer to its own JWKS URL. */
+/** Listens on the configured port and reports SERVING. */
 export async function startServer(app: App, port = app.config.port): Promise<RunningServer> {
   const listener = await listen(createHandler(app), { host: app.config.host, port, tls: app.config.tls });
-  const selfHost = ["0.0.0.0", "::"].includes(app.config.host) ? "127.0.0.1" : app.config.host;
-  app.useOwnJwks(`${app.config.tls ? "https" : "http"}://${selfHost.includes(":") ? `[${selfHost}]` : selfHost}:${listener.port}/.well-known/jwks.json`);
   app.health.setAll(true);
   return {
     url: listener.url,

@@ -24,14 +24,8 @@ const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url")
 const now = () => Math.floor(Date.now() / 1000);
 
 function sign(claims: Record<string, unknown> = {}, opts: { key?: CryptoKey; kid?: string } = {}) {
-  const jwt = new SignJWT({ project_id: "idp-proj", role: "admin", ...claims })
-    .setProtectedHeader({ alg: "RS256", kid: opts.kid ?? "idp-key-1" })
-    .setSubject("idp-user")
-    .setIssuer(ISSUER)
-    .setAudience(AUDIENCE)
-    .setIssuedAt()
-    .setExpirationTime("10m");
-  return jwt.sign(opts.key ?? signingKey);
+  const payload = { sub: "idp-user", iss: ISSUER, aud: AUDIENCE, iat: now(), exp: now() + 600, project_id: "idp-proj", role: "admin", ...claims };
+  return new SignJWT(payload).setProtectedHeader({ alg: "RS256", kid: opts.kid ?? "idp-key-1" }).sign(opts.key ?? signingKey);
 }
 
 const getAccount = (token?: string) =>
@@ -73,6 +67,8 @@ describe("JWTs from an external identity provider", () => {
     ["three garbage segments", async () => "a.b.c", /malformed|invalid/i],
     ["expired", () => sign({ exp: now() - 3600, iat: now() - 7200 }), /expired/i],
     ["not yet valid", () => sign({ nbf: now() + 3600 }), /not yet valid|nbf/i],
+    ["missing exp", () => sign({ exp: undefined }), /exp/i],
+    ["missing project claim", () => sign({ project_id: undefined }), /project_id/],
     ["wrong issuer", () => sign({ iss: "https://evil.test/" }), /issuer/i],
     ["wrong audience", () => sign({ aud: "someone-else" }), /audience/i],
     ["bad signature", () => sign({}, { key: otherKey }), /signature/i],
