@@ -88,6 +88,12 @@ describe("key lifecycle over real clients", () => {
     const viaBearer = createClient(AccountService, withKey(created.secret, "authorization"));
     expect((await viaBearer.getAccount({ name: "accounts/life" })).account?.name).toBe("accounts/life");
 
+    // last_used is coalesced in memory and written by the flusher, to the minute.
+    expect((await admin.getApiKey({ name })).apiKey?.lastUsedTime).toBeUndefined();
+    await ts.app.apiKeys.flush();
+    const lastUsed = (await admin.getApiKey({ name })).apiKey?.lastUsedTime;
+    expect(Number(lastUsed?.seconds) * 1000).toBe(Math.floor(clock.now() / 60_000) * 60_000);
+
     // List: metadata only, no secret anywhere.
     const list = await admin.listApiKeys({ parent: "accounts/life" });
     const json = toJsonString(ListApiKeysResponseSchema, list);

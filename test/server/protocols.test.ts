@@ -122,8 +122,8 @@ describe("the same GetAccount answer from every client", () => {
     expect(JSON.parse(stdout)).toEqual(expected);
   });
 
-  it("buf curl lists every Formstate service's methods through reflection", async () => {
-    const { stdout } = await run(buf, ["curl", "--http2-prior-knowledge", "--list-methods", ts.url]);
+  it.each(["grpc-v1", "grpc-v1alpha"])("buf curl lists every Formstate service's methods through reflection (%s)", async (reflectProtocol) => {
+    const { stdout } = await run(buf, ["curl", "--http2-prior-knowledge", "--reflect-protocol", reflectProtocol, "--list-methods", ts.url]);
     for (const m of [
       "formstate.v1.AccountService/GetAccount",
       "formstate.v1.ApiKeyService/CreateApiKey",
