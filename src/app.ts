@@ -10,12 +10,15 @@ import { type JwtVerifier, createJwtVerifier } from "./auth/jwt-verifier.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type Config, usesDevIssuer } from "./config.js";
 import { type Database, openDatabase } from "./db/database.js";
+import { Billing } from "./billing/billing.js";
 import { ApiKeys } from "./keys/api-keys.js";
 import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type Plans, loadPlans } from "./plans/plans.js";
 import { HealthStatus } from "./server/health.js";
 import { formstateServices } from "./server/services.js";
+import { type PriceBook, Usage } from "./usage/usage.js";
+import { UsageReports } from "./usage/usage-reports.js";
 
 export interface AppOverrides {
   clock?: Clock;
@@ -27,6 +30,15 @@ export interface AppOverrides {
 /** Every Formstate method by its full path, `/formstate.v1.Svc/Method`. */
 function methodIndex(): Map<string, DescMethod> {
   return new Map(formstateServices.flatMap((s) => s.methods.map((m) => [`/${s.typeName}/${m.name}`, m] as const)));
+}
+
+/** Prices from the catalog (models and hired agents). */
+function priceBook(): PriceBook {
+  return {
+    modelPrice: async () => undefined,
+    agentPrice: async () => undefined,
+    hireStatus: async () => ({ visible: false, hired: false, pricePerInvocationMicros: 0, slotsUsed: 0 }),
+  };
 }
 
 export class App {
@@ -41,6 +53,9 @@ export class App {
     readonly accounts: Accounts,
     readonly apiKeys: ApiKeys,
     readonly limiter: RateLimiter,
+    readonly usage: Usage,
+    readonly usageReports: UsageReports,
+    readonly billing: Billing,
     readonly health: HealthStatus,
     /** The built-in development issuer; only in development without FORMSTATE_JWKS_URL. */
     readonly devIssuer: DevIssuer | undefined,
@@ -62,7 +77,18 @@ export class App {
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
     const limiter = overrides.limiter ?? new LocalRateLimiter();
-    return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, new HealthStatus(), devIssuer);
+    const usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(), planOf: (p) => accounts.planOf(p) });
+    usage.start();
+    const billing = new Billing({
+      database,
+      plans,
+      clock,
+      platformProject: config.platformProject,
+      selfGrant: config.mode === "development",
+      stripeConfigured: Boolean(config.stripe.secretKey),
+      invalidatePlan: (p) => accounts.invalidatePlan(p),
+    });
+    return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, new HealthStatus(), devIssuer);
   }
 
   /** The JWT verifier: the IdP's remote JWKS, or the dev issuer's keys in development. */
@@ -85,6 +111,7 @@ export class App {
   }
 
   async close(): Promise<void> {
+    this.usage.stop();
     await this.apiKeys.stop();
     await this.database.close();
   }

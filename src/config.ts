@@ -41,6 +41,8 @@ export interface Config {
   devProject: string;
   /** A JSON file replacing the default plans. */
   plansFile?: string;
+  /** The project whose admins and developers operate the platform (platform models, credit grants). */
+  platformProject: string;
 }
 
 /** Start-up stops with this error; its message names every bad variable. */
@@ -134,6 +136,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
 
+  const platformProject = str("FORMSTATE_PLATFORM_PROJECT") ?? "platform";
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(platformProject)) problems.push("FORMSTATE_PLATFORM_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
 
@@ -162,6 +166,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: int("FORMSTATE_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     devProject,
     plansFile: str("FORMSTATE_PLANS_FILE"),
+    platformProject,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -3,6 +3,8 @@ import type { AccountTable } from "../accounts/account-table.js";
 import type { MemberTable } from "../accounts/member-table.js";
 import type { ApiKeyEventTable, ApiKeyIpTable } from "../keys/api-key-event-table.js";
 import type { ApiKeyTable } from "../keys/api-key-table.js";
+import type { CreditTransactionTable } from "../ledger/credit-transaction-table.js";
+import type { UsageAuthorizationTable, UsageRecordTable, UsageRollupTable } from "../usage/usage-tables.js";
 
 export interface DatabaseSchema {
   account: AccountTable;
@@ -10,4 +12,8 @@ export interface DatabaseSchema {
   api_key: ApiKeyTable;
   api_key_event: ApiKeyEventTable;
   api_key_ip: ApiKeyIpTable;
+  credit_transaction: CreditTransactionTable;
+  usage_record: UsageRecordTable;
+  usage_rollup: UsageRollupTable;
+  usage_authorization: UsageAuthorizationTable;
 }

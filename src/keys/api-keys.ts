@@ -23,7 +23,8 @@ import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
-import { type KeyEnvironment, generateKey, newKeyId, parseKey, secretMatches } from "./key-format.js";
+import { newId } from "../ids.js";
+import { type KeyEnvironment, generateKey, parseKey, secretMatches } from "./key-format.js";
 import { ipAllowed, normalizeIp } from "./ip-allowlist.js";
 import { patternCovered } from "./model-patterns.js";
 import * as repo from "./api-key-repository.js";
@@ -440,7 +441,8 @@ export class ApiKeys {
     if (status === "revoked") return { result: "revoked" as const, row };
     if (status === "expired") return { result: "expired" as const, row };
     if (clientIp && !ipAllowed(listOf(row.allowed_cidrs), clientIp)) return { result: "ip_not_allowed" as const, row };
-    return { result: "valid" as const, row };
+    // Spend moves on every recorded usage: read it fresh rather than from the auth cache.
+    return { result: "valid" as const, row: (await repo.findKey(this.deps.database.db, row.key_id)) ?? row };
   }
 
   async listEvents(caller: KeyCaller, parent: string, types: string[], size: number, token: string) {
@@ -453,6 +455,45 @@ export class ApiKeys {
     const before = decodePageToken(token, ["number"]) as [number] | undefined;
     const rows = await repo.listEvents(this.deps.database.db, m[1], keyId, types, n + 1, before?.[0]);
     return pageOf(rows, n, (r) => [r.seq]);
+  }
+
+  // ---- metering support (called by the usage domain inside its transaction) ----
+
+  /**
+   * A key of the project as metering sees it, or NOT_FOUND. Used for the
+   * customer key a gateway attributes usage to.
+   */
+  async forMetering(tx: Db, projectId: string, keyId: string): Promise<{ keyId: string; allowedModels: string[]; usable: boolean }> {
+    const row = await repo.findKeyInProject(tx, projectId, keyId);
+    if (!row) throw notFound(`API key "${keyName(projectId, keyId)}"`);
+    const status = statusOf(row, this.deps.clock.now());
+    return { keyId, allowedModels: listOf(row.allowed_models), usable: status === "active" || status === "rotated" };
+  }
+
+  /**
+   * The first spend cap (the key's, then its parent's) that `amount` more
+   * would exceed, if any. Inside the write transaction that then adds it.
+   */
+  async spendRefusal(tx: Db, keyId: string, amount: number): Promise<{ keyName: string; cap: number; spent: number } | undefined> {
+    for (let id: string | null = keyId; id; ) {
+      const row: ApiKeyRow | undefined = await repo.findKey(tx, id);
+      if (!row) return undefined;
+      if (row.spend_cap_micros !== null && row.spent_micros + amount > row.spend_cap_micros) {
+        return { keyName: keyName(row.project_id, row.key_id), cap: row.spend_cap_micros, spent: row.spent_micros };
+      }
+      id = row.parent_key_id;
+    }
+    return undefined;
+  }
+
+  /** Adds spend (negative to give back) to a key and its parent. */
+  async addSpend(tx: Db, keyId: string, amount: number): Promise<void> {
+    if (amount === 0) return;
+    for (let id: string | null = keyId; id; ) {
+      await tx.updateTable("api_key").set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) })).where("key_id", "=", id).execute();
+      const row: ApiKeyRow | undefined = await repo.findKey(tx, id);
+      id = row?.parent_key_id ?? null;
+    }
   }
 
   /** Counts standard keys that hold a plan slot (for the account view). */
@@ -548,7 +589,7 @@ export class ApiKeys {
 
   private async event(tx: Db, row: ApiKeyRow, type: string, actor: { kind: string; id: string }, ip: string, details: Record<string, string>): Promise<void> {
     await repo.insertEvent(tx, {
-      event_id: newKeyId(),
+      event_id: newId(),
       project_id: row.project_id,
       key_id: row.key_id,
       type,

@@ -13,11 +13,11 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { crc32 } from "node:zlib";
+import { newId } from "../ids.js";
 
 export type KeyEnvironment = "live" | "test";
 
 const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz";
 const ID_LEN = 16; // 82 bits: ids are public, but must not collide
 const SECRET_LEN = 22; // 22 base62 chars = 131 bits
 const CRC_LEN = 6; // 62^6 > 2^32
@@ -63,7 +63,7 @@ export function generateKey(environment: KeyEnvironment, keyId = newKeyId()) {
 }
 
 export function newKeyId(): string {
-  return randomChars(ID_ALPHABET, ID_LEN);
+  return newId(ID_LEN);
 }
 
 /** Parses a key and checks its checksum; undefined for anything malformed. */

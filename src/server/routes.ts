@@ -8,7 +8,9 @@ import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { accountService } from "../accounts/account-service.js";
 import type { App } from "../app.js";
+import { billingService } from "../billing/billing-service.js";
 import { apiKeyService } from "../keys/api-key-service.js";
+import { usageService } from "../usage/usage-service.js";
 import { formstateFiles } from "./services.js";
 import { registerHealth } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -28,8 +30,8 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
       creditBalance: (p) => app.accounts.creditBalance(p),
     }),
   );
-  router.service(UsageService, {});
-  router.service(BillingService, {});
+  router.service(UsageService, usageService(app.usage, app.usageReports));
+  router.service(BillingService, billingService(app.billing));
   router.service(AgentService, {});
   router.service(ModelService, {});
   registerHealth(router, app.health);

@@ -1,0 +1,118 @@
+/** BillingService over the wire. Stripe-backed methods answer per `Billing.requireStripe`. */
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { type BillingService, type CreditTransaction, CreditTransactionKind, CreditTransactionSchema, PlanSchema } from "../../gen/formstate/v1/billing_service_pb.js";
+import { ActorSchema, SubscriptionStatus } from "../../gen/formstate/v1/common_pb.js";
+import { callerOf } from "../auth/principal.js";
+import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
+import type { Plan } from "../plans/plans.js";
+import type { Billing } from "./billing.js";
+
+const kinds: Record<LedgerKind, CreditTransactionKind> = {
+  grant: CreditTransactionKind.GRANT,
+  purchase: CreditTransactionKind.PURCHASE,
+  usage_debit: CreditTransactionKind.USAGE_DEBIT,
+  refund: CreditTransactionKind.REFUND,
+  adjustment: CreditTransactionKind.ADJUSTMENT,
+  hold: CreditTransactionKind.HOLD,
+  hold_release: CreditTransactionKind.HOLD_RELEASE,
+  plan_credits: CreditTransactionKind.PLAN_CREDITS,
+};
+const kindNames = new Map(Object.entries(kinds).map(([k, v]) => [v, k as LedgerKind]));
+
+const statuses: Record<string, SubscriptionStatus> = {
+  none: SubscriptionStatus.NONE,
+  active: SubscriptionStatus.ACTIVE,
+  trialing: SubscriptionStatus.TRIALING,
+  past_due: SubscriptionStatus.PAST_DUE,
+  canceled: SubscriptionStatus.CANCELED,
+  unpaid: SubscriptionStatus.UNPAID,
+};
+
+export function toPlan(p: Plan) {
+  return create(PlanSchema, {
+    tier: p.tier,
+    id: p.id,
+    displayName: p.displayName,
+    monthlyPriceMicros: BigInt(p.monthlyPriceMicros),
+    includedCreditsMicros: BigInt(p.includedCreditsMicros),
+    agentSlots: { limit: BigInt(p.agentSlots ?? 0), unlimited: p.agentSlots === null },
+    apiKeyLimit: { limit: BigInt(p.apiKeyLimit ?? 0), unlimited: p.apiKeyLimit === null },
+    rateLimit: { requestsPerSecond: p.rateLimit.requestsPerSecond, burst: p.rateLimit.burst },
+    overdraftAllowed: p.overdraftAllowed,
+  });
+}
+
+function toTransaction(r: LedgerRow): CreditTransaction {
+  return create(CreditTransactionSchema, {
+    name: `accounts/${r.project_id}/creditTransactions/${r.tx_id}`,
+    kind: kinds[r.kind as LedgerKind] ?? CreditTransactionKind.UNSPECIFIED,
+    amountMicros: BigInt(r.amount_micros),
+    balanceAfterMicros: BigInt(r.balance_after_micros),
+    idempotencyKey: r.idempotency_key,
+    description: r.description,
+    usageRecord: r.usage_record_id ? `accounts/${r.project_id}/usageRecords/${r.usage_record_id}` : "",
+    authorization: r.authorization_id ? `accounts/${r.project_id}/authorizations/${r.authorization_id}` : "",
+    actor: r.actor ? create(ActorSchema, { kind: r.actor.startsWith("accounts/") ? { case: "apiKey", value: r.actor } : { case: "userId", value: r.actor } }) : create(ActorSchema, { kind: { case: "system", value: "formstate" } }),
+    createTime: timestampFromMs(r.create_time),
+  });
+}
+
+const stripeNotBuilt = (method: string) => new ConnectError(`${method} with Stripe is not implemented yet (see README: live methods)`, Code.Unimplemented);
+
+export function billingService(billing: Billing): ServiceImpl<typeof BillingService> {
+  return {
+    listPlans() {
+      return { plans: billing.plans().map(toPlan) };
+    },
+    async getSubscription(req, ctx) {
+      const caller = callerOf(ctx);
+      const { row, plan, period } = await billing.subscription(caller, req.name);
+      return {
+        subscription: {
+          name: req.name,
+          tier: plan.tier,
+          status: statuses[row.subscription_status] ?? SubscriptionStatus.UNSPECIFIED,
+          currentPeriodStartTime: timestampFromMs(period.start),
+          currentPeriodEndTime: timestampFromMs(period.end),
+          cancelAtPeriodEnd: false,
+          // Stripe ids (admins only) exist once Stripe checkout is built; none are stored yet.
+          stripeCustomerId: "",
+          stripeSubscriptionId: "",
+        },
+      };
+    },
+    createCheckoutSession() {
+      billing.requireStripe();
+      throw stripeNotBuilt("CreateCheckoutSession");
+    },
+    processCheckout() {
+      billing.requireStripe();
+      throw stripeNotBuilt("ProcessCheckout");
+    },
+    createPortalSession() {
+      billing.requireStripe();
+      throw stripeNotBuilt("CreatePortalSession");
+    },
+    async addCredits(req, ctx) {
+      const { row, balance } = await billing.addCredits(callerOf(ctx), req.parent, Number(req.amountMicros), req.reason, req.requestId);
+      ctx.responseHeader.set("x-credit-balance-micros", String(balance));
+      return { creditTransaction: toTransaction(row), balanceMicros: BigInt(balance) };
+    },
+    async listCreditTransactions(req, ctx) {
+      const page = await billing.transactions(
+        callerOf(ctx),
+        req.parent,
+        {
+          kinds: req.kinds.map((k) => kindNames.get(k)!).filter(Boolean),
+          startTime: req.startTime ? timestampDate(req.startTime).getTime() : undefined,
+          endTime: req.endTime ? timestampDate(req.endTime).getTime() : undefined,
+        },
+        req.pageSize,
+        req.pageToken,
+      );
+      return { creditTransactions: page.items.map(toTransaction), nextPageToken: page.nextPageToken };
+    },
+  };
+}

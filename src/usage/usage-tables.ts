@@ -1,0 +1,62 @@
+/** The `usage_record` table: one metered event, priced when recorded. */
+export interface UsageRecordTable {
+  record_id: string;
+  project_id: string;
+  request_id: string;
+  /** SHA-256 of the request's content, to refuse a reused request_id with other content. */
+  request_hash: string;
+  /** model or agent. */
+  kind: string;
+  model: string | null;
+  agent: string | null;
+  operation: string | null;
+  input_tokens: number;
+  output_tokens: number;
+  cost_micros: number;
+  /** The prices used (micro-USD per million tokens; per invocation). */
+  input_price: number;
+  output_price: number;
+  invocation_price: number;
+  api_key_id: string | null;
+  recorded_by_kind: string;
+  recorded_by: string;
+  authorization_id: string | null;
+  invocation: string | null;
+  attributes: string;
+  balance_after_micros: number;
+  occur_time: number;
+  create_time: number;
+}
+
+/** The `usage_rollup` table: hourly totals per model or agent, kept in the same transaction as each record. */
+export interface UsageRollupTable {
+  project_id: string;
+  /** The hour's start, epoch ms. */
+  hour: number;
+  /** model or agent. */
+  subject_kind: string;
+  subject: string;
+  input_tokens: number;
+  output_tokens: number;
+  requests: number;
+  cost_micros: number;
+}
+
+/** The `usage_authorization` table: holds placed before usage and settled by it. */
+export interface UsageAuthorizationTable {
+  auth_id: string;
+  project_id: string;
+  request_id: string;
+  request_hash: string;
+  held_micros: number;
+  settled_micros: number;
+  /** held, settled, released, expired. */
+  state: string;
+  model: string | null;
+  agent: string | null;
+  api_key_id: string | null;
+  usage_record_id: string | null;
+  create_time: number;
+  expire_time: number;
+  close_time: number | null;
+}

@@ -1,0 +1,450 @@
+/**
+ * Metering: every model call and agent operation is priced when recorded and
+ * paid from the project's credits in the same transaction as the record,
+ * its hourly rollup and the key's spend. Holds (authorizations) reserve
+ * credits before work starts so concurrent calls cannot overspend.
+ */
+import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Selectable } from "kysely";
+import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
+import type { Clock } from "../clock.js";
+import type { Database, Db } from "../db/database.js";
+import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { newId } from "../ids.js";
+import type { ApiKeys } from "../keys/api-keys.js";
+import { modelAllowed } from "../keys/model-patterns.js";
+import * as ledger from "../ledger/ledger.js";
+import type { Logger } from "../logger.js";
+import type { Plan, Plans } from "../plans/plans.js";
+import { HOUR_MS, floorTo, monthKey } from "./period.js";
+import { type ModelPrice, modelCost } from "./pricing.js";
+import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
+
+export type UsageRecordRow = Selectable<UsageRecordTable>;
+export type AuthorizationRow = Selectable<UsageAuthorizationTable>;
+export type Caller = UserPrincipal | ApiKeyPrincipal;
+
+/** What metering needs from the catalog: current prices of what a project may use, and hires. */
+export interface PriceBook {
+  modelPrice(db: Db, projectId: string, model: string): Promise<(ModelPrice & { name: string }) | undefined>;
+  /** An agent the project has hired and may invoke now. */
+  agentPrice(db: Db, projectId: string, agent: string): Promise<{ name: string; pricePerInvocationMicros: number } | undefined>;
+  /** For eligibility: whether the project can see the agent, has hired it, and its slot use. */
+  hireStatus(db: Db, projectId: string, agent: string): Promise<{ visible: boolean; hired: boolean; pricePerInvocationMicros: number; slotsUsed: number }>;
+}
+
+export type EligibilityCheck =
+  | { kind: "model"; model: string; inputTokens: number; outputTokens: number }
+  | { kind: "hire"; agent: string }
+  | { kind: "invoke"; agent: string };
+
+export interface Eligibility {
+  eligible: boolean;
+  reason: LimitReason;
+  message: string;
+  costMicros: number;
+  upgrades: Plan[];
+  balance: number;
+  creditsNeeded: number;
+  hireRequired: boolean;
+}
+
+export type UsageInput =
+  | { kind: "model"; model: string; inputTokens: number; outputTokens: number }
+  | { kind: "agent"; agent: string; operation: string };
+
+export interface RecordInput {
+  requestId: string;
+  usage: UsageInput;
+  authorization?: string;
+  occurTime?: number;
+  attributes: Record<string, string>;
+  /** The customer key to attribute and cap the usage by (a gateway's case). */
+  apiKey?: string;
+  invocation?: string;
+}
+
+export interface UsageDeps {
+  database: Database;
+  plans: Plans;
+  clock: Clock;
+  log: Logger;
+  keys: ApiKeys;
+  prices: PriceBook;
+  planOf(projectId: string): Promise<Plan>;
+}
+
+const DEFAULT_HOLD_MS = 5 * 60_000;
+const SWEEP_MS = 15_000;
+
+export const recordName = (projectId: string, id: string) => `accounts/${projectId}/usageRecords/${id}`;
+export const authorizationName = (projectId: string, id: string) => `accounts/${projectId}/authorizations/${id}`;
+
+function requestHash(parts: unknown): string {
+  return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
+}
+
+export class Usage {
+  private sweeper?: NodeJS.Timeout;
+
+  constructor(private readonly deps: UsageDeps) {}
+
+  /** Starts the expiry of unused holds (each returns its credits). */
+  start(): void {
+    this.sweeper ??= setInterval(() => void this.expireHolds().catch((err: unknown) => this.deps.log.warn({ err }, "hold expiry failed")), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
+  /** Records usage: priced, checked and debited in one transaction; idempotent by request id. */
+  async record(caller: Caller, parent: string, input: RecordInput): Promise<{ record: UsageRecordRow; balance: number }> {
+    const projectId = this.ownProject(caller, parent);
+    const now = this.deps.clock.now();
+    const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
+    const plan = await this.deps.planOf(projectId);
+    return this.deps.database.transaction(async (tx) => {
+      const replay = await tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
+      if (replay) {
+        if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for different usage");
+        return { record: replay, balance: replay.balance_after_micros };
+      }
+      await this.requireAccount(tx, projectId);
+      const priced = await this.price(tx, caller, projectId, input.usage);
+      const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, input.usage);
+      const recordId = newId();
+      let authId: string | null = null;
+      if (input.authorization) {
+        const auth = await this.heldAuthorization(tx, projectId, input.authorization, now);
+        authId = auth.auth_id;
+        // Settling: the hold comes back, the actual cost goes out (even below zero: the work is done).
+        await ledger.book(tx, { projectId, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: "hold settled" }, now);
+        if (auth.api_key_id) await this.deps.keys.addSpend(tx, auth.api_key_id, -auth.held_micros);
+        await tx
+          .updateTable("usage_authorization")
+          .set({ state: "settled", settled_micros: priced.cost, usage_record_id: recordId, close_time: now })
+          .where("auth_id", "=", auth.auth_id)
+          .execute();
+      } else {
+        await this.requireFunds(tx, projectId, plan, priced.cost);
+      }
+      if (keyId) {
+        if (!input.authorization) await this.requireSpendRoom(tx, keyId, priced.cost);
+        await this.deps.keys.addSpend(tx, keyId, priced.cost);
+      }
+      const debit = await ledger.book(
+        tx,
+        { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: `usage:${input.requestId}`, usageRecordId: recordId, actor: caller.subject, description: priced.subject },
+        now,
+      );
+      const occur = input.occurTime ?? now;
+      const record: UsageRecordRow = {
+        record_id: recordId,
+        project_id: projectId,
+        request_id: input.requestId,
+        request_hash: hash,
+        kind: input.usage.kind,
+        model: input.usage.kind === "model" ? priced.subject : null,
+        agent: input.usage.kind === "agent" ? priced.subject : null,
+        operation: input.usage.kind === "agent" ? input.usage.operation : null,
+        input_tokens: input.usage.kind === "model" ? input.usage.inputTokens : 0,
+        output_tokens: input.usage.kind === "model" ? input.usage.outputTokens : 0,
+        cost_micros: priced.cost,
+        input_price: priced.inputPrice,
+        output_price: priced.outputPrice,
+        invocation_price: priced.invocationPrice,
+        api_key_id: keyId ?? null,
+        recorded_by_kind: caller.kind,
+        recorded_by: caller.subject,
+        authorization_id: authId,
+        invocation: input.invocation ?? null,
+        attributes: JSON.stringify(input.attributes),
+        balance_after_micros: debit.row.balance_after_micros,
+        occur_time: occur,
+        create_time: now,
+      };
+      await tx.insertInto("usage_record").values(record).execute();
+      await this.rollUp(tx, record);
+      return { record, balance: debit.row.balance_after_micros };
+    });
+  }
+
+  /** Places a hold for an estimated cost; idempotent by request id. */
+  async authorize(
+    caller: Caller,
+    parent: string,
+    input: { requestId: string; estimate: UsageInput | { kind: "cost"; micros: number }; ttlMs?: number; apiKey?: string },
+  ): Promise<{ auth: AuthorizationRow; balance: number }> {
+    const projectId = this.ownProject(caller, parent);
+    const now = this.deps.clock.now();
+    const hash = requestHash([input.estimate, input.ttlMs ?? null, input.apiKey ?? ""]);
+    const plan = await this.deps.planOf(projectId);
+    return this.deps.database.transaction(async (tx) => {
+      const replay = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
+      if (replay) {
+        if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for a different authorization");
+        return { auth: replay, balance: await ledger.balanceOf(tx, projectId) };
+      }
+      await this.requireAccount(tx, projectId);
+      const est = input.estimate;
+      let amount: number;
+      let model: string | null = null;
+      let agent: string | null = null;
+      if (est.kind === "cost") {
+        amount = est.micros;
+      } else {
+        const priced = await this.price(tx, caller, projectId, est);
+        amount = priced.cost;
+        if (est.kind === "model") model = priced.subject;
+        else agent = priced.subject;
+      }
+      const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, est.kind === "cost" ? undefined : est);
+      await this.requireFunds(tx, projectId, plan, amount);
+      if (keyId) {
+        await this.requireSpendRoom(tx, keyId, amount);
+        await this.deps.keys.addSpend(tx, keyId, amount);
+      }
+      const authId = newId();
+      await ledger.book(tx, { projectId, kind: "hold", amountMicros: -amount, idempotencyKey: `hold:${authId}`, authorizationId: authId, actor: caller.subject, description: "hold" }, now);
+      const auth: AuthorizationRow = {
+        auth_id: authId,
+        project_id: projectId,
+        request_id: input.requestId,
+        request_hash: hash,
+        held_micros: amount,
+        settled_micros: 0,
+        state: "held",
+        model,
+        agent,
+        api_key_id: keyId ?? null,
+        usage_record_id: null,
+        create_time: now,
+        expire_time: now + (input.ttlMs || DEFAULT_HOLD_MS),
+        close_time: null,
+      };
+      await tx.insertInto("usage_authorization").values(auth).execute();
+      return { auth, balance: await ledger.balanceOf(tx, projectId) };
+    });
+  }
+
+  /** Releases an unused hold; a released hold is returned unchanged. */
+  async release(caller: Caller, name: string): Promise<{ auth: AuthorizationRow; balance: number }> {
+    const { projectId, id } = this.ownAuthorization(caller, name);
+    const now = this.deps.clock.now();
+    return this.deps.database.transaction(async (tx) => {
+      const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("auth_id", "=", id).executeTakeFirst();
+      if (!auth) throw notFound(`authorization "${name}"`);
+      if (auth.state === "released") return { auth, balance: await ledger.balanceOf(tx, projectId) };
+      if (auth.state !== "held" || auth.expire_time <= now) throw failedPrecondition(`authorization ${name} is ${auth.state === "held" ? "expired" : auth.state}`, "AUTHORIZATION_NOT_HELD");
+      await this.returnHold(tx, auth, "released", now);
+      return { auth: (await tx.selectFrom("usage_authorization").selectAll().where("auth_id", "=", id).executeTakeFirstOrThrow()), balance: await ledger.balanceOf(tx, projectId) };
+    });
+  }
+
+  /** Returns the credits of every hold past its expiry (all projects). */
+  async expireHolds(): Promise<number> {
+    const now = this.deps.clock.now();
+    const due = await this.deps.database.db.selectFrom("usage_authorization").select("auth_id").where("state", "=", "held").where("expire_time", "<=", now).limit(500).execute();
+    let n = 0;
+    for (const { auth_id } of due) {
+      await this.deps.database.transaction(async (tx) => {
+        const auth = await tx.selectFrom("usage_authorization").selectAll().where("auth_id", "=", auth_id).executeTakeFirst();
+        if (auth?.state === "held" && auth.expire_time <= now) {
+          await this.returnHold(tx, auth, "expired", now);
+          n++;
+        }
+      });
+    }
+    return n;
+  }
+
+  /** Expired holds of one project, returned inside the caller's transaction (so a check sees them freed). */
+  private async expireProjectHolds(tx: Db, projectId: string, now: number): Promise<void> {
+    const due = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("state", "=", "held").where("expire_time", "<=", now).execute();
+    for (const auth of due) await this.returnHold(tx, auth, "expired", now);
+  }
+
+  private async returnHold(tx: Db, auth: AuthorizationRow, state: "released" | "expired", now: number): Promise<void> {
+    await ledger.book(tx, { projectId: auth.project_id, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: `hold ${state}` }, now);
+    if (auth.api_key_id) await this.deps.keys.addSpend(tx, auth.api_key_id, -auth.held_micros);
+    await tx.updateTable("usage_authorization").set({ state, close_time: now }).where("auth_id", "=", auth.auth_id).execute();
+  }
+
+  /** Whether a call would be allowed now, and why not. Reads only: changes nothing. */
+  async eligibility(caller: Caller, parent: string, check: EligibilityCheck): Promise<Eligibility> {
+    const projectId = this.ownProject(caller, parent);
+    const db = this.deps.database.db;
+    await this.requireAccount(db, projectId);
+    const plan = await this.deps.planOf(projectId);
+    const now = this.deps.clock.now();
+    // Plan credits not yet granted this month count as available (they are granted on first use).
+    const granted = await ledger.findByIdempotencyKey(db, projectId, `plan-credits:${monthKey(now)}`);
+    const balance = (await ledger.balanceOf(db, projectId)) + (granted ? 0 : plan.includedCreditsMicros);
+    const result: Eligibility = { eligible: true, reason: LimitReason.UNSPECIFIED, message: "allowed", costMicros: 0, upgrades: [], balance, creditsNeeded: 0, hireRequired: false };
+    if (check.kind === "hire") {
+      const status = await this.deps.prices.hireStatus(db, projectId, check.agent);
+      if (!status.visible) throw notFound(`agent "${check.agent}"`);
+      if (status.hired) return { ...result, message: "already hired" };
+      if (plan.agentSlots !== null && status.slotsUsed >= plan.agentSlots) {
+        const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.agentSlots === null || p.agentSlots > status.slotsUsed);
+        return { ...result, eligible: false, reason: LimitReason.AGENT_SLOTS, message: `the ${plan.displayName} plan allows ${plan.agentSlots} hired agents and ${status.slotsUsed} are hired`, upgrades };
+      }
+      return result;
+    }
+    let cost: number;
+    if (check.kind === "invoke") {
+      const status = await this.deps.prices.hireStatus(db, projectId, check.agent);
+      if (!status.visible) throw notFound(`agent "${check.agent}"`);
+      cost = status.pricePerInvocationMicros;
+      if (!status.hired) return { ...result, eligible: false, message: "hire the agent first", costMicros: cost, hireRequired: true };
+    } else {
+      cost = (await this.price(db, caller, projectId, { kind: "model", model: check.model, inputTokens: check.inputTokens, outputTokens: check.outputTokens })).cost;
+    }
+    result.costMicros = cost;
+    if (caller.kind === "api_key") {
+      const refusal = await this.deps.keys.spendRefusal(db, caller.keyId, cost);
+      if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: `spend cap of ${refusal.keyName} reached` };
+    }
+    if (!plan.overdraftAllowed && balance < cost) {
+      const err = this.creditsExhausted(plan, balance, cost);
+      const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
+      return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - balance };
+    }
+    return result;
+  }
+
+  // ---- checks shared by record, authorize and eligibility ----
+
+  /** Prices usage at the catalog's current price; unknown or invisible is INVALID_ARGUMENT naming the field. */
+  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput) {
+    if (usage.kind === "model") {
+      if (caller.kind === "api_key" && !modelAllowed(caller.allowedModels, usage.model)) {
+        throw permissionDenied(`this API key may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
+      }
+      const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
+      if (!price) throw invalidArgument("model_usage.model", `unknown model ${usage.model}`);
+      return {
+        subject: price.name,
+        cost: modelCost(price, usage.inputTokens, usage.outputTokens),
+        inputPrice: price.inputPriceMicrosPerMillion,
+        outputPrice: price.outputPriceMicrosPerMillion,
+        invocationPrice: 0,
+      };
+    }
+    const agent = await this.deps.prices.agentPrice(db, projectId, usage.agent);
+    if (!agent) throw invalidArgument("agent_operation.agent", `unknown agent ${usage.agent}, or not hired by this project`);
+    return { subject: agent.name, cost: agent.pricePerInvocationMicros, inputPrice: 0, outputPrice: 0, invocationPrice: agent.pricePerInvocationMicros };
+  }
+
+  /** The key usage is attributed to: the named customer key, else the calling key. */
+  private async attributedKey(tx: Db, caller: Caller, projectId: string, apiKey: string | undefined, usage: UsageInput | undefined): Promise<string | undefined> {
+    if (!apiKey) return caller.kind === "api_key" ? caller.keyId : undefined;
+    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(apiKey);
+    if (!m || m[1] !== projectId) throw notFound(`API key "${apiKey}"`);
+    const key = await this.deps.keys.forMetering(tx, projectId, m[2]);
+    if (!key.usable) throw failedPrecondition(`API key ${apiKey} is revoked or expired`, "API_KEY_NOT_ACTIVE");
+    if (usage?.kind === "model" && !modelAllowed(key.allowedModels, usage.model)) {
+      throw permissionDenied(`API key ${apiKey} may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
+    }
+    return key.keyId;
+  }
+
+  private async requireFunds(tx: Db, projectId: string, plan: Plan, cost: number): Promise<void> {
+    await this.expireProjectHolds(tx, projectId, this.deps.clock.now());
+    await this.grantPlanCredits(tx, projectId, plan);
+    const balance = await ledger.balanceOf(tx, projectId);
+    if (plan.overdraftAllowed || balance >= cost) return;
+    throw this.creditsExhausted(plan, balance, cost);
+  }
+
+  private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
+    const refusal = await this.deps.keys.spendRefusal(tx, keyId, cost);
+    if (!refusal) return;
+    throw new ConnectError(
+      `spend cap reached for ${refusal.keyName}: ${refusal.spent} of ${refusal.cap} micro-USD spent, this call needs ${cost}`,
+      Code.ResourceExhausted,
+      undefined,
+      [{ desc: LimitExceededSchema, value: create(LimitExceededSchema, { reason: LimitReason.SPEND_CAP, limit: BigInt(refusal.cap), used: BigInt(refusal.spent), requested: BigInt(cost) }) }],
+    );
+  }
+
+  /** The plan's included credits for the current month, granted once (lazily, on first use in the month). */
+  private async grantPlanCredits(tx: Db, projectId: string, plan: Plan): Promise<void> {
+    if (plan.includedCreditsMicros <= 0) return;
+    const month = monthKey(this.deps.clock.now());
+    await ledger.book(tx, { projectId, kind: "plan_credits", amountMicros: plan.includedCreditsMicros, idempotencyKey: `plan-credits:${month}`, description: `${plan.displayName} included credits ${month}` }, this.deps.clock.now());
+  }
+
+  /** RESOURCE_EXHAUSTED with the credits detail: how much is missing and which plans include more. */
+  creditsExhausted(plan: Plan, balance: number, cost: number): ConnectError {
+    const needed = cost - balance;
+    const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
+    const detail = create(LimitExceededSchema, {
+      reason: LimitReason.CREDITS_EXHAUSTED,
+      limit: BigInt(Math.max(balance, 0)),
+      used: 0n,
+      requested: BigInt(cost),
+      creditsNeededMicros: BigInt(needed),
+      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.includedCreditsMicros), unlimited: p.overdraftAllowed })),
+    });
+    return new ConnectError(
+      `credits exhausted: the balance is ${balance} micro-USD and this call costs ${cost}; add ${needed} micro-USD of credits or upgrade`,
+      Code.ResourceExhausted,
+      undefined,
+      [{ desc: LimitExceededSchema, value: detail }],
+    );
+  }
+
+  private async heldAuthorization(tx: Db, projectId: string, name: string, now: number): Promise<AuthorizationRow> {
+    const m = /^accounts\/([^/]+)\/authorizations\/([^/]+)$/.exec(name);
+    if (!m || m[1] !== projectId) throw notFound(`authorization "${name}"`);
+    const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("auth_id", "=", m[2]).executeTakeFirst();
+    if (!auth) throw notFound(`authorization "${name}"`);
+    if (auth.state === "held" && auth.expire_time <= now) {
+      await this.returnHold(tx, auth, "expired", now);
+      throw failedPrecondition(`authorization ${name} expired`, "AUTHORIZATION_NOT_HELD");
+    }
+    if (auth.state !== "held") throw failedPrecondition(`authorization ${name} is ${auth.state}`, "AUTHORIZATION_NOT_HELD");
+    return auth;
+  }
+
+  private async rollUp(tx: Db, r: UsageRecordRow): Promise<void> {
+    const hour = floorTo(r.occur_time, HOUR_MS);
+    const subject = r.kind === "model" ? r.model! : r.agent!;
+    await tx
+      .insertInto("usage_rollup")
+      .values({ project_id: r.project_id, hour, subject_kind: r.kind, subject, input_tokens: r.input_tokens, output_tokens: r.output_tokens, requests: 1, cost_micros: r.cost_micros })
+      .onConflict((oc) =>
+        oc.columns(["project_id", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
+          input_tokens: eb("usage_rollup.input_tokens", "+", r.input_tokens),
+          output_tokens: eb("usage_rollup.output_tokens", "+", r.output_tokens),
+          requests: eb("usage_rollup.requests", "+", 1),
+          cost_micros: eb("usage_rollup.cost_micros", "+", r.cost_micros),
+        })),
+      )
+      .execute();
+  }
+
+  private async requireAccount(tx: Db, projectId: string): Promise<void> {
+    const row = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
+    if (!row) throw notFound(`account "accounts/${projectId}"`);
+  }
+
+  ownProject(caller: Caller, name: string): string {
+    const projectId = name.slice("accounts/".length);
+    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
+    return projectId;
+  }
+
+  private ownAuthorization(caller: Caller, name: string): { projectId: string; id: string } {
+    const m = /^accounts\/([^/]+)\/authorizations\/([^/]+)$/.exec(name);
+    if (!m || m[1] !== caller.projectId) throw notFound(`authorization "${name}"`);
+    return { projectId: m[1], id: m[2] };
+  }
+}
