@@ -10,21 +10,14 @@ import {
   type Member,
   type Account,
 } from "../../gen/formstate/v1/account_service_pb.js";
-import { PlanTier, SubscriptionStatus } from "../../gen/formstate/v1/common_pb.js";
+import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
+import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { callerOf, parseRole } from "../auth/principal.js";
 import { invalidArgument } from "../errors.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
 import { type AccountChanges, type AccountView, type Accounts, accountName, memberName } from "./accounts.js";
 import type { MemberRow } from "./account-repository.js";
 
-const statuses: Record<string, SubscriptionStatus> = {
-  none: SubscriptionStatus.NONE,
-  active: SubscriptionStatus.ACTIVE,
-  trialing: SubscriptionStatus.TRIALING,
-  past_due: SubscriptionStatus.PAST_DUE,
-  canceled: SubscriptionStatus.CANCELED,
-  unpaid: SubscriptionStatus.UNPAID,
-};
 
 function toAccount(v: AccountView): Account {
   const { row, plan } = v;
@@ -34,7 +27,7 @@ function toAccount(v: AccountView): Account {
     displayName: row.display_name,
     billingEmail: row.billing_email,
     planTier: plan.tier ?? PlanTier.UNSPECIFIED,
-    subscriptionStatus: statuses[row.subscription_status] ?? SubscriptionStatus.UNSPECIFIED,
+    subscriptionStatus: subscriptionStatusToWire(row.subscription_status),
     creditBalanceMicros: BigInt(row.credit_balance_micros),
     agentSlots: { used: BigInt(v.agentSlotsUsed), limit: BigInt(plan.agentSlots ?? 0), unlimited: plan.agentSlots === null },
     apiKeys: { used: BigInt(v.apiKeysUsed), limit: BigInt(plan.apiKeyLimit ?? 0), unlimited: plan.apiKeyLimit === null },

@@ -8,7 +8,8 @@ import { roleName } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { ownChild, ownProject } from "../auth/project-scope.js";
+import { alreadyExists, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import * as repo from "./account-repository.js";
 
@@ -191,23 +192,13 @@ export class Accounts {
     await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, "");
   }
 
-  /**
-   * The project an account name refers to, if it is the caller's. Another
-   * project's name is NOT_FOUND with the same message whether it exists or
-   * not, so a caller learns nothing about other tenants.
-   */
   private ownProject(caller: Caller, name: string): string {
-    const projectId = name.slice("accounts/".length);
-    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
-    return projectId;
+    return ownProject(caller, name);
   }
 
   private ownMember(caller: Caller, name: string): { projectId: string; userId: string } {
-    const m = /^(accounts\/[^/]+)\/members\/(.+)$/.exec(name);
-    if (!m) throw invalidArgument("name", "must be accounts/{project}/members/{user_id}");
-    const projectId = m[1].slice("accounts/".length);
-    if (projectId !== caller.projectId) throw notFound(`member "${name}"`);
-    return { projectId, userId: m[2] };
+    const { projectId, id } = ownChild(caller, name, "members", "member");
+    return { projectId, userId: id };
   }
 
   private async require(db: Db, projectId: string): Promise<repo.AccountRow> {

@@ -3,7 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type BillingService, type CreditTransaction, CreditTransactionKind, CreditTransactionSchema, PlanSchema } from "../../gen/formstate/v1/billing_service_pb.js";
-import { ActorSchema, SubscriptionStatus } from "../../gen/formstate/v1/common_pb.js";
+import { ActorSchema } from "../../gen/formstate/v1/common_pb.js";
+import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { callerOf } from "../auth/principal.js";
 import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
 import type { Plan } from "../plans/plans.js";
@@ -21,14 +22,6 @@ const kinds: Record<LedgerKind, CreditTransactionKind> = {
 };
 const kindNames = new Map(Object.entries(kinds).map(([k, v]) => [v, k as LedgerKind]));
 
-const statuses: Record<string, SubscriptionStatus> = {
-  none: SubscriptionStatus.NONE,
-  active: SubscriptionStatus.ACTIVE,
-  trialing: SubscriptionStatus.TRIALING,
-  past_due: SubscriptionStatus.PAST_DUE,
-  canceled: SubscriptionStatus.CANCELED,
-  unpaid: SubscriptionStatus.UNPAID,
-};
 
 export function toPlan(p: Plan) {
   return create(PlanSchema, {
@@ -73,7 +66,7 @@ export function billingService(billing: Billing): ServiceImpl<typeof BillingServ
         subscription: {
           name: req.name,
           tier: plan.tier,
-          status: statuses[row.subscription_status] ?? SubscriptionStatus.UNSPECIFIED,
+          status: subscriptionStatusToWire(row.subscription_status),
           currentPeriodStartTime: timestampFromMs(period.start),
           currentPeriodEndTime: timestampFromMs(period.end),
           cancelAtPeriodEnd: false,

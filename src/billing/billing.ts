@@ -8,6 +8,7 @@ import { Role } from "../../gen/formstate/v1/access_pb.js";
 import type { Clock } from "../clock.js";
 import type { Database } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
+import { ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
 import type { Plans } from "../plans/plans.js";
@@ -81,8 +82,6 @@ export class Billing {
   }
 
   private ownProject(caller: Caller, name: string): string {
-    const projectId = name.slice("accounts/".length);
-    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
-    return projectId;
+    return ownProject(caller, name);
   }
 }

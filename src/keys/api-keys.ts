@@ -20,6 +20,7 @@ import {
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
+import { ownChild, ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
@@ -446,14 +447,12 @@ export class ApiKeys {
   }
 
   async listEvents(caller: KeyCaller, parent: string, types: string[], size: number, token: string) {
-    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(parent);
-    if (!m) throw invalidArgument("parent", "must be accounts/{project}/apiKeys/{key_id} or accounts/{project}/apiKeys/-");
-    if (m[1] !== caller.projectId) throw notFound(`API key "${parent}"`);
-    const keyId = m[2] === "-" ? undefined : m[2];
-    if (keyId) await this.require(this.deps.database.db, m[1], keyId, parent);
+    const { projectId, id } = ownChild(caller, parent, "apiKeys", "API key");
+    const keyId = id === "-" ? undefined : id;
+    if (keyId) await this.require(this.deps.database.db, projectId, keyId, parent);
     const n = pageSize(size);
     const before = decodePageToken(token, ["number"]) as [number] | undefined;
-    const rows = await repo.listEvents(this.deps.database.db, m[1], keyId, types, n + 1, before?.[0]);
+    const rows = await repo.listEvents(this.deps.database.db, projectId, keyId, types, n + 1, before?.[0]);
     return pageOf(rows, n, (r) => [r.seq]);
   }
 
@@ -602,16 +601,12 @@ export class ApiKeys {
   }
 
   private ownProject(caller: KeyCaller, name: string): string {
-    const projectId = name.slice("accounts/".length);
-    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
-    return projectId;
+    return ownProject(caller, name);
   }
 
   private ownKey(caller: KeyCaller, name: string): { projectId: string; keyId: string } {
-    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(name);
-    if (!m) throw invalidArgument("name", "must be accounts/{project}/apiKeys/{key_id}");
-    if (m[1] !== caller.projectId) throw notFound(`API key "${name}"`);
-    return { projectId: m[1], keyId: m[2] };
+    const { projectId, id } = ownChild(caller, name, "apiKeys", "API key");
+    return { projectId, keyId: id };
   }
 
   private async require(db: Db, projectId: string, keyId: string, name: string): Promise<ApiKeyRow> {

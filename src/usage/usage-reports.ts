@@ -104,7 +104,7 @@ export class UsageReports {
         .selectFrom("usage_record")
         .select((eb) => [
           "kind",
-          eb.fn.coalesce("model", "agent").as("subject"),
+          eb.case().when("kind", "=", "agent").then(eb.ref("agent")).else(eb.ref("model")).end().as("subject"),
           eb.fn.sum<number>("input_tokens").as("i"),
           eb.fn.sum<number>("output_tokens").as("o"),
           eb.fn.countAll<number>().as("n"),

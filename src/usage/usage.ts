@@ -12,6 +12,7 @@ import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
+import { ownChild, ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
@@ -54,7 +55,8 @@ export interface Eligibility {
 
 export type UsageInput =
   | { kind: "model"; model: string; inputTokens: number; outputTokens: number }
-  | { kind: "agent"; agent: string; operation: string };
+  /** An agent operation; tokens it reports are charged at `model`'s price on top of the invocation price. */
+  | { kind: "agent"; agent: string; operation: string; model?: string; inputTokens?: number; outputTokens?: number };
 
 export interface RecordInput {
   requestId: string;
@@ -150,11 +152,11 @@ export class Usage {
         request_id: input.requestId,
         request_hash: hash,
         kind: input.usage.kind,
-        model: input.usage.kind === "model" ? priced.subject : null,
+        model: input.usage.kind === "model" ? priced.subject : (input.usage.model ?? null),
         agent: input.usage.kind === "agent" ? priced.subject : null,
         operation: input.usage.kind === "agent" ? input.usage.operation : null,
-        input_tokens: input.usage.kind === "model" ? input.usage.inputTokens : 0,
-        output_tokens: input.usage.kind === "model" ? input.usage.outputTokens : 0,
+        input_tokens: input.usage.inputTokens ?? 0,
+        output_tokens: input.usage.outputTokens ?? 0,
         cost_micros: priced.cost,
         input_price: priced.inputPrice,
         output_price: priced.outputPrice,
@@ -339,7 +341,17 @@ export class Usage {
     }
     const agent = await this.deps.prices.agentPrice(db, projectId, usage.agent);
     if (!agent) throw invalidArgument("agent_operation.agent", `unknown agent ${usage.agent}, or not hired by this project`);
-    return { subject: agent.name, cost: agent.pricePerInvocationMicros, inputPrice: 0, outputPrice: 0, invocationPrice: agent.pricePerInvocationMicros };
+    let tokenCost = 0;
+    let inputPrice = 0;
+    let outputPrice = 0;
+    if (usage.model && (usage.inputTokens || usage.outputTokens)) {
+      const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
+      if (!price) throw invalidArgument("model", `unknown model ${usage.model}`);
+      tokenCost = modelCost(price, usage.inputTokens ?? 0, usage.outputTokens ?? 0);
+      inputPrice = price.inputPriceMicrosPerMillion;
+      outputPrice = price.outputPriceMicrosPerMillion;
+    }
+    return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros };
   }
 
   /** The key usage is attributed to: the named customer key, else the calling key. */
@@ -416,7 +428,7 @@ export class Usage {
 
   private async rollUp(tx: Db, r: UsageRecordRow): Promise<void> {
     const hour = floorTo(r.occur_time, HOUR_MS);
-    const subject = r.kind === "model" ? r.model! : r.agent!;
+    const subject = r.kind === "agent" ? r.agent! : r.model!;
     await tx
       .insertInto("usage_rollup")
       .values({ project_id: r.project_id, hour, subject_kind: r.kind, subject, input_tokens: r.input_tokens, output_tokens: r.output_tokens, requests: 1, cost_micros: r.cost_micros })
@@ -437,14 +449,10 @@ export class Usage {
   }
 
   ownProject(caller: Caller, name: string): string {
-    const projectId = name.slice("accounts/".length);
-    if (!name.startsWith("accounts/") || projectId !== caller.projectId) throw notFound(`account "${name}"`);
-    return projectId;
+    return ownProject(caller, name);
   }
 
   private ownAuthorization(caller: Caller, name: string): { projectId: string; id: string } {
-    const m = /^accounts\/([^/]+)\/authorizations\/([^/]+)$/.exec(name);
-    if (!m || m[1] !== caller.projectId) throw notFound(`authorization "${name}"`);
-    return { projectId: m[1], id: m[2] };
+    return ownChild(caller, name, "authorizations", "authorization");
   }
 }

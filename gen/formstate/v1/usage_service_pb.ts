@@ -1287,8 +1287,10 @@ export const UsageService: GenService<{
    * balance. Without one, the balance (plus overdraft, where the plan allows
    * it) must cover the cost.
    * Access: developer role, write-scope key; metered.
-   * Errors: NOT_FOUND (model, agent, authorization); FAILED_PRECONDITION for a
-   * disabled model or agent, or an authorization that is not HELD;
+   * Errors: INVALID_ARGUMENT naming model_usage.model or agent_operation.agent
+   * for a model or agent the project cannot use (unknown, invisible, disabled,
+   * or an agent not hired); NOT_FOUND (authorization, api_key);
+   * FAILED_PRECONDITION for an authorization that is not HELD;
    * PERMISSION_DENIED for a model outside the key's allowed_models;
    * RESOURCE_EXHAUSTED with LimitExceeded (LIMIT_REASON_CREDITS_EXHAUSTED,
    * LIMIT_REASON_SPEND_CAP), nothing recorded.
