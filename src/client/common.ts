@@ -1,0 +1,81 @@
+/**
+ * What the Node and browser clients share: typed clients for the six
+ * services, the auth interceptor, and helpers that read our limit headers and
+ * typed error details.
+ */
+import { type Client, ConnectError, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
+import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
+import { AgentService } from "../../gen/formstate/v1/agent_service_pb.js";
+import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
+import { type LimitExceeded, LimitExceededSchema, LimitReason, RetryInfoSchema, type UpgradeOption } from "../../gen/formstate/v1/errors_pb.js";
+import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
+import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
+
+/** How the client authenticates: an API key, a fixed token, or a function that returns a fresh one. */
+export type Credentials = { apiKey: string } | { token: string } | { getToken: () => string | Promise<string> } | Record<string, never>;
+
+export interface FormstateClients {
+  accounts: Client<typeof AccountService>;
+  apiKeys: Client<typeof ApiKeyService>;
+  usage: Client<typeof UsageService>;
+  billing: Client<typeof BillingService>;
+  agents: Client<typeof AgentService>;
+  models: Client<typeof ModelService>;
+}
+
+/** Adds the credential to every call (Authorization: Bearer, or x-api-key for keys). */
+export function authInterceptor(credentials: Credentials): Interceptor {
+  return (next) => async (req) => {
+    if ("apiKey" in credentials) req.header.set("x-api-key", credentials.apiKey);
+    else if ("token" in credentials) req.header.set("authorization", `Bearer ${credentials.token}`);
+    else if ("getToken" in credentials) req.header.set("authorization", `Bearer ${await credentials.getToken()}`);
+    return next(req);
+  };
+}
+
+export function clientsFor(transport: Transport): FormstateClients {
+  return {
+    accounts: createClient(AccountService, transport),
+    apiKeys: createClient(ApiKeyService, transport),
+    usage: createClient(UsageService, transport),
+    billing: createClient(BillingService, transport),
+    agents: createClient(AgentService, transport),
+    models: createClient(ModelService, transport),
+  };
+}
+
+/** The rate-limit and credit headers of a response (pass `onHeader` in the call options to get them). */
+export function readLimitHeaders(h: Headers) {
+  const num = (name: string) => (h.has(name) ? Number(h.get(name)) : undefined);
+  return {
+    limit: num("x-ratelimit-limit"),
+    remaining: num("x-ratelimit-remaining"),
+    resetSeconds: num("x-ratelimit-reset"),
+    creditBalanceMicros: h.has("x-credit-balance-micros") ? BigInt(h.get("x-credit-balance-micros")!) : undefined,
+  };
+}
+
+/** What a refused call says a client can do: wait (rate limits) or upgrade / buy credits (quotas). */
+export interface LimitAdvice {
+  reason: LimitReason;
+  retryDelayMs?: number;
+  upgradeOptions: UpgradeOption[];
+  creditsNeededMicros: bigint;
+  detail?: LimitExceeded;
+}
+
+/** Decodes our typed error details; undefined for errors that carry none. */
+export function limitAdvice(err: unknown): LimitAdvice | undefined {
+  const ce = ConnectError.from(err);
+  const [limit] = ce.findDetails(LimitExceededSchema);
+  const [retry] = ce.findDetails(RetryInfoSchema);
+  if (!limit && !retry) return undefined;
+  return {
+    reason: limit?.reason ?? LimitReason.RATE_LIMITED,
+    retryDelayMs: retry?.retryDelay ? Number(retry.retryDelay.seconds) * 1000 + Math.floor(retry.retryDelay.nanos / 1e6) : undefined,
+    upgradeOptions: limit?.upgradeOptions ?? [],
+    creditsNeededMicros: limit?.creditsNeededMicros ?? 0n,
+    detail: limit,
+  };
+}
