@@ -33,7 +33,7 @@ export function createRequestLogInterceptor(log: Logger): Interceptor {
     try {
       const res = await next(req);
       res.header.set("x-request-id", requestId);
-      log.debug(fields(), "call ok");
+      if (log.isLevelEnabled("debug")) log.debug(fields(), "call ok");
       return res;
     } catch (err) {
       if (err instanceof ConnectError) {

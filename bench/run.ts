@@ -1,0 +1,267 @@
+/**
+ * `npm run bench`: starts each server as its own process on loopback, drives
+ * it with h2load (a prepared gRPC body) or, where every call must differ
+ * (RecordUsage request ids), with a Node load generator in its own process,
+ * and prints one table: req/s, p50/p99 latency, server CPU and peak RSS, and
+ * ratios between rows of the same run. Not part of `npm test`.
+ *
+ * Env: BENCH_CALLS (per measured round, default 20000), BENCH_SOAK_CALLS
+ * (default 1000000; 0 skips the soak).
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import Sqlite from "better-sqlite3";
+import { Scope } from "../gen/formstate/v1/access_pb.js";
+import { AccountService, GetAccountRequestSchema } from "../gen/formstate/v1/account_service_pb.js";
+import { ApiKeyService, VerifyApiKeyRequestSchema } from "../gen/formstate/v1/api_key_service_pb.js";
+import { BillingService } from "../gen/formstate/v1/billing_service_pb.js";
+import { ModelService, ModelVisibility } from "../gen/formstate/v1/model_service_pb.js";
+import { defaultPlans } from "../src/plans/plans.js";
+import { EchoRequestSchema } from "./echo-schema.js";
+
+const root = join(import.meta.dirname, "..");
+const CALLS = Number(process.env.BENCH_CALLS ?? 20_000);
+const SOAK = Number(process.env.BENCH_SOAK_CALLS ?? 1_000_000);
+const work = mkdtempSync(join(tmpdir(), "formstate-bench-"));
+const children: ChildProcess[] = [];
+
+interface Row {
+  name: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  cpu: number;
+  rssMb: number;
+  note?: string;
+}
+
+function ensureH2load(): void {
+  try {
+    execFileSync("h2load", ["--version"], { stdio: "ignore" });
+  } catch {
+    console.error("h2load missing: installing Debian's nghttp2-client");
+    execFileSync("bash", ["-c", "apt-get install -y nghttp2-client >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y nghttp2-client >/dev/null)"], { stdio: "inherit" });
+  }
+}
+
+/** Starts a process and resolves with its port once it prints one (PORT n, or Formstate's listening log). */
+function start(args: string[], env: Record<string, string> = {}): Promise<{ proc: ChildProcess; port: number }> {
+  const proc = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(proc);
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const onData = (d: Buffer) => {
+      out += d;
+      const m = /PORT (\d+)/.exec(out) ?? /running in development mode on http:\/\/[^:]+:(\d+)/.exec(out);
+      if (m) {
+        proc.stdout!.off("data", onData);
+        proc.stdout!.resume();
+        resolve({ proc, port: Number(m[1]) });
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.stderr!.on("data", (d) => (out += d));
+    proc.once("exit", (code) => reject(new Error(`${args.join(" ")} exited ${code}: ${out.slice(-2000)}`)));
+  });
+}
+
+/** utime+stime ticks and peak RSS of a process, from /proc. */
+function procStats(pid: number): { ticks: number; hwmKb: number; rssKb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { ticks: Number(fields[11]) + Number(fields[12]), hwmKb: kb("VmHWM"), rssKb: kb("VmRSS") };
+}
+
+function grpcFrame(schema: DescMessage, init: Record<string, unknown>): Buffer {
+  const bytes = toBinary(schema, create(schema, init));
+  const frame = Buffer.alloc(5 + bytes.length);
+  frame.writeUInt32BE(bytes.length, 1);
+  Buffer.from(bytes).copy(frame, 5);
+  return frame;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** One h2load round against a gRPC method; latencies from its per-request log. */
+function h2load(port: number, path: string, body: Buffer, headers: Record<string, string>, n: number, c = 8, m = 10, rate?: number) {
+  const bodyFile = join(work, "body.bin");
+  const logFile = join(work, "h2load.log");
+  writeFileSync(bodyFile, body);
+  rmSync(logFile, { force: true });
+  const args = ["-n", String(n), "-c", String(c), "-m", String(m), "-t", "1", "-d", bodyFile, "--log-file", logFile, "-H", "content-type: application/grpc", "-H", "te: trailers"];
+  for (const [k, v] of Object.entries(headers)) args.push("-H", `${k}: ${v}`);
+  if (rate) args.push("--rps", String(Math.max(1, Math.round(rate / c))));
+  args.push(`http://127.0.0.1:${port}${path}`);
+  const out = execFileSync("h2load", args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1] ?? 0);
+  const failed = Number(/requests: .* (\d+) failed/.exec(out)?.[1] ?? 0);
+  const lat = readFileSync(logFile, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => Number(l.split("\t")[2]) / 1000)
+    .sort((a, b) => a - b);
+  return { rps, p50: percentile(lat, 50), p99: percentile(lat, 99), failed };
+}
+
+/** Measures a round with CPU and RSS of the server process. */
+function measured(name: string, pid: number, round: () => { rps: number; p50: number; p99: number; failed?: number }, note?: string): Row {
+  const before = procStats(pid);
+  const t0 = performance.now();
+  const r = round();
+  const secs = (performance.now() - t0) / 1000;
+  const after = procStats(pid);
+  if (r.failed) note = `${note ? `${note}; ` : ""}${r.failed} failed`;
+  return { name, rps: r.rps, p50: r.p50, p99: r.p99, cpu: ((after.ticks - before.ticks) / 100 / secs) * 100, rssMb: after.hwmKb / 1024, note };
+}
+
+async function main() {
+  const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
+  ensureH2load();
+  const rows: Row[] = [];
+  const echoBody = grpcFrame(EchoRequestSchema, { text: "hello" });
+  const warm = (fn: () => unknown) => {
+    for (let i = 0; i < 3; i++) fn();
+  };
+
+  // Rows 1 and 2: the two stacks' ceilings.
+  for (const [name, file] of [
+    ["1 echo, @grpc/grpc-js", "bench/servers/grpcjs-echo.ts"],
+    ["2 echo, Formstate stack (Connect + listener)", "bench/servers/connect-echo.ts"],
+  ] as const) {
+    log(`starting ${name}`);
+    const { proc, port } = await start(["--import", "tsx", file]);
+    log(`port ${port}`);
+    warm(() => h2load(port, "/bench.v1.EchoService/Echo", echoBody, {}, Math.min(CALLS, 5000)));
+    rows.push(measured(name, proc.pid!, () => h2load(port, "/bench.v1.EchoService/Echo", echoBody, {}, CALLS)));
+    proc.kill("SIGTERM");
+  }
+
+  // Formstate itself: rate limits lifted (they are what row 3 would otherwise measure).
+  const plansFile = join(work, "plans.json");
+  writeFileSync(plansFile, JSON.stringify(defaultPlans.map((p) => ({ ...p, tier: undefined, rateLimit: { requestsPerSecond: 1_000_000, burst: 1_000_000 }, apiKeyLimit: null }))));
+  const dataDir = join(work, "data");
+  const { proc, port } = await start(["--import", "tsx", "src/main.ts"], {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    FORMSTATE_DATA_DIR: dataDir,
+    FORMSTATE_PLANS_FILE: plansFile,
+    LOG_LEVEL: "warn",
+  });
+  const pid = proc.pid!;
+  const tokenOut = execFileSync(process.execPath, ["--import", "tsx", "src/cli/token.ts", "--project", "demo", "--role", "admin", "--subject", "dev-admin"], {
+    cwd: root,
+    env: { ...process.env, FORMSTATE_DATA_DIR: dataDir },
+    encoding: "utf8",
+  });
+  const token = tokenOut.trim();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const auth = (h: Headers) => h.set("authorization", `Bearer ${token}`);
+  const transport = createGrpcTransport({ baseUrl, interceptors: [(next) => (req) => (auth(req.header), next(req))] });
+  const keys = createClient(ApiKeyService, transport);
+  const { secret } = await keys.createApiKey({ parent: "accounts/demo", apiKey: { displayName: "bench", scopes: [Scope.READ, Scope.WRITE] } });
+  await createClient(BillingService, transport).addCredits({ parent: "accounts/demo", amountMicros: 1_000_000_000_000n, reason: "bench", requestId: "bench-credits" });
+  let recordUsageReady = true;
+  try {
+    await createClient(ModelService, transport).createModel({ modelId: "bench/model", model: { displayName: "bench", inputPriceMicrosPerMillion: 1_000_000n, outputPriceMicrosPerMillion: 2_000_000n, visibility: ModelVisibility.PRIVATE } });
+  } catch (err) {
+    recordUsageReady = false;
+    console.error(`RecordUsage rows skipped: cannot create a model (${String(err)})`);
+  }
+  // Sanity: the exact bodies h2load sends must succeed through a real client first.
+  await createClient(AccountService, createGrpcTransport({ baseUrl, interceptors: [(next) => (req) => (req.header.set("x-api-key", secret), next(req))] })).getAccount({ name: "accounts/demo" });
+
+  const verifyBody = grpcFrame(VerifyApiKeyRequestSchema, { key: secret });
+  const keyHeader = { "x-api-key": secret };
+  warm(() => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, Math.min(CALLS, 5000)));
+  const row3 = measured("3 VerifyApiKey, API key (auth + rate limit)", pid, () => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, CALLS));
+  rows.push(row3);
+
+  if (recordUsageReady) {
+    const load = (conns: number, calls: number, rate?: number) =>
+      JSON.parse(
+        execFileSync(process.execPath, ["--import", "tsx", "bench/load-record-usage.ts"], {
+          cwd: root,
+          env: { ...process.env, BASE_URL: baseUrl, API_KEY: secret, CONNS: String(conns), STREAMS: "10", CALLS: String(calls), RATE: rate ? String(rate) : "" },
+          encoding: "utf8",
+        }),
+      ) as { rps: number; p50: number; p99: number; failed: number };
+    load(8, Math.min(CALLS, 5000));
+    const row4 = measured("4 RecordUsage, API key (auth + limit + price + debit + commit)", pid, () => load(8, CALLS), "Node load generator (unique request ids)");
+    rows.push(row4);
+    rows.push(measured("4b RecordUsage at half of row 4's peak", pid, () => load(8, Math.round(row4.rps * 5), row4.rps / 2), "p99 target < 5 ms"));
+    rows.push(measured("5 RecordUsage ingest at saturation, 64 connections", pid, () => load(64, CALLS)));
+    rows.push(rawInsertRow(CALLS));
+  }
+  rows.push(measured("3b VerifyApiKey at half of row 3's peak", pid, () => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, Math.round(row3.rps * 5), 8, 10, row3.rps / 2), "p99 target < 5 ms"));
+
+  // Row 6: the same JWT on every call versus an API key, same method.
+  const getBody = grpcFrame(GetAccountRequestSchema, { name: "accounts/demo" });
+  warm(() => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, { authorization: `Bearer ${token}` }, Math.min(CALLS, 5000)));
+  rows.push(measured("6a GetAccount, same JWT every call", pid, () => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, { authorization: `Bearer ${token}` }, CALLS)));
+  rows.push(measured("6b GetAccount, API key", pid, () => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, keyHeader, CALLS)));
+
+  printTable(rows);
+
+  if (SOAK > 0) {
+    const samples: number[] = [];
+    const base = procStats(pid).rssKb;
+    const chunk = 100_000;
+    for (let done = 0; done < SOAK; done += chunk) {
+      h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, keyHeader, Math.min(chunk, SOAK - done));
+      samples.push(procStats(pid).rssKb);
+    }
+    const first = samples[0];
+    const last = samples[samples.length - 1];
+    console.log(`\nSoak: ${SOAK} authenticated GetAccount calls (API key). RSS after warm-up ${(base / 1024).toFixed(1)} MB; after first 100k ${(first / 1024).toFixed(1)} MB; at end ${(last / 1024).toFixed(1)} MB; growth from first sample ${(((last - first) / first) * 100).toFixed(1)}% (target < 10%).`);
+    console.log(`RSS samples (MB): ${samples.map((s) => (s / 1024).toFixed(0)).join(" ")}`);
+  }
+}
+
+/** Row 5's ceiling: the same rows inserted by better-sqlite3 in one process, one transaction per row (as each call commits). */
+function rawInsertRow(n: number): Row {
+  const file = join(work, "raw.db");
+  const db = new Sqlite(file);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.exec("create table usage_record (record_id text primary key, project_id text, request_id text, model text, input_tokens integer, output_tokens integer, cost_micros integer, occur_time integer)");
+  const insert = db.prepare("insert into usage_record values (?, ?, ?, ?, ?, ?, ?, ?)");
+  const one = db.transaction((i: number) => insert.run(`r${i}`, "demo", `q${i}`, "models/bench/model", 100, 50, 200, Date.now()));
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) one(i);
+  const secs = (performance.now() - t0) / 1000;
+  db.close();
+  return { name: "5b raw better-sqlite3 insert, 1 row per transaction", rps: n / secs, p50: NaN, p99: NaN, cpu: NaN, rssMb: NaN, note: "in-process ceiling" };
+}
+
+function printTable(rows: Row[]) {
+  const by = (prefix: string) => rows.find((r) => r.name.startsWith(prefix));
+  const ratio = (a?: Row, b?: Row) => (a && b && b.rps ? `${((a.rps / b.rps) * 100).toFixed(0)}%` : "n/a");
+  console.log(`\nFormstate bench, ${new Date().toISOString()}, node ${process.version}, ${CALLS} calls per round, h2load -c 8 -m 10 -t 1\n`);
+  console.log("| row | req/s | p50 ms | p99 ms | server CPU % | peak RSS MB | note |");
+  console.log("|---|---:|---:|---:|---:|---:|---|");
+  const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
+  for (const r of rows) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpu, 0)} | ${f(r.rssMb, 0)} | ${r.note ?? ""} |`);
+  console.log("\nRatios (same run):");
+  console.log(`- row 2 / row 1 (Formstate stack vs grpc-js): ${ratio(by("2 "), by("1 "))} (target >= 75%)`);
+  console.log(`- row 3 / row 2 (VerifyApiKey vs bare echo): ${ratio(by("3 "), by("2 "))} (target >= 80%)`);
+  console.log(`- row 4 / row 2 (RecordUsage vs bare echo): ${ratio(by("4 "), by("2 "))} (target >= 50%)`);
+  console.log(`- row 5 / row 5b (ingest vs raw insert): ${ratio(by("5 "), by("5b"))} (target >= 50%)`);
+  console.log(`- row 6a / row 6b (JWT vs API key): ${ratio(by("6a"), by("6b"))}`);
+}
+
+try {
+  await main();
+} finally {
+  for (const c of children) c.kill("SIGTERM");
+  rmSync(work, { recursive: true, force: true });
+}
