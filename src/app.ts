@@ -11,6 +11,8 @@ import { type Clock, systemClock } from "./clock.js";
 import { type Config, usesDevIssuer } from "./config.js";
 import { type Database, openDatabase } from "./db/database.js";
 import { Billing } from "./billing/billing.js";
+import { Agents } from "./catalog/agents.js";
+import { Models } from "./catalog/models.js";
 import { ApiKeys } from "./keys/api-keys.js";
 import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
 import { type Logger, createLogger } from "./logger.js";
@@ -32,12 +34,12 @@ function methodIndex(): Map<string, DescMethod> {
   return new Map(formstateServices.flatMap((s) => s.methods.map((m) => [`/${s.typeName}/${m.name}`, m] as const)));
 }
 
-/** Prices from the catalog (models and hired agents). */
-function priceBook(): PriceBook {
+/** Prices from the catalog (models and hired agents), for metering. */
+function priceBook(models: Models, agents: Agents): PriceBook {
   return {
-    modelPrice: async () => undefined,
-    agentPrice: async () => undefined,
-    hireStatus: async () => ({ visible: false, hired: false, pricePerInvocationMicros: 0, slotsUsed: 0 }),
+    modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
+    agentPrice: (db, projectId, agent) => agents.priceForInvocation(db, projectId, agent),
+    hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
 }
 
@@ -56,6 +58,8 @@ export class App {
     readonly usage: Usage,
     readonly usageReports: UsageReports,
     readonly billing: Billing,
+    readonly models: Models,
+    readonly agents: Agents,
     readonly health: HealthStatus,
     /** The built-in development issuer; only in development without FORMSTATE_JWKS_URL. */
     readonly devIssuer: DevIssuer | undefined,
@@ -67,17 +71,20 @@ export class App {
     const plans = overrides.plans ?? loadPlans(config.plansFile);
     const database = await openDatabase(config.databaseUrl);
     let apiKeys: ApiKeys | undefined;
+    let agents: Agents | undefined;
     const accounts = new Accounts(database, plans, clock, {
       activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
-      activeHires: async () => 0, // no hires until the catalog exists
+      activeHires: (db, projectId) => agents!.activeHires(db, projectId),
     });
+    const models = new Models(database, clock, config.platformProject);
+    agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
     apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p) });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
     const limiter = overrides.limiter ?? new LocalRateLimiter();
-    const usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(), planOf: (p) => accounts.planOf(p) });
+    const usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
     usage.start();
     const billing = new Billing({
       database,
@@ -88,7 +95,7 @@ export class App {
       stripeConfigured: Boolean(config.stripe.secretKey),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
     });
-    return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, new HealthStatus(), devIssuer);
+    return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer);
   }
 
   /** The JWT verifier: the IdP's remote JWKS, or the dev issuer's keys in development. */

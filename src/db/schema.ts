@@ -1,6 +1,7 @@
 /** Every table, by name: the type Kysely checks queries against. */
 import type { AccountTable } from "../accounts/account-table.js";
 import type { MemberTable } from "../accounts/member-table.js";
+import type { AgentTable, HireTable, ModelTable } from "../catalog/catalog-tables.js";
 import type { ApiKeyEventTable, ApiKeyIpTable } from "../keys/api-key-event-table.js";
 import type { ApiKeyTable } from "../keys/api-key-table.js";
 import type { CreditTransactionTable } from "../ledger/credit-transaction-table.js";
@@ -16,4 +17,7 @@ export interface DatabaseSchema {
   usage_record: UsageRecordTable;
   usage_rollup: UsageRollupTable;
   usage_authorization: UsageAuthorizationTable;
+  model: ModelTable;
+  agent: AgentTable;
+  hire: HireTable;
 }

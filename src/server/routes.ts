@@ -9,6 +9,8 @@ import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { accountService } from "../accounts/account-service.js";
 import type { App } from "../app.js";
 import { billingService } from "../billing/billing-service.js";
+import { agentService } from "../catalog/agent-service.js";
+import { modelService } from "../catalog/model-service.js";
 import { apiKeyService } from "../keys/api-key-service.js";
 import { usageService } from "../usage/usage-service.js";
 import { formstateFiles } from "./services.js";
@@ -17,8 +19,6 @@ import { registerReflection } from "./reflection.js";
 
 export function registerRoutes(router: ConnectRouter, app: App): void {
   router.service(AccountService, accountService(app.accounts));
-  // Not built yet: Connect answers UNIMPLEMENTED for every method of an empty
-  // implementation (after authentication and the access policy).
   router.service(
     ApiKeyService,
     apiKeyService({
@@ -32,8 +32,8 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
   );
   router.service(UsageService, usageService(app.usage, app.usageReports));
   router.service(BillingService, billingService(app.billing));
-  router.service(AgentService, {});
-  router.service(ModelService, {});
+  router.service(AgentService, agentService(app.agents, app.usage));
+  router.service(ModelService, modelService(app.models));
   registerHealth(router, app.health);
   registerReflection(router, formstateFiles);
 }

@@ -41,7 +41,8 @@ export class UsageReports {
   /** Totals per model and agent over [start, end). */
   async summary(projectId: string, start?: number, end?: number): Promise<Summary> {
     const s = start ?? this.period().start;
-    const e = end ?? this.clock.now();
+    // Unset end means now, inclusive of the current millisecond.
+    const e = end ?? this.clock.now() + 1;
     const bySubject = await this.totalsBySubject(this.database.db, projectId, s, e);
     const models: Summary["models"] = [];
     const agents: Summary["agents"] = [];

@@ -94,6 +94,11 @@ export class Usage {
 
   constructor(private readonly deps: UsageDeps) {}
 
+  /** The database handle, for callers that resolve their target before recording. */
+  database(): Db {
+    return this.deps.database.db;
+  }
+
   /** Starts the expiry of unused holds (each returns its credits). */
   start(): void {
     this.sweeper ??= setInterval(() => void this.expireHolds().catch((err: unknown) => this.deps.log.warn({ err }, "hold expiry failed")), SWEEP_MS);
@@ -111,6 +116,9 @@ export class Usage {
     const now = this.deps.clock.now();
     const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
     const plan = await this.deps.planOf(projectId);
+    // Settling a hold that has expired must fail *and* return its credits: expire due holds in their own
+    // transaction first, since the refusal below rolls back everything in the main one.
+    if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now));
     return this.deps.database.transaction(async (tx) => {
       const replay = await tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
@@ -418,10 +426,7 @@ export class Usage {
     if (!m || m[1] !== projectId) throw notFound(`authorization "${name}"`);
     const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("auth_id", "=", m[2]).executeTakeFirst();
     if (!auth) throw notFound(`authorization "${name}"`);
-    if (auth.state === "held" && auth.expire_time <= now) {
-      await this.returnHold(tx, auth, "expired", now);
-      throw failedPrecondition(`authorization ${name} expired`, "AUTHORIZATION_NOT_HELD");
-    }
+    if (auth.state === "held" && auth.expire_time <= now) throw failedPrecondition(`authorization ${name} expired`, "AUTHORIZATION_NOT_HELD");
     if (auth.state !== "held") throw failedPrecondition(`authorization ${name} is ${auth.state}`, "AUTHORIZATION_NOT_HELD");
     return auth;
   }

@@ -168,12 +168,22 @@ describe("browsers", () => {
   });
 });
 
-describe("unbuilt methods", () => {
-  it("answer UNIMPLEMENTED after authentication", async () => {
-    const { stdout, stderr } = await run(buf, [
-      "curl", "--http2-prior-knowledge", "-H", `Authorization: Bearer ${token}`, "-d", "{}",
-      `${ts.url}/formstate.v1.ModelService/ListModels`,
-    ]).catch((e) => e);
-    expect(`${stdout}${stderr}`).toMatch(/unimplemented/);
+describe("buf curl reaches a method of every service through reflection", () => {
+  it.each<[string, string, (out: any) => void]>([
+    ["AccountService/GetAccount", '{"name":"accounts/proto"}', (o) => expect(o.account.displayName).toBe("Protocols")],
+    ["ApiKeyService/ListApiKeys", '{"parent":"accounts/proto"}', (o) => expect(o).toEqual({})],
+    ["UsageService/GetUsageSummary", '{"parent":"accounts/proto"}', (o) => expect(o.totals ?? {}).toEqual({})],
+    ["BillingService/ListPlans", "{}", (o) => expect(o.plans.map((p: { id: string }) => p.id)).toEqual(["free", "pro", "enterprise"])],
+    ["AgentService/ListHires", '{"parent":"accounts/proto"}', (o) => expect(o).toEqual({})],
+    ["ModelService/ListModels", "{}", (o) => expect(o.models ?? []).toEqual([])],
+  ])("%s", async (method, body, check) => {
+    const { stdout } = await run(buf, ["curl", "--http2-prior-knowledge", "-H", `Authorization: Bearer ${token}`, "-d", body, `${ts.url}/formstate.v1.${method}`]);
+    check(JSON.parse(stdout));
+  });
+
+  it("an error comes back with its code and details", async () => {
+    const err = await run(buf, ["curl", "--http2-prior-knowledge", "-d", '{"name":"accounts/proto"}', `${ts.url}/formstate.v1.AccountService/GetAccount`]).catch((e: { stderr: string; code: number }) => e);
+    expect((err as { stderr: string }).stderr).toMatch(/unauthenticated/);
+    expect((err as { stderr: string }).stderr).toMatch(/missing credential/);
   });
 });

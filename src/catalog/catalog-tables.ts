@@ -1,0 +1,51 @@
+/** The `model` table: a priced model, platform-wide (no owner) or a project's. */
+export interface ModelTable {
+  /** `provider/model`. */
+  model_id: string;
+  owner_project: string | null;
+  provider: string;
+  display_name: string;
+  description: string;
+  context_window: number;
+  /** Micro-USD per million tokens. */
+  input_price: number;
+  output_price: number;
+  /** active, deprecated, disabled. */
+  status: string;
+  /** public or private (owner only). */
+  visibility: string;
+  create_time: number;
+  update_time: number;
+}
+
+/** The `agent` table: a published agent and who may see it. */
+export interface AgentTable {
+  agent_id: string;
+  owner_project: string;
+  display_name: string;
+  description: string;
+  /** JSON array of model names. */
+  models: string;
+  price_per_invocation: number;
+  /** active, deprecated, disabled. */
+  status: string;
+  /** private, shared, public. */
+  visibility: string;
+  /** JSON array of project ids (for shared). */
+  shared_with: string;
+  create_time: number;
+  update_time: number;
+}
+
+/** The `hire` table: an agent in one of a project's slots. */
+export interface HireTable {
+  hire_id: string;
+  project_id: string;
+  agent_id: string;
+  /** active or released. */
+  state: string;
+  hired_by: string;
+  request_id: string | null;
+  create_time: number;
+  release_time: number | null;
+}
