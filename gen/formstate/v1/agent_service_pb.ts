@@ -1022,9 +1022,9 @@ export const AgentService: GenService<{
    * Idempotent by request_id.
    * Access: developer role, write-scope key.
    * Errors: NOT_FOUND (agent not visible); FAILED_PRECONDITION for a
-   * disabled agent, or with LimitExceeded (LIMIT_REASON_AGENT_SLOTS) when no
-   * slot is free; ALREADY_EXISTS when the project already has an active hire
-   * of the agent.
+   * disabled agent; RESOURCE_EXHAUSTED with LimitExceeded
+   * (LIMIT_REASON_AGENT_SLOTS, upgrade options) when no slot is free;
+   * ALREADY_EXISTS when the project already has an active hire of the agent.
    *
    * @generated from rpc formstate.v1.AgentService.HireAgent
    */
