@@ -2,6 +2,7 @@
 # Fails when gen/ or third_party/ is stale: regenerates both in a scratch copy and diffs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp -r proto third_party scripts buf.yaml buf.gen.yaml package.json "$tmp"/
