@@ -28,7 +28,7 @@ export interface Config {
   /** Allowed browser origins; `localhost` allows any http(s)://localhost or 127.0.0.1 origin. */
   corsOrigins: string[];
   redisUrl?: string;
-  stripe: { secretKey?: string; webhookSecret?: string };
+  stripe: StripeConfig;
   logLevel: string;
   tls?: { certFile: string; keyFile: string };
   /** Largest request or response message, bytes. */
@@ -43,6 +43,28 @@ export interface Config {
   plansFile?: string;
   /** The project whose admins and developers operate the platform (platform models, credit grants). */
   platformProject: string;
+}
+
+/** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
+export interface StripeConfig {
+  secretKey?: string;
+  /** The webhook endpoint's signing secret (`whsec_...`); required with the secret key. */
+  webhookSecret?: string;
+  /** Another Stripe API address (a local fake in tests); unset = Stripe's own. */
+  apiHost?: string;
+  apiPort?: number;
+  apiProtocol?: "http" | "https";
+  /** Timeout of one Stripe API request, ms. */
+  timeoutMs: number;
+  /** The Stripe price Checkout sells for each paid plan; a plan without one is not sold. */
+  prices: { pro?: string; enterprise?: string };
+  /** The `event_name` of the Stripe meter usage is reported to (value: micro-USD). */
+  meterEventName: string;
+  /** How often the meter sender looks for usage to report, ms. */
+  meterIntervalMs: number;
+  /** First retry delay after a failed report, ms; it doubles per failure up to meterBackoffMaxMs. */
+  meterBackoffMs: number;
+  meterBackoffMaxMs: number;
 }
 
 /** Start-up stops with this error; its message names every bad variable. */
@@ -141,6 +163,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
 
+  const stripeSecretKey = str("STRIPE_SECRET_KEY");
+  const stripeWebhookSecret = str("STRIPE_WEBHOOK_SECRET");
+  if (Boolean(stripeSecretKey) !== Boolean(stripeWebhookSecret)) problems.push("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be set together");
+  const stripeProtocol = str("STRIPE_API_PROTOCOL");
+  if (stripeProtocol !== undefined && stripeProtocol !== "http" && stripeProtocol !== "https") problems.push("STRIPE_API_PROTOCOL must be http or https");
+  const stripePrice = (name: string) => {
+    const v = str(name);
+    if (v !== undefined && !/^price_[A-Za-z0-9_]+$/.test(v)) problems.push(`${name} must be a Stripe price id (price_...)`);
+    return v;
+  };
+  const meterEventName = str("STRIPE_METER_EVENT_NAME") ?? "formstate_usage";
+  if (!/^[A-Za-z0-9_.-]{1,100}$/.test(meterEventName)) problems.push("STRIPE_METER_EVENT_NAME must be 1 to 100 letters, digits, _ . or -");
+
   const config: Config = {
     mode,
     host: str("HOST") ?? "0.0.0.0",
@@ -158,7 +193,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     corsOrigins,
     redisUrl: url("REDIS_URL", ["redis:", "rediss:"]),
-    stripe: { secretKey: str("STRIPE_SECRET_KEY"), webhookSecret: str("STRIPE_WEBHOOK_SECRET") },
+    stripe: {
+      secretKey: stripeSecretKey,
+      webhookSecret: stripeWebhookSecret,
+      apiHost: str("STRIPE_API_HOST"),
+      apiPort: str("STRIPE_API_PORT") === undefined ? undefined : int("STRIPE_API_PORT", 443, 1, 65535),
+      apiProtocol: stripeProtocol as StripeConfig["apiProtocol"],
+      timeoutMs: int("STRIPE_API_TIMEOUT_MS", 20_000, 100, 120_000),
+      prices: { pro: stripePrice("STRIPE_PRICE_PRO"), enterprise: stripePrice("STRIPE_PRICE_ENTERPRISE") },
+      meterEventName,
+      meterIntervalMs: int("STRIPE_METER_INTERVAL_MS", 2_000, 10, 600_000),
+      meterBackoffMs: int("STRIPE_METER_BACKOFF_MS", 1_000, 10, 600_000),
+      meterBackoffMaxMs: int("STRIPE_METER_BACKOFF_MAX_MS", 300_000, 10, 86_400_000),
+    },
     logLevel,
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     maxMessageBytes: int("FORMSTATE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),

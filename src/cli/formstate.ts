@@ -71,9 +71,11 @@ const scopeByName: Record<string, Scope> = { read: Scope.READ, write: Scope.WRIT
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === "--help" || argv[0] === "-h") argv = argv.slice(1);
-  const [command = "", sub = ""] = argv;
+  const [command = ""] = argv;
+  const hasSub = ["keys", "credits", "accounts"].includes(command) && argv[1] !== undefined && !argv[1].startsWith("-");
+  const sub = hasSub ? argv[1] : "";
   const { values } = parseArgs({
-    args: argv.slice(command === "keys" || command === "credits" || command === "accounts" ? 2 : 1),
+    args: argv.slice(hasSub ? 2 : 1),
     options: {
       help: { type: "boolean", short: "h" },
       json: { type: "boolean" },

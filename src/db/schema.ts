@@ -1,6 +1,7 @@
 /** Every table, by name: the type Kysely checks queries against. */
 import type { AccountTable } from "../accounts/account-table.js";
 import type { MemberTable } from "../accounts/member-table.js";
+import type { BillingCustomerTable, CheckoutFulfillmentTable, MeterOutboxTable, StripeEventTable } from "../billing/billing-tables.js";
 import type { AgentTable, HireTable, ModelTable } from "../catalog/catalog-tables.js";
 import type { ApiKeyEventTable, ApiKeyIpTable } from "../keys/api-key-event-table.js";
 import type { ApiKeyTable } from "../keys/api-key-table.js";
@@ -20,4 +21,8 @@ export interface DatabaseSchema {
   model: ModelTable;
   agent: AgentTable;
   hire: HireTable;
+  billing_customer: BillingCustomerTable;
+  stripe_event: StripeEventTable;
+  checkout_fulfillment: CheckoutFulfillmentTable;
+  meter_outbox: MeterOutboxTable;
 }

@@ -7,12 +7,14 @@ import * as m0001 from "./0001-accounts.js";
 import * as m0002 from "./0002-api-keys.js";
 import * as m0003 from "./0003-usage.js";
 import * as m0004 from "./0004-catalog.js";
+import * as m0005 from "./0005-billing.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
   "0002-api-keys": m0002,
   "0003-usage": m0003,
   "0004-catalog": m0004,
+  "0005-billing": m0005,
 };
 
 export const migrationProvider: MigrationProvider = {
