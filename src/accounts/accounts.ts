@@ -51,6 +51,7 @@ const PLAN_CACHE_MS = 5_000;
 
 export class Accounts {
   private readonly planCache = new Map<string, { plan: Plan; at: number }>();
+  private readonly roleCache = new Map<string, { role: string | undefined; at: number }>();
 
   constructor(
     private readonly database: Database,
@@ -84,6 +85,7 @@ export class Accounts {
         update_time: now,
       });
       await repo.insertMember(tx, { project_id: caller.projectId, user_id: caller.subject, role: "admin", create_time: now, update_time: now });
+      this.roleCache.delete(`${caller.projectId}\0${caller.subject}`);
       return (await repo.findAccount(tx, caller.projectId))!;
     });
     return this.view(this.database.db, row);
@@ -126,6 +128,7 @@ export class Accounts {
       if (await repo.findMember(tx, projectId, userId)) throw alreadyExists(`member "${memberName(projectId, userId)}"`);
       const row = { project_id: projectId, user_id: userId, role: roleName(role), create_time: now, update_time: now };
       await repo.insertMember(tx, row);
+      this.roleCache.delete(`${projectId}\0${userId}`);
       return row;
     });
   }
@@ -140,6 +143,7 @@ export class Accounts {
         throw failedPrecondition("the last admin of an account cannot be demoted; make another member admin first", "LAST_ADMIN");
       }
       await repo.updateMemberRole(tx, projectId, userId, newRole, this.clock.now());
+      this.roleCache.delete(`${projectId}\0${userId}`);
       return (await repo.findMember(tx, projectId, userId))!;
     });
   }
@@ -153,6 +157,7 @@ export class Accounts {
         throw failedPrecondition("the last admin of an account cannot be removed; make another member admin first", "LAST_ADMIN");
       }
       await repo.deleteMember(tx, projectId, userId);
+      this.roleCache.delete(`${projectId}\0${userId}`);
     });
   }
 
@@ -180,9 +185,20 @@ export class Accounts {
     return (await repo.findAccount(this.database.db, projectId))?.credit_balance_micros ?? 0;
   }
 
-  /** A user's role from the members table, if they are a member. */
+  /**
+   * A user's role from the members table, if they are a member. Read on every
+   * call of a token without a role claim, so cached briefly; member changes in
+   * this process drop the entry at once.
+   */
   async memberRole(projectId: string, userId: string): Promise<string | undefined> {
-    return (await repo.findMember(this.database.db, projectId, userId))?.role;
+    const key = `${projectId}\0${userId}`;
+    const now = this.clock.now();
+    const hit = this.roleCache.get(key);
+    if (hit && now - hit.at < PLAN_CACHE_MS) return hit.role;
+    const role = (await repo.findMember(this.database.db, projectId, userId))?.role;
+    if (this.roleCache.size > 100_000) this.roleCache.clear();
+    this.roleCache.set(key, { role, at: now });
+    return role;
   }
 
   /** Creates an account with `adminSubject` as admin unless it exists (development seeding). */
