@@ -17,6 +17,7 @@ import { ApiKeys } from "./keys/api-keys.js";
 import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type Plans, loadPlans } from "./plans/plans.js";
+import { originAllowed } from "./server/cors.js";
 import { HealthStatus } from "./server/health.js";
 import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
@@ -38,7 +39,7 @@ function methodIndex(): Map<string, DescMethod> {
 function priceBook(models: Models, agents: Agents): PriceBook {
   return {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
-    agentPrice: (db, projectId, agent) => agents.priceForInvocation(db, projectId, agent),
+    agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
 }
@@ -90,11 +91,14 @@ export class App {
       database,
       plans,
       clock,
+      log,
       platformProject: config.platformProject,
       selfGrant: config.mode === "development",
-      stripeConfigured: Boolean(config.stripe.secretKey),
+      stripe: config.stripe.secretKey && config.stripe.webhookSecret ? { ...config.stripe, secretKey: config.stripe.secretKey, webhookSecret: config.stripe.webhookSecret } : undefined,
+      returnUrlAllowed: (url) => URL.canParse(url) && originAllowed(new URL(url).origin, config.corsOrigins),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
     });
+    billing.start();
     return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer);
   }
 
@@ -119,6 +123,7 @@ export class App {
 
   async close(): Promise<void> {
     this.usage.stop();
+    await this.billing.stop();
     await this.apiKeys.stop();
     await this.database.close();
   }

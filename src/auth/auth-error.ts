@@ -12,13 +12,18 @@ export type AuthFailure =
   | "TOKEN_CLAIM_MISSING"
   | "JWKS_UNAVAILABLE";
 
-/** A refused credential. Messages are safe for clients: never the token, never a stack. */
+/**
+ * A refused credential. The message goes to the client, so it says why and
+ * never carries the token or a stack; the underlying error (a fetch failure,
+ * jose's own error) rides along as `cause` for server-side logs only.
+ */
 export class AuthError extends Error {
   constructor(
     readonly reason: AuthFailure,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = "AuthError";
   }
 }

@@ -1,7 +1,7 @@
-/** BillingService over the wire. Stripe-backed methods answer per `Billing.requireStripe`. */
+/** BillingService over the wire. Without Stripe keys the Stripe-backed methods answer FAILED_PRECONDITION. */
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { type BillingService, type CreditTransaction, CreditTransactionKind, CreditTransactionSchema, PlanSchema } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ActorSchema } from "../../gen/formstate/v1/common_pb.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
@@ -9,6 +9,7 @@ import { callerOf } from "../auth/principal.js";
 import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
+import type { CheckoutItem } from "./checkout.js";
 
 const kinds: Record<LedgerKind, CreditTransactionKind> = {
   grant: CreditTransactionKind.GRANT,
@@ -22,8 +23,7 @@ const kinds: Record<LedgerKind, CreditTransactionKind> = {
 };
 const kindNames = new Map(Object.entries(kinds).map(([k, v]) => [v, k as LedgerKind]));
 
-
-export function toPlan(p: Plan) {
+export function toPlan(p: Plan, stripePriceId = "") {
   return create(PlanSchema, {
     tier: p.tier,
     id: p.id,
@@ -34,6 +34,7 @@ export function toPlan(p: Plan) {
     apiKeyLimit: { limit: BigInt(p.apiKeyLimit ?? 0), unlimited: p.apiKeyLimit === null },
     rateLimit: { requestsPerSecond: p.rateLimit.requestsPerSecond, burst: p.rateLimit.burst },
     overdraftAllowed: p.overdraftAllowed,
+    stripePriceId,
   });
 }
 
@@ -52,41 +53,39 @@ function toTransaction(r: LedgerRow): CreditTransaction {
   });
 }
 
-const stripeNotBuilt = (method: string) => new ConnectError(`${method} with Stripe is not implemented yet (see README: live methods)`, Code.Unimplemented);
-
 export function billingService(billing: Billing): ServiceImpl<typeof BillingService> {
   return {
     listPlans() {
-      return { plans: billing.plans().map(toPlan) };
+      return { plans: billing.plans().map((p) => toPlan(p, billing.priceIdOf(p))) };
     },
     async getSubscription(req, ctx) {
       const caller = callerOf(ctx);
-      const { row, plan, period } = await billing.subscription(caller, req.name);
+      const s = await billing.subscription(caller, req.name);
       return {
         subscription: {
           name: req.name,
-          tier: plan.tier,
-          status: subscriptionStatusToWire(row.subscription_status),
-          currentPeriodStartTime: timestampFromMs(period.start),
-          currentPeriodEndTime: timestampFromMs(period.end),
-          cancelAtPeriodEnd: false,
-          // Stripe ids (admins only) exist once Stripe checkout is built; none are stored yet.
-          stripeCustomerId: "",
-          stripeSubscriptionId: "",
+          tier: s.plan.tier,
+          status: subscriptionStatusToWire(s.row.subscription_status),
+          currentPeriodStartTime: timestampFromMs(s.period.start),
+          currentPeriodEndTime: timestampFromMs(s.period.end),
+          cancelAtPeriodEnd: s.cancelAtPeriodEnd,
+          stripeCustomerId: s.stripeCustomerId,
+          stripeSubscriptionId: s.stripeSubscriptionId,
         },
       };
     },
-    createCheckoutSession() {
-      billing.requireStripe();
-      throw stripeNotBuilt("CreateCheckoutSession");
+    async createCheckoutSession(req, ctx) {
+      const item: CheckoutItem = req.item.case === "plan" ? { kind: "plan", tier: req.item.value } : { kind: "credits", micros: Number(req.item.value) };
+      const session = await billing.createCheckout(callerOf(ctx), req.parent, item, req.successUrl, req.cancelUrl);
+      return { sessionId: session.sessionId, url: session.url, expireTime: timestampFromMs(session.expireTime) };
     },
-    processCheckout() {
-      billing.requireStripe();
-      throw stripeNotBuilt("ProcessCheckout");
+    async processCheckout(req, ctx) {
+      const done = await billing.processCheckout(callerOf(ctx), req.parent, req.sessionId);
+      ctx.responseHeader.set("x-credit-balance-micros", String(done.balance));
+      return { grantedCreditsMicros: BigInt(done.grantedMicros), tier: done.tier, alreadyProcessed: done.alreadyProcessed, balanceMicros: BigInt(done.balance) };
     },
-    createPortalSession() {
-      billing.requireStripe();
-      throw stripeNotBuilt("CreatePortalSession");
+    async createPortalSession(req, ctx) {
+      return { url: await billing.createPortal(callerOf(ctx), req.parent, req.returnUrl) };
     },
     async addCredits(req, ctx) {
       const { row, balance } = await billing.addCredits(callerOf(ctx), req.parent, Number(req.amountMicros), req.reason, req.requestId);

@@ -1,44 +1,144 @@
 /**
- * Billing without Stripe's network: plans on offer, the subscription as the
- * account records it, credit grants by operators, and the ledger read back.
- * Stripe checkout, portal and webhooks are a separate module (not built yet).
+ * Billing: plans on offer, the subscription as the account records it, credit
+ * grants by operators, the ledger read back, and (with Stripe configured)
+ * Checkout, ProcessCheckout, the customer portal, webhooks and the metered
+ * usage sender. Without Stripe keys the Stripe methods refuse clearly.
  */
 import type { Caller } from "../accounts/accounts.js";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
+import type { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import type { Clock } from "../clock.js";
 import type { Database } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
-import type { Plans } from "../plans/plans.js";
+import type { Logger } from "../logger.js";
+import type { Plan, Plans } from "../plans/plans.js";
 import { monthOf } from "../usage/period.js";
+import * as store from "./billing-store.js";
+import { Checkout, type CheckoutItem, type Fulfilment } from "./checkout.js";
+import { KeyedLock } from "./keyed-lock.js";
+import { MeterSender } from "./outbox.js";
+import { createStripeClient, describe, isStripeError, toConnectError } from "./stripe-client.js";
+import type { StripeContext, StripeSettings } from "./stripe-context.js";
+import { isLive, priceOf } from "./subscriptions.js";
+import { StripeWebhooks } from "./webhooks.js";
 
 export interface BillingDeps {
   database: Database;
   plans: Plans;
   clock: Clock;
+  log: Logger;
   /** Admins of this project operate the platform: they may grant credits to any account. */
   platformProject: string;
   /** In development, project admins may grant their own account credits (for trying things out). */
   selfGrant: boolean;
-  stripeConfigured: boolean;
+  /** Stripe, when STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET are set. */
+  stripe?: StripeSettings;
+  /** Whether a Checkout or portal return URL is on one of the deployment's origins. */
+  returnUrlAllowed(url: string): boolean;
   invalidatePlan(projectId: string): void;
 }
 
+/** The Stripe-backed parts, present only with Stripe configured. */
+interface StripeParts {
+  ctx: StripeContext;
+  checkout: Checkout;
+  sender: MeterSender;
+  webhooks: StripeWebhooks;
+}
+
 export class Billing {
-  constructor(private readonly deps: BillingDeps) {}
+  private readonly stripe?: StripeParts;
+
+  constructor(private readonly deps: BillingDeps) {
+    if (deps.stripe) {
+      const { database, clock, log, plans, invalidatePlan } = deps;
+      const ctx: StripeContext = { stripe: createStripeClient(deps.stripe), settings: deps.stripe, database, clock, log, plans, invalidatePlan, locks: new KeyedLock() };
+      const checkout = new Checkout(ctx);
+      this.stripe = { ctx, checkout, sender: new MeterSender(ctx), webhooks: new StripeWebhooks(ctx, checkout) };
+    }
+  }
+
+  /** The webhook receiver; undefined without Stripe keys. */
+  get webhooks(): StripeWebhooks | undefined {
+    return this.stripe?.webhooks;
+  }
+
+  /** The metered-usage sender; undefined without Stripe keys. */
+  get meter(): MeterSender | undefined {
+    return this.stripe?.sender;
+  }
+
+  /** Starts reporting metered usage to Stripe (when configured). */
+  start(): void {
+    this.stripe?.sender.start();
+  }
+
+  /** Stops the usage sender cleanly (before the database closes). */
+  async stop(): Promise<void> {
+    await this.stripe?.sender.stop();
+  }
 
   plans() {
     return [...this.deps.plans.all].sort((a, b) => a.monthlyPriceMicros - b.monthlyPriceMicros);
   }
 
+  /** The Stripe price Checkout sells a plan at; empty when it is not sold there. */
+  priceIdOf(plan: Plan): string {
+    return (this.deps.stripe && priceOf(this.deps.stripe.prices, plan.id)) ?? "";
+  }
+
+  /** The subscription; Stripe ids only for admins. */
   async subscription(caller: Caller, name: string) {
     const projectId = this.ownProject(caller, name.replace(/\/subscription$/, ""));
-    const row = await this.deps.database.db.selectFrom("account").selectAll().where("project_id", "=", projectId).executeTakeFirst();
+    const db = this.deps.database.db;
+    const row = await db.selectFrom("account").selectAll().where("project_id", "=", projectId).executeTakeFirst();
     if (!row) throw notFound(`subscription "${name}"`);
-    const period = monthOf(this.deps.clock.now());
-    return { row, plan: this.deps.plans.byId(row.plan_tier), period };
+    const customer = await store.findCustomer(db, projectId);
+    const paid = customer && isLive(customer.stripe_status) && customer.current_period_start !== null && customer.current_period_end !== null;
+    const period = paid ? { start: customer.current_period_start!, end: customer.current_period_end! } : monthOf(this.deps.clock.now());
+    const admin = caller.role === Role.ADMIN;
+    return {
+      row,
+      plan: this.deps.plans.byId(row.plan_tier),
+      period,
+      cancelAtPeriodEnd: Boolean(paid && customer.cancel_at_period_end),
+      stripeCustomerId: admin ? (customer?.stripe_customer_id ?? "") : "",
+      stripeSubscriptionId: admin ? (customer?.stripe_subscription_id ?? "") : "",
+    };
+  }
+
+  /** A Stripe Checkout session for a paid plan or a credit pack. */
+  async createCheckout(caller: Caller, parent: string, item: CheckoutItem, successUrl: string, cancelUrl: string) {
+    const stripe = this.requireStripe();
+    const projectId = this.ownProject(caller, parent);
+    this.requireReturnUrl("success_url", successUrl);
+    this.requireReturnUrl("cancel_url", cancelUrl);
+    return this.viaStripe("create a checkout session", () => stripe.checkout.create(projectId, item, successUrl, cancelUrl));
+  }
+
+  /** Fulfils a paid Checkout session of the caller's account, once. */
+  async processCheckout(caller: Caller, parent: string, sessionId: string): Promise<Fulfilment & { tier: PlanTier }> {
+    const stripe = this.requireStripe();
+    const projectId = this.ownProject(caller, parent);
+    const done = await this.viaStripe("process a checkout session", () => stripe.checkout.fulfil(projectId, sessionId, { via: "process_checkout", actor: caller.subject }));
+    return { ...done, tier: this.deps.plans.byId(done.planTier).tier };
+  }
+
+  /** A Stripe customer-portal session for the caller's account. */
+  async createPortal(caller: Caller, parent: string, returnUrl: string): Promise<string> {
+    const stripe = this.requireStripe();
+    const projectId = this.ownProject(caller, parent);
+    this.requireReturnUrl("return_url", returnUrl);
+    const customer = await store.findCustomer(this.deps.database.db, projectId);
+    if (!customer) {
+      if (!(await store.accountPlanTier(this.deps.database.db, projectId))) throw notFound(`account "${parent}"`);
+      throw failedPrecondition("the account has no Stripe customer yet: buy a plan or credits first (CreateCheckoutSession)", "NO_STRIPE_CUSTOMER");
+    }
+    const session = await this.viaStripe("create a portal session", () => stripe.ctx.stripe.billingPortal.sessions.create({ customer: customer.stripe_customer_id, return_url: returnUrl }));
+    return session.url;
   }
 
   /** An operator's grant, idempotent by request id (a retry books nothing more). */
@@ -75,9 +175,25 @@ export class Billing {
   }
 
   /** Stripe-backed methods without Stripe keys: a clear precondition failure. */
-  requireStripe(): void {
-    if (!this.deps.stripeConfigured) {
+  private requireStripe(): StripeParts {
+    if (!this.stripe) {
       throw failedPrecondition("billing is not configured: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET", "BILLING_NOT_CONFIGURED");
+    }
+    return this.stripe;
+  }
+
+  private requireReturnUrl(field: string, url: string): void {
+    if (!this.deps.returnUrlAllowed(url)) throw invalidArgument(field, "must be on one of the deployment's allowed origins (FORMSTATE_CORS_ORIGINS)");
+  }
+
+  /** Runs a call that reaches Stripe; Stripe's failures become UNAVAILABLE or INTERNAL (and a log line). */
+  private async viaStripe<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isStripeError(err)) throw err;
+      this.deps.log.warn({ reason: describe(err) }, `could not ${what} with Stripe`);
+      throw toConnectError(err);
     }
   }
 

@@ -29,6 +29,16 @@ function stripeError(err: unknown): Stripe.errors.StripeError | undefined {
   return err instanceof Stripe.errors.StripeError ? err : undefined;
 }
 
+/** The id of an expandable Stripe field (an id, or the object itself). */
+export function idOf(v: string | { id: string } | null | undefined): string | undefined {
+  return v === null || v === undefined ? undefined : typeof v === "string" ? v : v.id;
+}
+
+/** An error the SDK raised (Stripe answered with an error, or could not be reached). */
+export function isStripeError(err: unknown): err is Stripe.errors.StripeError {
+  return stripeError(err) !== undefined;
+}
+
 /** Stripe answered 404 for the object asked for. */
 export function isMissing(err: unknown): boolean {
   const e = stripeError(err);
@@ -56,8 +66,7 @@ export function describe(err: unknown): string {
 }
 
 /** A Stripe failure during an RPC: UNAVAILABLE when a retry may help, INTERNAL otherwise. */
-export function toConnectError(err: unknown): ConnectError {
-  if (err instanceof ConnectError) return err;
+export function toConnectError(err: Stripe.errors.StripeError): ConnectError {
   if (isRetryable(err)) return new ConnectError("Stripe is not reachable right now; try again shortly", Code.Unavailable);
   return new ConnectError("Stripe refused the request; see the server log", Code.Internal);
 }

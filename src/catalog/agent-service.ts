@@ -19,12 +19,12 @@ import type { Plan } from "../plans/plans.js";
 import { BALANCE_HEADER } from "../usage/usage-service.js";
 import { type Usage, recordName } from "../usage/usage.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
-import { type AgentFields, type AgentRow, type Agents, type HireRow, agentName, hireName } from "./agents.js";
+import { type AgentFields, type AgentOrder, type AgentRow, type Agents, type HireRow, agentName, hireName } from "./agents.js";
+import { etagOf } from "./etag.js";
+import { wireEnum } from "./wire-enum.js";
 
-const statusName: Record<number, string> = { [AgentStatus.ACTIVE]: "active", [AgentStatus.DEPRECATED]: "deprecated", [AgentStatus.DISABLED]: "disabled" };
-const statusWire: Record<string, AgentStatus> = { active: AgentStatus.ACTIVE, deprecated: AgentStatus.DEPRECATED, disabled: AgentStatus.DISABLED };
-const visibilityName: Record<number, string> = { [AgentVisibility.PRIVATE]: "private", [AgentVisibility.SHARED]: "shared", [AgentVisibility.PUBLIC]: "public" };
-const visibilityWire: Record<string, AgentVisibility> = { private: AgentVisibility.PRIVATE, shared: AgentVisibility.SHARED, public: AgentVisibility.PUBLIC };
+const status = wireEnum<AgentStatus>({ active: AgentStatus.ACTIVE, deprecated: AgentStatus.DEPRECATED, disabled: AgentStatus.DISABLED });
+const visibility = wireEnum<AgentVisibility>({ private: AgentVisibility.PRIVATE, shared: AgentVisibility.SHARED, public: AgentVisibility.PUBLIC });
 
 export function toAgent(r: AgentRow, viewer: string): Agent {
   return create(AgentSchema, {
@@ -34,13 +34,13 @@ export function toAgent(r: AgentRow, viewer: string): Agent {
     description: r.description,
     models: JSON.parse(r.models) as string[],
     pricePerInvocationMicros: BigInt(r.price_per_invocation),
-    status: statusWire[r.status] ?? AgentStatus.UNSPECIFIED,
-    visibility: visibilityWire[r.visibility] ?? AgentVisibility.UNSPECIFIED,
+    status: status.wire(r.status),
+    visibility: visibility.wire(r.visibility),
     // Who else it is shared with is the owner's business.
     sharedWithProjects: r.owner_project === viewer ? (JSON.parse(r.shared_with) as string[]) : [],
     createTime: timestampFromMs(r.create_time),
     updateTime: timestampFromMs(r.update_time),
-    etag: String(r.update_time),
+    etag: etagOf(r),
   });
 }
 
@@ -63,8 +63,8 @@ function fieldsOf(a: Agent): AgentFields {
     description: a.description,
     models: a.models,
     pricePerInvocation: Number(a.pricePerInvocationMicros),
-    status: statusName[a.status] ?? "",
-    visibility: visibilityName[a.visibility] ?? "",
+    status: status.name(a.status),
+    visibility: visibility.name(a.visibility),
     sharedWith: a.sharedWithProjects,
   };
 }
@@ -75,19 +75,20 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
   const viewer = (ctx: HandlerContext) => callerOf(ctx).projectId;
   return {
     async createAgent(req, ctx) {
-      return { agent: toAgent(await agents.create(callerOf(ctx), req.agentId, fieldsOf(req.agent!)), viewer(ctx)) };
+      return { agent: toAgent(await agents.create(callerOf(ctx), req.agentId, fieldsOf(req.agent!), req.requestId), viewer(ctx)) };
     },
     async getAgent(req, ctx) {
       return { agent: toAgent(await agents.get(callerOf(ctx), req.name), viewer(ctx)) };
     },
     async listAgents(req, ctx) {
-      const page = await agents.list(
-        callerOf(ctx),
-        { ownerProject: req.ownerProject || undefined, visibility: visibilityName[req.visibility], model: req.model || undefined, status: statusName[req.status], hiredOnly: req.hiredOnly },
-        (req.orderBy || "name") as "name",
-        req.pageSize,
-        req.pageToken,
-      );
+      const filter = {
+        ownerProject: req.ownerProject || undefined,
+        visibility: visibility.name(req.visibility) || undefined,
+        model: req.model || undefined,
+        status: status.name(req.status) || undefined,
+        hiredOnly: req.hiredOnly,
+      };
+      const page = await agents.list(callerOf(ctx), filter, (req.orderBy || "name") as AgentOrder, req.pageSize, req.pageToken);
       return { agents: page.items.map((a) => toAgent(a, viewer(ctx))), nextPageToken: page.nextPageToken };
     },
     async updateAgent(req, ctx) {
@@ -95,7 +96,7 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
       return { agent: toAgent(await agents.update(callerOf(ctx), req.agent!.name, paths, fieldsOf(req.agent!)), viewer(ctx)) };
     },
     async deleteAgent(req, ctx) {
-      await agents.delete(callerOf(ctx), req.name, req.force);
+      await agents.delete(callerOf(ctx), req.name, req.force, req.etag);
       return {};
     },
     async hireAgent(req, ctx) {

@@ -3,42 +3,57 @@
  * listed projects) or public; a project that cannot see one gets NOT_FOUND.
  * A hire puts a visible, active agent into one of the plan's slots; the slot
  * count and the insert share one write transaction, so the limit holds under
- * concurrency. Disabling an agent refuses new hires and invocations but keeps
- * hires; deleting it (with force, when other projects hire it) releases them.
+ * concurrency. A deprecated agent takes no new hires but its hires may still
+ * invoke it; a disabled one takes neither new hires nor invocations, and its
+ * hires stay (holding their slots) until released. Deleting an agent needs
+ * force while other projects hire it, and releases every hire of it.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Selectable } from "kysely";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
 import type { Caller } from "../accounts/accounts.js";
 import { ownChild, ownProject } from "../auth/project-scope.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
-import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Plan, Plans } from "../plans/plans.js";
-import type { AgentTable, HireTable } from "./catalog-tables.js";
+import * as repo from "./agent-repository.js";
+import type { AgentRow, HireRow } from "./agent-repository.js";
+import { checkEtag } from "./etag.js";
+import { catalogOrders, listedStatuses } from "./keyset.js";
 import type { Models } from "./models.js";
 
-export type AgentRow = Selectable<AgentTable>;
-export type HireRow = Selectable<HireTable>;
+export type { AgentRow, HireRow };
 
 export interface AgentFields {
   displayName: string;
   description: string;
   models: string[];
   pricePerInvocation: number;
+  /** active, deprecated, disabled; "" = unspecified. */
   status: string;
+  /** private, shared, public; "" = unspecified. */
   visibility: string;
   sharedWith: string[];
+}
+
+/** What metering charges for one invocation of a hired agent. */
+export interface InvocationPrice {
+  name: string;
+  pricePerInvocationMicros: number;
+  /** The project's active hire the invocation goes through. */
+  hireName: string;
 }
 
 export const agentName = (id: string) => `agents/${id}`;
 export const hireName = (projectId: string, id: string) => `accounts/${projectId}/hires/${id}`;
 const idOf = (name: string) => (name.startsWith("agents/") ? name.slice("agents/".length) : name);
 const list = (json: string) => JSON.parse(json) as string[];
+
+const orders = catalogOrders("price_per_invocation");
+export type AgentOrder = keyof typeof orders;
 
 export interface AgentsDeps {
   database: Database;
@@ -55,7 +70,7 @@ export class Agents {
     return row.owner_project === projectId || row.visibility === "public" || (row.visibility === "shared" && list(row.shared_with).includes(projectId));
   }
 
-  async create(caller: Caller, id: string, f: AgentFields): Promise<AgentRow> {
+  async create(caller: Caller, id: string, f: AgentFields, requestId: string): Promise<AgentRow> {
     const now = this.deps.clock.now();
     const visibility = f.visibility || "private";
     if (f.sharedWith.length && visibility !== "shared") throw invalidArgument("agent.shared_with_projects", "is only for SHARED agents");
@@ -70,62 +85,37 @@ export class Agents {
       status: f.status || "active",
       visibility,
       shared_with: JSON.stringify(f.sharedWith),
+      created_by: caller.subject,
+      create_request_id: requestId || null,
       create_time: now,
       update_time: now,
     };
     return this.deps.database.transaction(async (tx) => {
-      if (await tx.selectFrom("agent").select("agent_id").where("agent_id", "=", id).executeTakeFirst()) throw alreadyExists(`agent "${agentName(id)}"`);
-      await tx.insertInto("agent").values(row).execute();
+      const existing = await repo.findAgent(tx, id);
+      if (existing) {
+        const retry = requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject && existing.owner_project === caller.projectId;
+        if (retry) return existing;
+        throw alreadyExists(`agent "${agentName(id)}"`);
+      }
+      await repo.insertAgent(tx, row);
       return row;
     });
   }
 
   async get(caller: Caller, name: string): Promise<AgentRow> {
-    const row = await this.find(this.deps.database.db, name);
-    if (!row || !this.visibleTo(row, caller.projectId)) throw notFound(`agent "${name}"`);
+    const row = await this.visible(this.deps.database.db, caller.projectId, name);
+    if (!row) throw notFound(`agent "${name}"`);
     return row;
   }
 
-  async list(
+  list(
     caller: Caller,
     filter: { ownerProject?: string; visibility?: string; model?: string; status?: string; hiredOnly: boolean },
-    order: "name" | "create_time desc" | "price_per_invocation",
+    order: AgentOrder,
     size: number,
     token: string,
   ) {
-    const p = caller.projectId;
-    const n = pageSize(size);
-    let q = this.deps.database.db
-      .selectFrom("agent")
-      .selectAll()
-      .where((eb) =>
-        eb.or([
-          eb("owner_project", "=", p),
-          eb("visibility", "=", "public"),
-          // shared_with is a JSON array of ids matching [a-z0-9-]: a quoted match is exact.
-          eb.and([eb("visibility", "=", "shared"), eb("shared_with", "like", `%"${p}"%`)]),
-        ]),
-      );
-    if (filter.ownerProject) q = q.where("owner_project", "=", filter.ownerProject);
-    if (filter.visibility) q = q.where("visibility", "=", filter.visibility);
-    if (filter.status) q = q.where("status", "=", filter.status);
-    if (filter.model) q = q.where("models", "like", `%"${filter.model}"%`);
-    if (filter.hiredOnly) {
-      q = q.where("agent_id", "in", (eb) => eb.selectFrom("hire").select("agent_id").where("project_id", "=", p).where("state", "=", "active"));
-    }
-    if (order === "price_per_invocation") {
-      const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
-      if (after) q = q.where((eb) => eb.or([eb("price_per_invocation", ">", after[0]), eb.and([eb("price_per_invocation", "=", after[0]), eb("agent_id", ">", after[1])])]));
-      return pageOf(await q.orderBy("price_per_invocation").orderBy("agent_id").limit(n + 1).execute(), n, (r) => [r.price_per_invocation, r.agent_id]);
-    }
-    if (order === "create_time desc") {
-      const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
-      if (after) q = q.where((eb) => eb.or([eb("create_time", "<", after[0]), eb.and([eb("create_time", "=", after[0]), eb("agent_id", "<", after[1])])]));
-      return pageOf(await q.orderBy("create_time", "desc").orderBy("agent_id", "desc").limit(n + 1).execute(), n, (r) => [r.create_time, r.agent_id]);
-    }
-    const after = decodePageToken(token, ["string"]) as [string] | undefined;
-    if (after) q = q.where("agent_id", ">", after[0]);
-    return pageOf(await q.orderBy("agent_id").limit(n + 1).execute(), n, (r) => [r.agent_id]);
+    return repo.listAgents(this.deps.database.db, caller.projectId, { ...filter, statuses: listedStatuses(filter.status) }, orders[order], size, token);
   }
 
   async update(caller: Caller, name: string, paths: string[], f: AgentFields): Promise<AgentRow> {
@@ -145,23 +135,25 @@ export class Agents {
       const visibility = changes.visibility ?? row.visibility;
       if (visibility !== "shared" && list(changes.shared_with ?? row.shared_with).length) {
         if (paths.includes("shared_with_projects")) throw invalidArgument("agent.shared_with_projects", "is only for SHARED agents");
+        // Leaving SHARED empties the list, so a later SHARED starts from no one.
         changes.shared_with = "[]";
       }
-      await tx.updateTable("agent").set(changes).where("agent_id", "=", row.agent_id).execute();
-      return (await this.find(tx, name))!;
+      await repo.updateAgent(tx, row.agent_id, changes);
+      return (await repo.findAgent(tx, row.agent_id))!;
     });
   }
 
-  async delete(caller: Caller, name: string, force: boolean): Promise<void> {
+  async delete(caller: Caller, name: string, force: boolean, etag: string): Promise<void> {
     const now = this.deps.clock.now();
     await this.deps.database.transaction(async (tx) => {
       const row = await this.owned(tx, caller, name);
-      const others = await tx.selectFrom("hire").select("hire_id").where("agent_id", "=", row.agent_id).where("state", "=", "active").where("project_id", "!=", row.owner_project).execute();
-      if (others.length && !force) {
-        throw failedPrecondition(`${name} is hired by ${others.length} other project(s); set force to delete it and release those hires`, "AGENT_HIRED");
+      checkEtag(name, row, etag);
+      const others = await repo.countOtherActiveHires(tx, row.agent_id, row.owner_project);
+      if (others && !force) {
+        throw failedPrecondition(`${name} is hired by ${others} other project(s); set force to delete it and release those hires`, "AGENT_HIRED");
       }
-      await tx.updateTable("hire").set({ state: "released", release_time: now }).where("agent_id", "=", row.agent_id).where("state", "=", "active").execute();
-      await tx.deleteFrom("agent").where("agent_id", "=", row.agent_id).execute();
+      await repo.releaseHiresOf(tx, row.agent_id, now);
+      await repo.deleteAgent(tx, row.agent_id);
     });
   }
 
@@ -171,16 +163,20 @@ export class Agents {
     const projectId = ownProject(caller, parent);
     const plan = await this.deps.planOf(projectId);
     return this.deps.database.transaction(async (tx) => {
+      if (!(await repo.accountExists(tx, projectId))) throw notFound(`account "${parent}"`);
       if (requestId) {
-        const replay = await tx.selectFrom("hire").selectAll().where("project_id", "=", projectId).where("request_id", "=", requestId).executeTakeFirst();
-        if (replay) return { hire: replay, used: await this.activeHires(tx, projectId), plan };
+        const replay = await repo.findHireByRequest(tx, projectId, requestId);
+        if (replay && replay.agent_id !== idOf(agent)) throw invalidArgument("request_id", `was used to hire ${agentName(replay.agent_id)}, not ${agent}`);
+        if (replay) return { hire: replay, used: await repo.countActiveHires(tx, projectId), plan };
       }
-      const row = await this.find(tx, agent);
-      if (!row || !this.visibleTo(row, projectId)) throw notFound(`agent "${agent}"`);
-      if (row.status === "disabled") throw failedPrecondition(`${agent} is disabled`, "AGENT_DISABLED");
-      const existing = await tx.selectFrom("hire").select("hire_id").where("project_id", "=", projectId).where("agent_id", "=", row.agent_id).where("state", "=", "active").executeTakeFirst();
+      const row = await this.visible(tx, projectId, agent);
+      if (!row) throw notFound(`agent "${agent}"`);
+      if (row.status !== "active") {
+        throw failedPrecondition(`${agent} is ${row.status}: it takes no new hires`, row.status === "disabled" ? "AGENT_DISABLED" : "AGENT_DEPRECATED");
+      }
+      const existing = await repo.findActiveHire(tx, projectId, row.agent_id);
       if (existing) throw alreadyExists(`hire of ${agent} (${hireName(projectId, existing.hire_id)})`);
-      const used = await this.activeHires(tx, projectId);
+      const used = await repo.countActiveHires(tx, projectId);
       if (plan.agentSlots !== null && used >= plan.agentSlots) throw this.slotsError(plan, used);
       const hire: HireRow = {
         hire_id: newId(),
@@ -192,122 +188,106 @@ export class Agents {
         create_time: this.deps.clock.now(),
         release_time: null,
       };
-      await tx.insertInto("hire").values(hire).execute();
+      await repo.insertHire(tx, hire);
       return { hire, used: used + 1, plan };
     });
   }
 
+  /** Releases a hire (a released one comes back unchanged); works whether or not the project still sees the agent. */
   async release(caller: Caller, name: string): Promise<{ hire: HireRow; used: number; plan: Plan }> {
     const { projectId, id } = ownChild(caller, name, "hires", "hire");
     const plan = await this.deps.planOf(projectId);
     return this.deps.database.transaction(async (tx) => {
-      const hire = await tx.selectFrom("hire").selectAll().where("project_id", "=", projectId).where("hire_id", "=", id).executeTakeFirst();
-      if (!hire) throw notFound(`hire "${name}"`);
-      if (hire.state === "active") {
-        await tx.updateTable("hire").set({ state: "released", release_time: this.deps.clock.now() }).where("hire_id", "=", id).execute();
-      }
-      const after = (await tx.selectFrom("hire").selectAll().where("hire_id", "=", id).executeTakeFirst())!;
-      return { hire: after, used: await this.activeHires(tx, projectId), plan };
+      if (!(await repo.findHire(tx, projectId, id))) throw notFound(`hire "${name}"`);
+      await repo.releaseHire(tx, id, this.deps.clock.now());
+      return { hire: (await repo.findHire(tx, projectId, id))!, used: await repo.countActiveHires(tx, projectId), plan };
     });
   }
 
-  async hires(caller: Caller, parent: string, includeReleased: boolean, size: number, token: string) {
-    const projectId = ownProject(caller, parent);
-    const n = pageSize(size);
-    let q = this.deps.database.db.selectFrom("hire").selectAll().where("project_id", "=", projectId);
-    if (!includeReleased) q = q.where("state", "=", "active");
-    const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
-    if (after) q = q.where((eb) => eb.or([eb("create_time", "<", after[0]), eb.and([eb("create_time", "=", after[0]), eb("hire_id", "<", after[1])])]));
-    return pageOf(await q.orderBy("create_time", "desc").orderBy("hire_id", "desc").limit(n + 1).execute(), n, (r) => [r.create_time, r.hire_id]);
+  hires(caller: Caller, parent: string, includeReleased: boolean, size: number, token: string) {
+    return repo.listHires(this.deps.database.db, ownProject(caller, parent), includeReleased, size, token);
   }
 
-  async activeHires(db: Db, projectId: string): Promise<number> {
-    const r = await db
-      .selectFrom("hire")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
-      .where("project_id", "=", projectId)
-      .where("state", "=", "active")
-      .executeTakeFirstOrThrow();
-    return Number(r.n);
+  /** Slots in use: the project's active hires. */
+  activeHires(db: Db, projectId: string): Promise<number> {
+    return repo.countActiveHires(db, projectId);
   }
 
   // ---- for metering ----
 
-  /** The agent of an invocation target (a hire name or an agent name) with its active hire, or the reason not. */
+  /** InvokeAgent's target (a hire name or an agent name) with its active hire, or the error saying why not. */
   async forInvocation(db: Db, projectId: string, target: { hire?: string; agent?: string }) {
     let hire: HireRow | undefined;
     if (target.hire) {
       const m = /^accounts\/([^/]+)\/hires\/([^/]+)$/.exec(target.hire);
-      if (!m || m[1] !== projectId) throw notFound(`hire "${target.hire}"`);
-      hire = await db.selectFrom("hire").selectAll().where("project_id", "=", projectId).where("hire_id", "=", m[2]).executeTakeFirst();
+      hire = m && m[1] === projectId ? await repo.findHire(db, projectId, m[2]) : undefined;
       if (!hire) throw notFound(`hire "${target.hire}"`);
       if (hire.state !== "active") throw failedPrecondition(`${target.hire} is released`, "HIRE_RELEASED");
     }
-    const agentId = hire?.agent_id ?? idOf(target.agent ?? "");
-    const row = await this.find(db, agentName(agentId));
-    if (!row || !this.visibleTo(row, projectId)) throw notFound(`agent "${agentName(agentId)}"`);
-    if (!hire) {
-      hire = await db.selectFrom("hire").selectAll().where("project_id", "=", projectId).where("agent_id", "=", agentId).where("state", "=", "active").executeTakeFirst();
-      if (!hire) throw failedPrecondition(`${agentName(agentId)} is not hired by this project: HireAgent first`, "AGENT_NOT_HIRED");
-    }
-    if (row.status === "disabled") throw failedPrecondition(`${agentName(agentId)} is disabled`, "AGENT_DISABLED");
+    const name = agentName(hire?.agent_id ?? idOf(target.agent ?? ""));
+    const row = await this.visible(db, projectId, name);
+    if (!row) throw notFound(`agent "${name}"`);
+    hire ??= await repo.findActiveHire(db, projectId, row.agent_id);
+    if (!hire) throw failedPrecondition(`${name} is not hired by this project: HireAgent first`, "AGENT_NOT_HIRED");
+    if (row.status === "disabled") throw failedPrecondition(`${name} is disabled`, "AGENT_DISABLED");
     return { agent: row, hire, models: list(row.models) };
   }
 
-  /** For the price book: a hired, active agent's price (undefined otherwise). */
-  async priceForInvocation(db: Db, projectId: string, agent: string) {
-    const row = await this.find(db, agent);
-    if (!row || !this.visibleTo(row, projectId) || row.status === "disabled") return undefined;
-    const hired = await db.selectFrom("hire").select("hire_id").where("project_id", "=", projectId).where("agent_id", "=", row.agent_id).where("state", "=", "active").executeTakeFirst();
-    return hired ? { name: agentName(row.agent_id), pricePerInvocationMicros: Number(row.price_per_invocation) } : undefined;
+  /**
+   * For metering: an agent the project can see, has an active hire of, and
+   * that is not disabled (a deprecated agent still serves its hires), with
+   * its current price; undefined otherwise.
+   */
+  async agentForInvocation(db: Db, projectId: string, agent: string): Promise<InvocationPrice | undefined> {
+    const row = await this.visible(db, projectId, agent);
+    if (!row || row.status === "disabled") return undefined;
+    const hire = await repo.findActiveHire(db, projectId, row.agent_id);
+    if (!hire) return undefined;
+    return { name: agentName(row.agent_id), pricePerInvocationMicros: Number(row.price_per_invocation), hireName: hireName(projectId, hire.hire_id) };
   }
 
   /** For eligibility checks. */
   async hireStatus(db: Db, projectId: string, agent: string) {
-    const row = await this.find(db, agent);
-    const visible = Boolean(row && this.visibleTo(row, projectId));
-    const hired = visible
-      ? Boolean(await db.selectFrom("hire").select("hire_id").where("project_id", "=", projectId).where("agent_id", "=", row!.agent_id).where("state", "=", "active").executeTakeFirst())
-      : false;
-    return { visible, hired, pricePerInvocationMicros: visible ? Number(row!.price_per_invocation) : 0, slotsUsed: await this.activeHires(db, projectId) };
+    const row = await this.visible(db, projectId, agent);
+    const hired = row ? Boolean(await repo.findActiveHire(db, projectId, row.agent_id)) : false;
+    return { visible: Boolean(row), hired, pricePerInvocationMicros: row ? Number(row.price_per_invocation) : 0, slotsUsed: await repo.countActiveHires(db, projectId) };
   }
 
-  private find(db: Db, name: string): Promise<AgentRow | undefined> {
-    return db.selectFrom("agent").selectAll().where("agent_id", "=", idOf(name)).executeTakeFirst();
+  private async visible(db: Db, projectId: string, name: string): Promise<AgentRow | undefined> {
+    const row = await repo.findAgent(db, idOf(name));
+    return row && this.visibleTo(row, projectId) ? row : undefined;
   }
 
+  /** An agent the caller may change: NOT_FOUND if invisible, PERMISSION_DENIED if visible but another project's. */
   private async owned(tx: Db, caller: Caller, name: string): Promise<AgentRow> {
-    const row = await this.find(tx, name);
-    if (!row || !this.visibleTo(row, caller.projectId)) throw notFound(`agent "${name}"`);
+    const row = await this.visible(tx, caller.projectId, name);
+    if (!row) throw notFound(`agent "${name}"`);
     if (row.owner_project !== caller.projectId) throw permissionDenied(`${name} belongs to another project`);
     if (caller.role < Role.DEVELOPER) throw permissionDenied("changing agents needs role developer");
     return row;
   }
 
+  /** Every listed model must be one the project can see (NOT_FOUND otherwise, as for GetModel). */
   private async requireModels(caller: Caller, models: string[]): Promise<void> {
     for (const m of models) {
-      if (!(await this.deps.models.priceForUsage(this.deps.database.db, caller.projectId, m))) throw notFound(`model "${m}"`);
+      if (!(await this.deps.models.visible(this.deps.database.db, caller.projectId, m))) throw notFound(`model "${m}"`);
     }
   }
 
   private slotsError(plan: Plan, used: number): ConnectError {
     const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.agentSlots === null || p.agentSlots > used);
+    const detail = create(LimitExceededSchema, {
+      reason: LimitReason.AGENT_SLOTS,
+      limit: BigInt(plan.agentSlots ?? 0),
+      used: BigInt(used),
+      requested: 1n,
+      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.agentSlots ?? 0), unlimited: p.agentSlots === null })),
+    });
     return new ConnectError(
       `the ${plan.displayName} plan allows ${plan.agentSlots} hired agents and ${used} are hired; release one or upgrade (${upgrades.map((p) => p.displayName).join(", ") || "no larger plan"})`,
       Code.ResourceExhausted,
       undefined,
-      [
-        {
-          desc: LimitExceededSchema,
-          value: create(LimitExceededSchema, {
-            reason: LimitReason.AGENT_SLOTS,
-            limit: BigInt(plan.agentSlots ?? 0),
-            used: BigInt(used),
-            requested: 1n,
-            upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.agentSlots ?? 0), unlimited: p.agentSlots === null })),
-          }),
-        },
-      ],
+      [{ desc: LimitExceededSchema, value: detail }],
     );
   }
 }

@@ -7,15 +7,27 @@ export interface ModelTable {
   display_name: string;
   description: string;
   context_window: number;
-  /** Micro-USD per million tokens. */
+  /** The current price, micro-USD per million tokens; the latest row of `model_price`. */
   input_price: number;
   output_price: number;
   /** active, deprecated, disabled. */
   status: string;
-  /** public or private (owner only). */
+  /** public or private (owner only); platform-wide models are public. */
   visibility: string;
+  /** Who created it and with which request_id, so a retried create returns the model (AIP-155). */
+  created_by: string | null;
+  create_request_id: string | null;
   create_time: number;
   update_time: number;
+}
+
+/** The `model_price` table: every price a model has had, from when it applied. */
+export interface ModelPriceTable {
+  model_id: string;
+  /** Epoch ms from which the price applies (until the next row's). */
+  effective_from: number;
+  input_price: number;
+  output_price: number;
 }
 
 /** The `agent` table: a published agent and who may see it. */
@@ -33,6 +45,8 @@ export interface AgentTable {
   visibility: string;
   /** JSON array of project ids (for shared). */
   shared_with: string;
+  created_by: string | null;
+  create_request_id: string | null;
   create_time: number;
   update_time: number;
 }

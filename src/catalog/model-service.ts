@@ -5,11 +5,12 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { type Model, ModelSchema, type ModelService, ModelStatus, ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
 import { callerOf } from "../auth/principal.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
+import { etagOf } from "./etag.js";
 import { type ModelFields, type ModelOrder, type ModelRow, type Models, modelName } from "./models.js";
+import { wireEnum } from "./wire-enum.js";
 
-const statusName: Record<number, string> = { [ModelStatus.ACTIVE]: "active", [ModelStatus.DEPRECATED]: "deprecated", [ModelStatus.DISABLED]: "disabled" };
-const statusWire: Record<string, ModelStatus> = { active: ModelStatus.ACTIVE, deprecated: ModelStatus.DEPRECATED, disabled: ModelStatus.DISABLED };
-const visibilityName: Record<number, string> = { [ModelVisibility.PUBLIC]: "public", [ModelVisibility.PRIVATE]: "private" };
+const status = wireEnum<ModelStatus>({ active: ModelStatus.ACTIVE, deprecated: ModelStatus.DEPRECATED, disabled: ModelStatus.DISABLED });
+const visibility = wireEnum<ModelVisibility>({ public: ModelVisibility.PUBLIC, private: ModelVisibility.PRIVATE });
 
 export function toModel(r: ModelRow): Model {
   return create(ModelSchema, {
@@ -20,12 +21,12 @@ export function toModel(r: ModelRow): Model {
     contextWindow: r.context_window,
     inputPriceMicrosPerMillion: BigInt(r.input_price),
     outputPriceMicrosPerMillion: BigInt(r.output_price),
-    status: statusWire[r.status] ?? ModelStatus.UNSPECIFIED,
-    visibility: r.visibility === "public" ? ModelVisibility.PUBLIC : ModelVisibility.PRIVATE,
+    status: status.wire(r.status),
+    visibility: visibility.wire(r.visibility),
     ownerProject: r.owner_project ?? "",
     createTime: timestampFromMs(r.create_time),
     updateTime: timestampFromMs(r.update_time),
-    etag: String(r.update_time),
+    etag: etagOf(r),
   });
 }
 
@@ -36,8 +37,8 @@ function fieldsOf(m: Model): ModelFields {
     contextWindow: m.contextWindow,
     inputPrice: Number(m.inputPriceMicrosPerMillion),
     outputPrice: Number(m.outputPriceMicrosPerMillion),
-    status: statusName[m.status] ?? "",
-    visibility: visibilityName[m.visibility] ?? "",
+    status: status.name(m.status),
+    visibility: visibility.name(m.visibility),
   };
 }
 
@@ -46,19 +47,14 @@ const updatable = ["display_name", "description", "context_window", "input_price
 export function modelService(models: Models): ServiceImpl<typeof ModelService> {
   return {
     async createModel(req, ctx) {
-      return { model: toModel(await models.create(callerOf(ctx), req.modelId, fieldsOf(req.model!))) };
+      return { model: toModel(await models.create(callerOf(ctx), req.modelId, fieldsOf(req.model!), req.requestId)) };
     },
     async getModel(req, ctx) {
       return { model: toModel(await models.get(callerOf(ctx), req.name)) };
     },
     async listModels(req, ctx) {
-      const page = await models.list(
-        callerOf(ctx),
-        { provider: req.provider || undefined, status: statusName[req.status], visibility: visibilityName[req.visibility] },
-        (req.orderBy || "name") as ModelOrder,
-        req.pageSize,
-        req.pageToken,
-      );
+      const filter = { provider: req.provider || undefined, status: status.name(req.status) || undefined, visibility: visibility.name(req.visibility) || undefined };
+      const page = await models.list(callerOf(ctx), filter, (req.orderBy || "name") as ModelOrder, req.pageSize, req.pageToken);
       return { models: page.items.map(toModel), nextPageToken: page.nextPageToken };
     },
     async updateModel(req, ctx) {
@@ -66,7 +62,7 @@ export function modelService(models: Models): ServiceImpl<typeof ModelService> {
       return { model: toModel(await models.update(callerOf(ctx), req.model!.name, paths, fieldsOf(req.model!))) };
     },
     async deleteModel(req, ctx) {
-      await models.delete(callerOf(ctx), req.name);
+      await models.delete(callerOf(ctx), req.name, req.etag);
       return {};
     },
   };

@@ -1,19 +1,22 @@
 /**
- * The model catalog. Platform-wide models (no owner) are managed by the
- * developers and admins of the platform project; a project's own models by
- * its developers and admins. Callers see platform models, public models, and
- * their own; anything else is NOT_FOUND.
+ * The model catalog. Platform-wide models (no owner, public) are managed by
+ * the developers and admins of the platform project (FORMSTATE_PLATFORM_PROJECT);
+ * a project's own models by its developers and admins. Callers see
+ * platform-wide models, public models, and their own; anything else is
+ * NOT_FOUND. Every price a model has had is kept with the time it took
+ * effect, so usage can be priced at a point in time.
  */
-import type { Selectable } from "kysely";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import type { Caller } from "../accounts/accounts.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
-import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
-import { alreadyExists, notFound, permissionDenied } from "../errors.js";
-import type { ModelTable } from "./catalog-tables.js";
+import { alreadyExists, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { checkEtag } from "./etag.js";
+import { catalogOrders, listedStatuses } from "./keyset.js";
+import * as repo from "./model-repository.js";
+import type { ModelRow } from "./model-repository.js";
 
-export type ModelRow = Selectable<ModelTable>;
+export type { ModelRow };
 
 export interface ModelFields {
   displayName: string;
@@ -21,14 +24,24 @@ export interface ModelFields {
   contextWindow: number;
   inputPrice: number;
   outputPrice: number;
+  /** active, deprecated, disabled; "" = unspecified. */
   status: string;
+  /** public, private; "" = unspecified. */
   visibility: string;
+}
+
+/** A model's price for metering: micro-USD per million tokens. */
+export interface ModelPrice {
+  name: string;
+  inputPriceMicrosPerMillion: number;
+  outputPriceMicrosPerMillion: number;
 }
 
 export const modelName = (id: string) => `models/${id}`;
 const idOf = (nameOrId: string) => (nameOrId.startsWith("models/") ? nameOrId.slice("models/".length) : nameOrId);
 
-export type ModelOrder = "name" | "create_time desc" | "input_price";
+const orders = catalogOrders("input_price");
+export type ModelOrder = keyof typeof orders;
 
 export class Models {
   constructor(
@@ -37,20 +50,13 @@ export class Models {
     private readonly platformProject: string,
   ) {}
 
-  /** The owner a model created by this caller gets: none for the platform project. */
-  private ownerFor(caller: Caller): string | null {
-    return caller.projectId === this.platformProject ? null : caller.projectId;
-  }
-
-  private visibleTo(row: ModelRow, projectId: string): boolean {
-    return row.owner_project === null || row.visibility === "public" || row.owner_project === projectId;
-  }
-
-  async create(caller: Caller, id: string, f: ModelFields): Promise<ModelRow> {
+  async create(caller: Caller, id: string, f: ModelFields, requestId: string): Promise<ModelRow> {
     const now = this.clock.now();
+    const owner = caller.projectId === this.platformProject ? null : caller.projectId;
+    if (owner === null && f.visibility === "private") throw this.platformIsPublic();
     const row: ModelRow = {
       model_id: id,
-      owner_project: this.ownerFor(caller),
+      owner_project: owner,
       provider: id.split("/")[0],
       display_name: f.displayName,
       description: f.description,
@@ -58,93 +64,109 @@ export class Models {
       input_price: f.inputPrice,
       output_price: f.outputPrice,
       status: f.status || "active",
-      visibility: f.visibility || "private",
+      visibility: owner === null ? "public" : f.visibility || "private",
+      created_by: caller.subject,
+      create_request_id: requestId || null,
       create_time: now,
       update_time: now,
     };
     return this.database.transaction(async (tx) => {
-      // ALREADY_EXISTS only for a name the caller can see; another project's private name looks taken the same way.
-      if (await tx.selectFrom("model").select("model_id").where("model_id", "=", id).executeTakeFirst()) throw alreadyExists(`model "${modelName(id)}"`);
-      await tx.insertInto("model").values(row).execute();
+      const existing = await repo.findModel(tx, id);
+      if (existing) {
+        const retry = requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject && existing.owner_project === owner;
+        if (retry) return existing;
+        throw alreadyExists(`model "${modelName(id)}"`);
+      }
+      await repo.insertModel(tx, row);
+      await repo.insertPrice(tx, id, now, row.input_price, row.output_price);
       return row;
     });
   }
 
   async get(caller: Caller, name: string): Promise<ModelRow> {
-    const row = await this.database.db.selectFrom("model").selectAll().where("model_id", "=", idOf(name)).executeTakeFirst();
-    if (!row || !this.visibleTo(row, caller.projectId)) throw notFound(`model "${name}"`);
+    const row = await this.visible(this.database.db, caller.projectId, name);
+    if (!row) throw notFound(`model "${name}"`);
     return row;
   }
 
-  async list(caller: Caller, filter: { provider?: string; status?: string; visibility?: string }, order: ModelOrder, size: number, token: string) {
-    const n = pageSize(size);
-    let q = this.database.db
-      .selectFrom("model")
-      .selectAll()
-      .where((eb) => eb.or([eb("owner_project", "is", null), eb("visibility", "=", "public"), eb("owner_project", "=", caller.projectId)]));
-    if (filter.provider) q = q.where("provider", "=", filter.provider);
-    if (filter.status) q = q.where("status", "=", filter.status);
-    if (filter.visibility) q = q.where("visibility", "=", filter.visibility);
-    if (order === "input_price") {
-      const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
-      if (after) q = q.where((eb) => eb.or([eb("input_price", ">", after[0]), eb.and([eb("input_price", "=", after[0]), eb("model_id", ">", after[1])])]));
-      const rows = await q.orderBy("input_price").orderBy("model_id").limit(n + 1).execute();
-      return pageOf(rows, n, (r) => [r.input_price, r.model_id]);
-    }
-    if (order === "create_time desc") {
-      const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
-      if (after) q = q.where((eb) => eb.or([eb("create_time", "<", after[0]), eb.and([eb("create_time", "=", after[0]), eb("model_id", "<", after[1])])]));
-      const rows = await q.orderBy("create_time", "desc").orderBy("model_id", "desc").limit(n + 1).execute();
-      return pageOf(rows, n, (r) => [r.create_time, r.model_id]);
-    }
-    const after = decodePageToken(token, ["string"]) as [string] | undefined;
-    if (after) q = q.where("model_id", ">", after[0]);
-    const rows = await q.orderBy("model_id").limit(n + 1).execute();
-    return pageOf(rows, n, (r) => [r.model_id]);
+  list(caller: Caller, filter: { provider?: string; status?: string; visibility?: string }, order: ModelOrder, size: number, token: string) {
+    return repo.listModels(this.database.db, caller.projectId, { provider: filter.provider, visibility: filter.visibility, statuses: listedStatuses(filter.status) }, orders[order], size, token);
   }
 
   async update(caller: Caller, name: string, paths: string[], f: ModelFields): Promise<ModelRow> {
     return this.database.transaction(async (tx) => {
       const row = await this.owned(tx, caller, name);
-      const changes: Partial<ModelRow> = { update_time: this.clock.now() };
+      const now = this.clock.now();
+      const changes: Partial<ModelRow> = { update_time: now };
       for (const p of paths) {
         if (p === "display_name") changes.display_name = f.displayName;
         if (p === "description") changes.description = f.description;
         if (p === "context_window") changes.context_window = f.contextWindow;
-        // Usage records keep the price they were recorded at; a change applies from now on.
         if (p === "input_price_micros_per_million") changes.input_price = f.inputPrice;
         if (p === "output_price_micros_per_million") changes.output_price = f.outputPrice;
         if (p === "status") changes.status = f.status;
         if (p === "visibility") changes.visibility = f.visibility;
       }
-      await tx.updateTable("model").set(changes).where("model_id", "=", row.model_id).execute();
-      return (await tx.selectFrom("model").selectAll().where("model_id", "=", row.model_id).executeTakeFirst())!;
+      if (row.owner_project === null && changes.visibility === "private") throw this.platformIsPublic();
+      await repo.updateModel(tx, row.model_id, changes);
+      const input = changes.input_price ?? row.input_price;
+      const output = changes.output_price ?? row.output_price;
+      // A new price applies from now on; usage already recorded keeps the price it was charged.
+      if (input !== row.input_price || output !== row.output_price) await repo.insertPrice(tx, row.model_id, now, input, output);
+      return (await repo.findModel(tx, row.model_id))!;
     });
   }
 
-  async delete(caller: Caller, name: string): Promise<void> {
+  async delete(caller: Caller, name: string, etag: string): Promise<void> {
     await this.database.transaction(async (tx) => {
       const row = await this.owned(tx, caller, name);
-      await tx.deleteFrom("model").where("model_id", "=", row.model_id).execute();
+      checkEtag(name, row, etag);
+      await repo.deleteModel(tx, row.model_id);
     });
   }
 
-  /** For metering: the current price of a model the project may use now (not disabled). */
-  async priceForUsage(db: Db, projectId: string, model: string) {
-    const row = await db.selectFrom("model").selectAll().where("model_id", "=", idOf(model)).executeTakeFirst();
-    if (!row || !this.visibleTo(row, projectId) || row.status === "disabled") return undefined;
+  /**
+   * For metering: the current price of a model the project can see and that
+   * is not disabled (deprecated models still price); undefined otherwise.
+   * `modelId` is `provider/model` or `models/provider/model`.
+   */
+  async priceForUsage(db: Db, projectId: string, modelId: string): Promise<ModelPrice | undefined> {
+    const row = await this.visible(db, projectId, modelId);
+    if (!row || row.status === "disabled") return undefined;
     return { name: modelName(row.model_id), inputPriceMicrosPerMillion: Number(row.input_price), outputPriceMicrosPerMillion: Number(row.output_price) };
+  }
+
+  /**
+   * The price that applied at `at` (epoch ms) to a model the project can see
+   * and that is not disabled now; undefined otherwise, and for a time before
+   * the model existed. For pricing usage that happened in the past.
+   */
+  async priceForUsageAt(db: Db, projectId: string, modelId: string, at: number): Promise<ModelPrice | undefined> {
+    const row = await this.visible(db, projectId, modelId);
+    if (!row || row.status === "disabled") return undefined;
+    const price = await repo.priceAt(db, row.model_id, at);
+    if (!price) return undefined;
+    return { name: modelName(row.model_id), inputPriceMicrosPerMillion: Number(price.input_price), outputPriceMicrosPerMillion: Number(price.output_price) };
+  }
+
+  /** A model the project can see, in any status; undefined otherwise. */
+  async visible(db: Db, projectId: string, nameOrId: string): Promise<ModelRow | undefined> {
+    const row = await repo.findModel(db, idOf(nameOrId));
+    return row && (row.owner_project === null || row.visibility === "public" || row.owner_project === projectId) ? row : undefined;
   }
 
   /** A model the caller may change: NOT_FOUND if invisible, PERMISSION_DENIED if visible but not its project's. */
   private async owned(tx: Db, caller: Caller, name: string): Promise<ModelRow> {
-    const row = await tx.selectFrom("model").selectAll().where("model_id", "=", idOf(name)).executeTakeFirst();
-    if (!row || !this.visibleTo(row, caller.projectId)) throw notFound(`model "${name}"`);
-    const owner = row.owner_project ?? this.platformProject;
-    if (owner !== caller.projectId) {
+    const row = await this.visible(tx, caller.projectId, name);
+    if (!row) throw notFound(`model "${name}"`);
+    if ((row.owner_project ?? this.platformProject) !== caller.projectId) {
       throw permissionDenied(row.owner_project === null ? `${name} is a platform model: only the platform project may change it` : `${name} belongs to another project`);
     }
     if (caller.role < Role.DEVELOPER) throw permissionDenied("changing models needs role developer");
     return row;
+  }
+
+  private platformIsPublic() {
+    return invalidArgument("model.visibility", "platform-wide models are seen by every project: leave it unspecified or PUBLIC");
   }
 }

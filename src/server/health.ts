@@ -3,30 +3,34 @@
  * serving status of the server ("") and of each service. Shutdown flips
  * everything to NOT_SERVING and ends Watch streams.
  */
+import { EventEmitter } from "node:events";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
 import { formstateServices } from "./services.js";
 
-type Listener = (status: Status | "closed") => void;
-
-/** The serving status of the server and its services, observable by Watch. */
+/** The serving status of the server ("") and of each service, observable by Watch. */
 export class HealthStatus {
   private readonly statuses = new Map<string, Status>();
-  private readonly listeners = new Set<{ service: string; fn: Listener }>();
+  // "change" (service, status) on every set(), "close" on shutdown. One
+  // listener per open Watch; no cap, so many watchers draw no leak warning.
+  private readonly events = new EventEmitter().setMaxListeners(0);
   private closed = false;
 
+  /** Every service starts NOT_SERVING until the server is listening. */
   constructor(services: readonly string[] = formstateServices.map((s) => s.typeName)) {
     for (const s of ["", ...services]) this.statuses.set(s, Status.NOT_SERVING);
   }
 
+  /** The status of a service, undefined if it is unknown. */
   get(service: string): Status | undefined {
     return this.statuses.get(service);
   }
 
+  /** Sets (and so makes known) a service's status; watchers see it. */
   set(service: string, status: Status): void {
     this.statuses.set(service, status);
-    for (const l of this.listeners) if (l.service === service) l.fn(status);
+    this.events.emit("change", service, status);
   }
 
   /** Everything SERVING (true) or NOT_SERVING (false). */
@@ -34,55 +38,69 @@ export class HealthStatus {
     for (const s of this.statuses.keys()) this.set(s, serving ? Status.SERVING : Status.NOT_SERVING);
   }
 
+  /** Whether the server as a whole ("") is SERVING. */
   serving(): boolean {
     return this.statuses.get("") === Status.SERVING;
   }
 
+  /** A copy of every known status. */
   all(): Map<string, Status> {
     return new Map(this.statuses);
   }
 
-  /** NOT_SERVING everywhere, then ends every Watch stream. */
+  /** NOT_SERVING everywhere, then ends every Watch stream (after it sends NOT_SERVING). */
   shutdown(): void {
     this.setAll(false);
     this.closed = true;
-    for (const l of this.listeners) l.fn("closed");
+    this.events.emit("close");
   }
 
-  /** Listener count, for tests that check nothing leaks. */
+  /** Open Watch streams, for tests that check nothing leaks. */
   watchers(): number {
-    return this.listeners.size;
+    return this.events.listenerCount("change");
   }
 
-  /** Statuses of one service as they change, starting with the current one, until `signal` aborts. */
+  /**
+   * A service's status as it changes, starting with the current one
+   * (SERVICE_UNKNOWN if unknown), until `signal` aborts or shutdown. Like
+   * grpc-go, a slow reader gets the latest status, not every step, and an
+   * unchanged status is not sent again.
+   */
   async *watch(service: string, signal: AbortSignal): AsyncGenerator<Status> {
-    const queue: Array<Status | "closed"> = [this.statuses.get(service) ?? Status.SERVICE_UNKNOWN];
+    let latest = this.statuses.get(service) ?? Status.SERVICE_UNKNOWN;
+    let sent: Status | undefined;
+    let ended = this.closed;
     let wake: (() => void) | undefined;
-    const entry = {
-      service,
-      fn: (s: Status | "closed") => {
-        queue.push(s);
-        wake?.();
-      },
+    const onChange = (changed: string, status: Status) => {
+      if (changed !== service) return;
+      latest = status;
+      wake?.();
     };
-    const onAbort = () => wake?.();
-    this.listeners.add(entry);
-    signal.addEventListener("abort", onAbort);
+    const onEnd = () => {
+      ended = true;
+      wake?.();
+    };
+    this.events.on("change", onChange);
+    this.events.on("close", onEnd);
+    signal.addEventListener("abort", onEnd);
     try {
-      if (this.closed) queue.push("closed");
       while (!signal.aborted) {
-        const next = queue.shift();
-        if (next === "closed") return;
-        if (next !== undefined) {
-          yield next;
-          continue;
+        if (latest !== sent) {
+          sent = latest;
+          yield latest;
+        } else if (ended) {
+          return;
+        } else {
+          // Parked here between changes; onChange/onEnd release it, so an
+          // abort ends a waiting stream at once.
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
         }
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
       }
     } finally {
-      this.listeners.delete(entry);
-      signal.removeEventListener("abort", onAbort);
+      this.events.off("change", onChange);
+      this.events.off("close", onEnd);
+      signal.removeEventListener("abort", onEnd);
     }
   }
 }
@@ -99,6 +117,7 @@ export function registerHealth(router: ConnectRouter, health: HealthStatus): voi
       return { statuses: Object.fromEntries([...health.all()].map(([name, status]) => [name, { status }])) };
     },
     async *watch(req, ctx) {
+      // Ends with the call: client cancel, deadline or server close abort ctx.signal.
       for await (const status of health.watch(req.service, ctx.signal)) yield { status };
     },
   });

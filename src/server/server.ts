@@ -8,6 +8,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
+import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
 import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
@@ -56,12 +57,14 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     fallback: (req, res) => plainRoute(app, req, res),
   });
   return (req, res) => {
+    // Stripe's webhook reads its raw body itself and is not for browsers: no CORS.
+    if ((req.url ?? "/").split("?")[0] === STRIPE_WEBHOOK_PATH) return void serveStripeWebhook(app.billing.webhooks, req, res);
     if (applyCors(req, res, config.corsOrigins)) return;
     connect(req, res);
   };
 }
 
-/** Plain HTTP routes beside the RPCs. */
+/** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
 function plainRoute(app: App, req: Req, res: Res): void {
   const path = (req.url ?? "/").split("?")[0];
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {

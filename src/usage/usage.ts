@@ -18,6 +18,7 @@ import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
 import { modelAllowed } from "../keys/model-patterns.js";
 import * as ledger from "../ledger/ledger.js";
+import { enqueueMeterEvent } from "../billing/outbox.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { HOUR_MS, floorTo, monthKey } from "./period.js";
@@ -153,6 +154,7 @@ export class Usage {
         { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: `usage:${input.requestId}`, usageRecordId: recordId, actor: caller.subject, description: priced.subject },
         now,
       );
+      await enqueueMeterEvent(tx, debit.row, input.occurTime ?? now);
       const occur = input.occurTime ?? now;
       const record: UsageRecordRow = {
         record_id: recordId,

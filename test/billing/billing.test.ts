@@ -93,6 +93,12 @@ describe("Stripe methods without Stripe keys", () => {
     await expectCode(b.createPortalSession({ parent: "accounts/nostripe", returnUrl: "https://app.example/" }), Code.FailedPrecondition, /billing is not configured/);
   });
 
+  it("the webhook route answers 503 and changes nothing", async () => {
+    const res = await fetch(`${dev.url}/webhooks/stripe`, { method: "POST", headers: { "stripe-signature": "t=1,v1=x" }, body: "{}" });
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ error: "billing is not configured: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET" });
+  });
+
   it("validates input first", async () => {
     const b = await account(dev, "badbill");
     await expectCode(b.createCheckoutSession({ parent: "accounts/badbill", item: { case: "plan", value: PlanTier.FREE }, successUrl: "https://a/", cancelUrl: "https://a/" }), Code.InvalidArgument, /plan/);

@@ -3,43 +3,17 @@
  * hiring into plan slots (also under concurrency), invoking through the
  * metering path, platform models, roles, and bad input.
  */
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
-import { AgentService, AgentStatus, AgentVisibility, HireState } from "../../gen/formstate/v1/agent_service_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { beforeAll, describe, expect, it } from "vitest";
+import { AgentStatus, AgentVisibility, HireState } from "../../gen/formstate/v1/agent_service_pb.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import { LimitExceededSchema, LimitReason } from "../../gen/formstate/v1/errors_pb.js";
-import { ModelService, ModelStatus, ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
-import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
-import * as ledger from "../../src/ledger/ledger.js";
-import { Plans, defaultPlans } from "../../src/plans/plans.js";
+import { ModelStatus, ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
 import { expectCode } from "../support/expect-error.js";
-import { type TestServer, startTestServer } from "../support/test-server.js";
+import { type CatalogClients, names, useCatalogServer } from "./catalog-support.js";
 
-let ts: TestServer;
-beforeAll(async () => {
-  // Rate limits are the API-key tests' subject; here they would only throttle the many calls of one user.
-  ts = await startTestServer({}, { plans: new Plans(defaultPlans.map((p) => ({ ...p, rateLimit: { requestsPerSecond: 10_000, burst: 10_000 } }))) });
-});
-afterAll(async () => {
-  await ts?.close();
-});
-
-type Role = "admin" | "developer" | "user";
-async function clients(projectId: string, role: Role = "developer") {
-  const t = ts.grpc(await ts.token({ projectId, role, subject: `${projectId}-${role}` }));
-  return { agents: createClient(AgentService, t), models: createClient(ModelService, t), usage: createClient(UsageService, t), accounts: createClient(AccountService, t) };
-}
-async function project(projectId: string, credits = 0) {
-  await (await clients(projectId, "admin")).accounts.createAccount({ account: {} });
-  if (credits) await ts.app.database.transaction((tx) => ledger.book(tx, { projectId, kind: "grant", amountMicros: credits, idempotencyKey: `t:${projectId}` }, Date.now()));
-  return clients(projectId);
-}
-async function setPlan(projectId: string, tier: "free" | "pro" | "enterprise") {
-  await ts.app.database.db.updateTable("account").set({ plan_tier: tier }).where("project_id", "=", projectId).execute();
-  ts.app.accounts.invalidatePlan(projectId);
-}
-const names = (xs: Array<{ name: string }>) => xs.map((x) => x.name).sort();
+const env = useCatalogServer();
+const { clients, project, setPlan } = env;
 
 describe("publish, share, hire, invoke, release", () => {
   it("walks the whole path", async () => {
@@ -130,6 +104,7 @@ describe("slots", () => {
     expect(ok).toBe(5);
     expect(codes).toEqual(Array(15).fill(Code.ResourceExhausted));
     expect((await p.agents.listHires({ parent: "accounts/racer" })).hires).toHaveLength(5);
+    expect(await env.ts.app.agents.activeHires(env.ts.app.database.db, "racer")).toBe(5);
   });
 });
 
@@ -152,93 +127,68 @@ describe("disabling and deleting hired agents", () => {
   });
 });
 
-describe("models", () => {
-  it("CRUD, visibility, filters, ordering and pagination", async () => {
-    const a = await project("mod-a");
-    const b = await project("mod-b");
-    const prices = [5n, 1n, 4n, 2n, 3n];
-    for (let i = 0; i < 5; i++) {
-      await a.models.createModel({ modelId: `mod-a/m${i}`, model: { displayName: `m${i}`, inputPriceMicrosPerMillion: prices[i], visibility: i % 2 ? ModelVisibility.PUBLIC : ModelVisibility.PRIVATE } });
-    }
-    await expectCode(a.models.createModel({ modelId: "mod-a/m0", model: {} }), Code.AlreadyExists);
-    const pageThrough = async (client: typeof a, orderBy: string) => {
-      const out: string[] = [];
-      let pageToken = "";
-      do {
-        const r = await client.models.listModels({ pageSize: 2, pageToken, orderBy, provider: "mod-a" });
-        expect(r.models.length).toBeLessThanOrEqual(2);
-        out.push(...r.models.map((m) => m.name.slice("models/mod-a/".length)));
-        pageToken = r.nextPageToken;
-      } while (pageToken);
-      return out;
-    };
-    expect(await pageThrough(a, "name")).toEqual(["m0", "m1", "m2", "m3", "m4"]);
-    expect(await pageThrough(a, "input_price")).toEqual(["m1", "m3", "m4", "m2", "m0"]);
-    expect(await pageThrough(b, "name")).toEqual(["m1", "m3"]);
-    expect(names((await a.models.listModels({ provider: "mod-a", visibility: ModelVisibility.PUBLIC })).models)).toEqual(["models/mod-a/m1", "models/mod-a/m3"]);
-    await expectCode(b.models.getModel({ name: "models/mod-a/m0" }), Code.NotFound);
-    await expectCode(b.models.updateModel({ model: { name: "models/mod-a/m1", displayName: "x" }, updateMask: { paths: ["display_name"] } }), Code.PermissionDenied, /another project/);
-    await expectCode(b.models.deleteModel({ name: "models/mod-a/m0" }), Code.NotFound);
-    const upd = await a.models.updateModel({ model: { name: "models/mod-a/m0", status: ModelStatus.DEPRECATED }, updateMask: { paths: ["status"] } });
-    expect(upd.model?.status).toBe(ModelStatus.DEPRECATED);
-    await a.models.deleteModel({ name: "models/mod-a/m0" });
-    await expectCode(a.models.getModel({ name: "models/mod-a/m0" }), Code.NotFound);
-  });
-
-  it("platform-wide models are made by the platform project and seen by all", async () => {
-    const platform = await project("platform");
-    const { model } = await platform.models.createModel({ modelId: "openai/gpt-test", model: { inputPriceMicrosPerMillion: 7n } });
-    expect(model?.ownerProject).toBe("");
-    const c = await project("plat-user");
-    expect((await c.models.getModel({ name: "models/openai/gpt-test" })).model?.inputPriceMicrosPerMillion).toBe(7n);
-    await expectCode(c.models.updateModel({ model: { name: "models/openai/gpt-test", inputPriceMicrosPerMillion: 0n }, updateMask: { paths: ["input_price_micros_per_million"] } }), Code.PermissionDenied, /platform model/);
-  });
-});
-
-describe("roles", () => {
-  it("a user cannot publish or change; a developer of A cannot change B's agent", async () => {
-    const a = await project("role-a");
-    await a.agents.createAgent({ agentId: "role-a-agent", agent: { visibility: AgentVisibility.PUBLIC } });
-    const user = await clients("role-a", "user");
-    await expectCode(user.agents.createAgent({ agentId: "nope", agent: {} }), Code.PermissionDenied, /needs role developer/);
-    await expectCode(user.models.createModel({ modelId: "role-a/m", model: {} }), Code.PermissionDenied, /needs role developer/);
-    await expectCode(user.agents.updateAgent({ agent: { name: "agents/role-a-agent", displayName: "x" }, updateMask: { paths: ["display_name"] } }), Code.PermissionDenied);
-    const b = await project("role-b");
-    await expectCode(b.agents.updateAgent({ agent: { name: "agents/role-a-agent", displayName: "pwned" }, updateMask: { paths: ["display_name"] } }), Code.PermissionDenied, /another project/);
-    await expectCode(b.agents.deleteAgent({ name: "agents/role-a-agent" }), Code.PermissionDenied);
-    expect((await b.agents.getAgent({ name: "agents/role-a-agent" })).agent?.displayName).toBe("");
-  });
-});
-
 describe("bad input is INVALID_ARGUMENT naming the field", () => {
   beforeAll(async () => {
     await project("bad-cat");
   });
-  type C = Awaited<ReturnType<typeof clients>>;
-  it.each<[string, (c: C) => Promise<unknown>, RegExp]>([
-    ["CreateModel bad id", (c) => c.models.createModel({ modelId: "no-slash", model: {} }), /model_id/],
-    ["CreateModel negative price", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { inputPriceMicrosPerMillion: -1n } }), /input_price/],
-    ["CreateModel undefined status", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { status: 9 as ModelStatus } }), /status/],
-    ["GetModel bad name", (c) => c.models.getModel({ name: "models/x" }), /name/],
-    ["ListModels bad order", (c) => c.models.listModels({ orderBy: "price desc" }), /order_by/],
-    ["ListModels oversized page", (c) => c.models.listModels({ pageSize: 1001 }), /page_size/],
-    ["UpdateModel no mask", (c) => c.models.updateModel({ model: { name: "models/bad-cat/m" } }), /update_mask/],
-    ["UpdateModel no name", (c) => c.models.updateModel({ model: {}, updateMask: { paths: ["display_name"] } }), /name/],
-    ["DeleteModel bad name", (c) => c.models.deleteModel({ name: "bad" }), /name/],
-    ["CreateAgent bad id", (c) => c.agents.createAgent({ agentId: "Bad_Id", agent: {} }), /agent_id/],
-    ["CreateAgent bad price", (c) => c.agents.createAgent({ agentId: "ok", agent: { pricePerInvocationMicros: -5n } }), /price_per_invocation/],
-    ["CreateAgent bad model", (c) => c.agents.createAgent({ agentId: "ok", agent: { models: ["gpt"] } }), /models/],
-    ["CreateAgent shared list on private", (c) => c.agents.createAgent({ agentId: "ok2", agent: { sharedWithProjects: ["x"] } }), /shared_with_projects/],
-    ["GetAgent bad name", (c) => c.agents.getAgent({ name: "agent/x" }), /name/],
-    ["ListAgents bad order", (c) => c.agents.listAgents({ orderBy: "random" }), /order_by/],
-    ["UpdateAgent bad mask", (c) => c.agents.updateAgent({ agent: { name: "agents/x" }, updateMask: { paths: ["owner_project"] } }), /update_mask/],
-    ["DeleteAgent bad name", (c) => c.agents.deleteAgent({ name: "" }), /name/],
-    ["HireAgent bad agent", (c) => c.agents.hireAgent({ parent: "accounts/bad-cat", agent: "x" }), /agent/],
-    ["ReleaseAgent bad name", (c) => c.agents.releaseAgent({ name: "accounts/bad-cat/hire/x" }), /name/],
-    ["ListHires bad parent", (c) => c.agents.listHires({ parent: "bad" }), /parent/],
-    ["InvokeAgent no request_id", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", target: { case: "agent", value: "agents/x" }, operation: "op" }), /request_id/],
-    ["InvokeAgent no target", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", requestId: "r", operation: "op" }), /target/],
-    ["InvokeAgent negative tokens", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", target: { case: "agent", value: "agents/x" }, requestId: "r", operation: "op", inputTokens: -1n }), /input_tokens/],
+  const agent = { case: "agent" as const, value: "agents/x" };
+  it.each<[string, (c: CatalogClients) => Promise<unknown>, RegExp]>([
+    ["CreateModel bad id", (c) => c.models.createModel({ modelId: "no-slash", model: {} }), /^model_id: /],
+    ["CreateModel upper-case id", (c) => c.models.createModel({ modelId: "Bad/Model", model: {} }), /^model_id: /],
+    ["CreateModel no model", (c) => c.models.createModel({ modelId: "bad-cat/m" }), /^model: /],
+    ["CreateModel negative price", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { inputPriceMicrosPerMillion: -1n } }), /^model\.input_price_micros_per_million: /],
+    ["CreateModel price too high", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { outputPriceMicrosPerMillion: 10_000_000_001n } }), /^model\.output_price_micros_per_million: /],
+    ["CreateModel negative context", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { contextWindow: -1 } }), /^model\.context_window: /],
+    ["CreateModel undefined status", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { status: 9 as ModelStatus } }), /^model\.status: /],
+    ["CreateModel undefined visibility", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { visibility: 7 as ModelVisibility } }), /^model\.visibility: /],
+    ["CreateModel long display name", (c) => c.models.createModel({ modelId: "bad-cat/m", model: { displayName: "x".repeat(201) } }), /^model\.display_name: /],
+    ["CreateModel long request_id", (c) => c.models.createModel({ modelId: "bad-cat/m", model: {}, requestId: "r".repeat(65) }), /^request_id: /],
+    ["GetModel bad name", (c) => c.models.getModel({ name: "models/x" }), /^name: /],
+    ["ListModels bad order", (c) => c.models.listModels({ orderBy: "price desc" }), /^order_by: /],
+    ["ListModels oversized page", (c) => c.models.listModels({ pageSize: 1001 }), /^page_size: /],
+    ["ListModels negative page", (c) => c.models.listModels({ pageSize: -1 }), /^page_size: /],
+    ["ListModels bad provider", (c) => c.models.listModels({ provider: "Open AI" }), /^provider: /],
+    ["ListModels undefined status", (c) => c.models.listModels({ status: 4 as ModelStatus }), /^status: /],
+    ["ListModels forged page token", (c) => c.models.listModels({ pageToken: "eyJ4IjoxfQ" }), /^page_token: /],
+    ["UpdateModel no mask", (c) => c.models.updateModel({ model: { name: "models/bad-cat/m" } }), /^update_mask: /],
+    ["UpdateModel no name", (c) => c.models.updateModel({ model: {}, updateMask: { paths: ["display_name"] } }), /^model: name is required/],
+    ["UpdateModel owner in mask", (c) => c.models.updateModel({ model: { name: "models/bad-cat/m" }, updateMask: { paths: ["owner_project"] } }), /^update_mask: /],
+    ["UpdateModel status to unspecified", (c) => c.models.updateModel({ model: { name: "models/bad-cat/m" }, updateMask: { paths: ["status"] } }), /status cannot be set to MODEL_STATUS_UNSPECIFIED/],
+    ["UpdateModel visibility to unspecified", (c) => c.models.updateModel({ model: { name: "models/bad-cat/m" }, updateMask: { paths: ["visibility"] } }), /visibility cannot be set to MODEL_VISIBILITY_UNSPECIFIED/],
+    ["DeleteModel bad name", (c) => c.models.deleteModel({ name: "bad" }), /^name: /],
+    ["DeleteModel long etag", (c) => c.models.deleteModel({ name: "models/bad-cat/m", etag: "e".repeat(129) }), /^etag: /],
+    ["CreateAgent bad id", (c) => c.agents.createAgent({ agentId: "Bad_Id", agent: {} }), /^agent_id: /],
+    ["CreateAgent no agent", (c) => c.agents.createAgent({ agentId: "ok" }), /^agent: /],
+    ["CreateAgent bad price", (c) => c.agents.createAgent({ agentId: "ok", agent: { pricePerInvocationMicros: -5n } }), /^agent\.price_per_invocation_micros: /],
+    ["CreateAgent price over 1000 USD", (c) => c.agents.createAgent({ agentId: "ok", agent: { pricePerInvocationMicros: 1_000_000_001n } }), /^agent\.price_per_invocation_micros: /],
+    ["CreateAgent bad model", (c) => c.agents.createAgent({ agentId: "ok", agent: { models: ["gpt"] } }), /^agent\.models\[0\]: /],
+    ["CreateAgent repeated model", (c) => c.agents.createAgent({ agentId: "ok", agent: { models: ["models/a/b", "models/a/b"] } }), /^agent\.models: /],
+    ["CreateAgent bad shared project", (c) => c.agents.createAgent({ agentId: "ok", agent: { visibility: AgentVisibility.SHARED, sharedWithProjects: ["Not A Project"] } }), /^agent\.shared_with_projects\[0\]: /],
+    ["CreateAgent shared list on private", (c) => c.agents.createAgent({ agentId: "ok2", agent: { sharedWithProjects: ["x"] } }), /^agent\.shared_with_projects: is only for SHARED agents$/],
+    ["CreateAgent undefined visibility", (c) => c.agents.createAgent({ agentId: "ok", agent: { visibility: 5 as AgentVisibility } }), /^agent\.visibility: /],
+    ["GetAgent bad name", (c) => c.agents.getAgent({ name: "agent/x" }), /^name: /],
+    ["ListAgents bad order", (c) => c.agents.listAgents({ orderBy: "random" }), /^order_by: /],
+    ["ListAgents bad owner", (c) => c.agents.listAgents({ ownerProject: "Bad Owner" }), /^owner_project: /],
+    ["ListAgents bad model", (c) => c.agents.listAgents({ model: "gpt-4" }), /^model: /],
+    ["ListAgents undefined status", (c) => c.agents.listAgents({ status: 8 as AgentStatus }), /^status: /],
+    ["ListAgents forged page token", (c) => c.agents.listAgents({ orderBy: "price_per_invocation", pageToken: "WyJ4Il0" }), /^page_token: /],
+    ["UpdateAgent bad mask", (c) => c.agents.updateAgent({ agent: { name: "agents/x" }, updateMask: { paths: ["owner_project"] } }), /^update_mask: /],
+    ["UpdateAgent no mask", (c) => c.agents.updateAgent({ agent: { name: "agents/x" } }), /^update_mask: /],
+    ["UpdateAgent no name", (c) => c.agents.updateAgent({ agent: {}, updateMask: { paths: ["display_name"] } }), /^agent: name is required/],
+    ["UpdateAgent status to unspecified", (c) => c.agents.updateAgent({ agent: { name: "agents/x" }, updateMask: { paths: ["status"] } }), /status cannot be set to AGENT_STATUS_UNSPECIFIED/],
+    ["DeleteAgent bad name", (c) => c.agents.deleteAgent({ name: "" }), /^name: /],
+    ["DeleteAgent long etag", (c) => c.agents.deleteAgent({ name: "agents/x", etag: "e".repeat(129) }), /^etag: /],
+    ["HireAgent bad agent", (c) => c.agents.hireAgent({ parent: "accounts/bad-cat", agent: "x" }), /^agent: /],
+    ["HireAgent bad parent", (c) => c.agents.hireAgent({ parent: "bad-cat", agent: "agents/x" }), /^parent: /],
+    ["HireAgent long request_id", (c) => c.agents.hireAgent({ parent: "accounts/bad-cat", agent: "agents/x", requestId: "r".repeat(65) }), /^request_id: /],
+    ["ReleaseAgent bad name", (c) => c.agents.releaseAgent({ name: "accounts/bad-cat/hire/x" }), /^name: /],
+    ["ListHires bad parent", (c) => c.agents.listHires({ parent: "bad" }), /^parent: /],
+    ["ListHires oversized page", (c) => c.agents.listHires({ parent: "accounts/bad-cat", pageSize: 5000 }), /^page_size: /],
+    ["ListHires forged page token", (c) => c.agents.listHires({ parent: "accounts/bad-cat", pageToken: "WyJ4Il0" }), /^page_token: /],
+    ["InvokeAgent no request_id", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", target: agent, operation: "op" }), /^request_id: /],
+    ["InvokeAgent no target", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", requestId: "r", operation: "op" }), /^target: /],
+    ["InvokeAgent negative tokens", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", target: agent, requestId: "r", operation: "op", inputTokens: -1n }), /^input_tokens: /],
+    ["InvokeAgent no operation", (c) => c.agents.invokeAgent({ parent: "accounts/bad-cat", target: agent, requestId: "r" }), /^operation: /],
   ])("%s", async (_label, call, field) => {
     const err = await expectCode(call(await clients("bad-cat")), Code.InvalidArgument);
     expect(err.rawMessage).toMatch(field);

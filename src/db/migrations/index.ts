@@ -8,6 +8,7 @@ import * as m0002 from "./0002-api-keys.js";
 import * as m0003 from "./0003-usage.js";
 import * as m0004 from "./0004-catalog.js";
 import * as m0005 from "./0005-billing.js";
+import * as m0006 from "./0006-catalog-prices.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
@@ -15,6 +16,7 @@ const migrations: Record<string, Migration> = {
   "0003-usage": m0003,
   "0004-catalog": m0004,
   "0005-billing": m0005,
+  "0006-catalog-prices": m0006,
 };
 
 export const migrationProvider: MigrationProvider = {
