@@ -8,16 +8,16 @@
  * hires stay (holding their slots) until released. Deleting an agent needs
  * force while other projects hire it, and releases every hire of it.
  */
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
-import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitReason } from "../../gen/formstate/v1/errors_pb.js";
 import type { Caller } from "../accounts/accounts.js";
 import { ownChild, ownProject } from "../auth/project-scope.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
+import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import * as repo from "./agent-repository.js";
 import type { AgentRow, HireRow } from "./agent-repository.js";
@@ -275,19 +275,14 @@ export class Agents {
   }
 
   private slotsError(plan: Plan, used: number): ConnectError {
-    const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.agentSlots === null || p.agentSlots > used);
-    const detail = create(LimitExceededSchema, {
+    return planLimitError(this.deps.plans, plan, used, {
       reason: LimitReason.AGENT_SLOTS,
-      limit: BigInt(plan.agentSlots ?? 0),
-      used: BigInt(used),
-      requested: 1n,
-      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.agentSlots ?? 0), unlimited: p.agentSlots === null })),
+      code: Code.ResourceExhausted,
+      limitOf: (p) => p.agentSlots,
+      noun: "hired agents",
+      usedVerb: "are hired",
+      remedy: "release one",
     });
-    return new ConnectError(
-      `the ${plan.displayName} plan allows ${plan.agentSlots} hired agents and ${used} are hired; release one or upgrade (${upgrades.map((p) => p.displayName).join(", ") || "no larger plan"})`,
-      Code.ResourceExhausted,
-      undefined,
-      [{ desc: LimitExceededSchema, value: detail }],
-    );
   }
+
 }

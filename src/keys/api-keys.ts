@@ -4,9 +4,8 @@
  * presented key on the hot path (cached, no database read per call).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { create } from "@bufbuild/protobuf";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
-import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitReason } from "../../gen/formstate/v1/errors_pb.js";
 import { policyOf } from "../auth/access-policy.js";
 import {
   type ApiKeyPrincipal,
@@ -23,6 +22,7 @@ import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { ownChild, ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { newId } from "../ids.js";
 import { type KeyEnvironment, generateKey, parseKey, secretMatches } from "./key-format.js";
@@ -570,21 +570,16 @@ export class ApiKeys {
   }
 
   private keyLimitError(plan: Plan, used: number): ConnectError {
-    const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.apiKeyLimit === null || p.apiKeyLimit > used);
-    const detail = create(LimitExceededSchema, {
+    return planLimitError(this.deps.plans, plan, used, {
       reason: LimitReason.API_KEY_LIMIT,
-      limit: BigInt(plan.apiKeyLimit ?? 0),
-      used: BigInt(used),
-      requested: 1n,
-      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.apiKeyLimit ?? 0), unlimited: p.apiKeyLimit === null })),
+      code: Code.FailedPrecondition,
+      limitOf: (p) => p.apiKeyLimit,
+      noun: "API keys",
+      usedVerb: "are in use",
+      remedy: "revoke one",
     });
-    return new ConnectError(
-      `the ${plan.displayName} plan allows ${plan.apiKeyLimit} API keys and ${used} are in use; revoke one or upgrade (${upgrades.map((p) => p.displayName).join(", ") || "no larger plan"})`,
-      Code.FailedPrecondition,
-      undefined,
-      [{ desc: LimitExceededSchema, value: detail }],
-    );
   }
+
 
   private async event(tx: Db, row: ApiKeyRow, type: string, actor: { kind: string; id: string }, ip: string, details: Record<string, string>): Promise<void> {
     await repo.insertEvent(tx, {
