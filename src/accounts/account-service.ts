@@ -1,7 +1,7 @@
 /** AccountService over the wire: translates messages to the domain and back. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import {
   AccountSchema,
@@ -46,6 +46,10 @@ function toMember(row: MemberRow): Member {
   });
 }
 
+function unimplemented(): never {
+  throw new ConnectError("not implemented yet", Code.Unimplemented);
+}
+
 const updatableAccountFields = ["display_name", "billing_email"] as const;
 
 /** The AccountService implementation over the accounts domain. */
@@ -87,5 +91,13 @@ export function accountService(accounts: Accounts): ServiceImpl<typeof AccountSe
       await accounts.removeMember(callerOf(ctx), req.name);
       return {};
     },
+    // Issue 9 (wallet tokens and sessions) is being built: these answer UNIMPLEMENTED until then.
+    createWalletChallenge: unimplemented,
+    bindWallet: unimplemented,
+    listWalletBindings: unimplemented,
+    deleteWalletBinding: unimplemented,
+    listSessions: unimplemented,
+    revokeSession: unimplemented,
+    revokeAllSessions: unimplemented,
   };
 }

@@ -2,8 +2,8 @@
 // @generated from file formstate/v1/account_service.proto (package formstate.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb.js";
 import type { Role } from "./access_pb.js";
 import { file_formstate_v1_access } from "./access_pb.js";
@@ -17,7 +17,514 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file formstate/v1/account_service.proto.
  */
 export const file_formstate_v1_account_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmb3Jtc3RhdGUvdjEvYWNjb3VudF9zZXJ2aWNlLnByb3RvEgxmb3Jtc3RhdGUudjEirQMKB0FjY291bnQSDAoEbmFtZRgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEh4KDGRpc3BsYXlfbmFtZRgDIAEoCUIIukgFcgMYyAESJAoNYmlsbGluZ19lbWFpbBgEIAEoCUINukgK2AEBcgUYwAJgARIpCglwbGFuX3RpZXIYBSABKA4yFi5mb3Jtc3RhdGUudjEuUGxhblRpZXISPQoTc3Vic2NyaXB0aW9uX3N0YXR1cxgGIAEoDjIgLmZvcm1zdGF0ZS52MS5TdWJzY3JpcHRpb25TdGF0dXMSHQoVY3JlZGl0X2JhbGFuY2VfbWljcm9zGAcgASgDEigKC2FnZW50X3Nsb3RzGAggASgLMhMuZm9ybXN0YXRlLnYxLlF1b3RhEiUKCGFwaV9rZXlzGAkgASgLMhMuZm9ybXN0YXRlLnYxLlF1b3RhEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2wEKBk1lbWJlchIMCgRuYW1lGAEgASgJEjMKB3VzZXJfaWQYAiABKAlCIrpIH9gBAXIaGIABMhVeW0EtWmEtejAtOS5fOkB8Ky1dKyQSLAoEcm9sZRgDIAEoDjISLmZvcm1zdGF0ZS52MS5Sb2xlQgq6SAeCAQQQASAAEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYwoUQ3JlYXRlQWNjb3VudFJlcXVlc3QSLgoHYWNjb3VudBgBIAEoCzIVLmZvcm1zdGF0ZS52MS5BY2NvdW50Qga6SAPIAQESGwoKcmVxdWVzdF9pZBgCIAEoCUIHukgEcgIYQCJMChFHZXRBY2NvdW50UmVxdWVzdBI3CgRuYW1lGAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JCJ/ChRVcGRhdGVBY2NvdW50UmVxdWVzdBIuCgdhY2NvdW50GAEgASgLMhUuZm9ybXN0YXRlLnYxLkFjY291bnRCBrpIA8gBARI3Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBrpIA8gBASKMAQoSTGlzdE1lbWJlcnNSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIAEIlUKE0xpc3RNZW1iZXJzUmVzcG9uc2USJQoHbWVtYmVycxgBIAMoCzIULmZvcm1zdGF0ZS52MS5NZW1iZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIsABChBBZGRNZW1iZXJSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQScQoGbWVtYmVyGAIgASgLMhQuZm9ybXN0YXRlLnYxLk1lbWJlckJLukhIugFCChdtZW1iZXIudXNlcl9pZF9yZXF1aXJlZBITdXNlcl9pZCBpcyByZXF1aXJlZBoSdGhpcy51c2VyX2lkICE9ICcnyAEBInwKE1VwZGF0ZU1lbWJlclJlcXVlc3QSLAoGbWVtYmVyGAEgASgLMhQuZm9ybXN0YXRlLnYxLk1lbWJlckIGukgDyAEBEjcKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBInAKE1JlbW92ZU1lbWJlclJlcXVlc3QSWQoEbmFtZRgBIAEoCUJLukhIckYyRF5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9tZW1iZXJzL1tBLVphLXowLTkuXzpAfCstXXsxLDEyOH0kIj8KFUNyZWF0ZUFjY291bnRSZXNwb25zZRImCgdhY2NvdW50GAEgASgLMhUuZm9ybXN0YXRlLnYxLkFjY291bnQiPAoSR2V0QWNjb3VudFJlc3BvbnNlEiYKB2FjY291bnQYASABKAsyFS5mb3Jtc3RhdGUudjEuQWNjb3VudCI/ChVVcGRhdGVBY2NvdW50UmVzcG9uc2USJgoHYWNjb3VudBgBIAEoCzIVLmZvcm1zdGF0ZS52MS5BY2NvdW50IjkKEUFkZE1lbWJlclJlc3BvbnNlEiQKBm1lbWJlchgBIAEoCzIULmZvcm1zdGF0ZS52MS5NZW1iZXIiPAoUVXBkYXRlTWVtYmVyUmVzcG9uc2USJAoGbWVtYmVyGAEgASgLMhQuZm9ybXN0YXRlLnYxLk1lbWJlciIWChRSZW1vdmVNZW1iZXJSZXNwb25zZTKpBQoOQWNjb3VudFNlcnZpY2USYAoNQ3JlYXRlQWNjb3VudBIiLmZvcm1zdGF0ZS52MS5DcmVhdGVBY2NvdW50UmVxdWVzdBojLmZvcm1zdGF0ZS52MS5DcmVhdGVBY2NvdW50UmVzcG9uc2UiBsrzGAIQARJZCgpHZXRBY2NvdW50Eh8uZm9ybXN0YXRlLnYxLkdldEFjY291bnRSZXF1ZXN0GiAuZm9ybXN0YXRlLnYxLkdldEFjY291bnRSZXNwb25zZSIIyvMYBBABGAESYgoNVXBkYXRlQWNjb3VudBIiLmZvcm1zdGF0ZS52MS5VcGRhdGVBY2NvdW50UmVxdWVzdBojLmZvcm1zdGF0ZS52MS5VcGRhdGVBY2NvdW50UmVzcG9uc2UiCMrzGAQQAxgDElwKC0xpc3RNZW1iZXJzEiAuZm9ybXN0YXRlLnYxLkxpc3RNZW1iZXJzUmVxdWVzdBohLmZvcm1zdGF0ZS52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlIgjK8xgEEAEYARJWCglBZGRNZW1iZXISHi5mb3Jtc3RhdGUudjEuQWRkTWVtYmVyUmVxdWVzdBofLmZvcm1zdGF0ZS52MS5BZGRNZW1iZXJSZXNwb25zZSIIyvMYBBACGAMSXwoMVXBkYXRlTWVtYmVyEiEuZm9ybXN0YXRlLnYxLlVwZGF0ZU1lbWJlclJlcXVlc3QaIi5mb3Jtc3RhdGUudjEuVXBkYXRlTWVtYmVyUmVzcG9uc2UiCMrzGAQQAxgDEl8KDFJlbW92ZU1lbWJlchIhLmZvcm1zdGF0ZS52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0GiIuZm9ybXN0YXRlLnYxLlJlbW92ZU1lbWJlclJlc3BvbnNlIgjK8xgEEAMYA2IGcHJvdG8z", [file_buf_validate_validate, file_formstate_v1_access, file_formstate_v1_common, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CiJmb3Jtc3RhdGUvdjEvYWNjb3VudF9zZXJ2aWNlLnByb3RvEgxmb3Jtc3RhdGUudjEipwEKDVdhbGxldEJpbmRpbmcSDAoEbmFtZRgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEhAKCGNoYWluX2lkGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSIAoEcm9sZRgFIAEoDjISLmZvcm1zdGF0ZS52MS5Sb2xlEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiCg9XYWxsZXRDaGFsbGVuZ2USDQoFbm9uY2UYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAizAIKB1Nlc3Npb24SDAoEbmFtZRgBIAEoCRInCgRraW5kGAIgASgOMhkuZm9ybXN0YXRlLnYxLlNlc3Npb25LaW5kEg8KB3N1YmplY3QYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3Rfc2Vlbl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWJ1ZGdldF9taWNyb3MYCCABKAMSGwoTYnVkZ2V0X3NwZW50X21pY3JvcxgJIAEoAyJ5ChxDcmVhdGVXYWxsZXRDaGFsbGVuZ2VSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHgoKYWNjb3VudF9pZBgCIAEoCUIKukgHcgUQARiAASJRCh1DcmVhdGVXYWxsZXRDaGFsbGVuZ2VSZXNwb25zZRIwCgljaGFsbGVuZ2UYASABKAsyHS5mb3Jtc3RhdGUudjEuV2FsbGV0Q2hhbGxlbmdlIqcBChFCaW5kV2FsbGV0UmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh4KCmFjY291bnRfaWQYAiABKAlCCrpIB3IFEAEYgAESGAoFbm9uY2UYAyABKAlCCbpIBnIEEAEYQBIdCglzaWduYXR1cmUYBCABKAlCCrpIB3IFEAEYgAIiQgoSQmluZFdhbGxldFJlc3BvbnNlEiwKB2JpbmRpbmcYASABKAsyGy5mb3Jtc3RhdGUudjEuV2FsbGV0QmluZGluZyKTAQoZTGlzdFdhbGxldEJpbmRpbmdzUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJkChpMaXN0V2FsbGV0QmluZGluZ3NSZXNwb25zZRItCghiaW5kaW5ncxgBIAMoCzIbLmZvcm1zdGF0ZS52MS5XYWxsZXRCaW5kaW5nEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxChpEZWxldGVXYWxsZXRCaW5kaW5nUmVxdWVzdBJTCgRuYW1lGAEgASgJQkW6SEJyQDI+XmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L3dhbGxldHMvW0EtWmEtejAtOV8tXXsxLDY0fSQiHQobRGVsZXRlV2FsbGV0QmluZGluZ1Jlc3BvbnNlIqQBChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIAEEhUKDXNob3dfaW5hY3RpdmUYBCABKAgiWAoUTGlzdFNlc3Npb25zUmVzcG9uc2USJwoIc2Vzc2lvbnMYASADKAsyFS5mb3Jtc3RhdGUudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibAoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSVAoEbmFtZRgBIAEoCUJGukhDckEyP15hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9zZXNzaW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JCI/ChVSZXZva2VTZXNzaW9uUmVzcG9uc2USJgoHc2Vzc2lvbhgBIAEoCzIVLmZvcm1zdGF0ZS52MS5TZXNzaW9uInAKGFJldm9rZUFsbFNlc3Npb25zUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEhkKB3N1YmplY3QYAiABKAlCCLpIBXIDGIABImMKGVJldm9rZUFsbFNlc3Npb25zUmVzcG9uc2USFQoNcmV2b2tlZF9jb3VudBgBIAEoBRIvCgtyZXZva2VfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQMKB0FjY291bnQSDAoEbmFtZRgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEh4KDGRpc3BsYXlfbmFtZRgDIAEoCUIIukgFcgMYyAESJAoNYmlsbGluZ19lbWFpbBgEIAEoCUINukgK2AEBcgUYwAJgARIpCglwbGFuX3RpZXIYBSABKA4yFi5mb3Jtc3RhdGUudjEuUGxhblRpZXISPQoTc3Vic2NyaXB0aW9uX3N0YXR1cxgGIAEoDjIgLmZvcm1zdGF0ZS52MS5TdWJzY3JpcHRpb25TdGF0dXMSHQoVY3JlZGl0X2JhbGFuY2VfbWljcm9zGAcgASgDEigKC2FnZW50X3Nsb3RzGAggASgLMhMuZm9ybXN0YXRlLnYxLlF1b3RhEiUKCGFwaV9rZXlzGAkgASgLMhMuZm9ybXN0YXRlLnYxLlF1b3RhEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi2wEKBk1lbWJlchIMCgRuYW1lGAEgASgJEjMKB3VzZXJfaWQYAiABKAlCIrpIH9gBAXIaGIABMhVeW0EtWmEtejAtOS5fOkB8Ky1dKyQSLAoEcm9sZRgDIAEoDjISLmZvcm1zdGF0ZS52MS5Sb2xlQgq6SAeCAQQQASAAEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYwoUQ3JlYXRlQWNjb3VudFJlcXVlc3QSLgoHYWNjb3VudBgBIAEoCzIVLmZvcm1zdGF0ZS52MS5BY2NvdW50Qga6SAPIAQESGwoKcmVxdWVzdF9pZBgCIAEoCUIHukgEcgIYQCJMChFHZXRBY2NvdW50UmVxdWVzdBI3CgRuYW1lGAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JCJ/ChRVcGRhdGVBY2NvdW50UmVxdWVzdBIuCgdhY2NvdW50GAEgASgLMhUuZm9ybXN0YXRlLnYxLkFjY291bnRCBrpIA8gBARI3Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBrpIA8gBASKMAQoSTGlzdE1lbWJlcnNSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIAEIlUKE0xpc3RNZW1iZXJzUmVzcG9uc2USJQoHbWVtYmVycxgBIAMoCzIULmZvcm1zdGF0ZS52MS5NZW1iZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIsABChBBZGRNZW1iZXJSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQScQoGbWVtYmVyGAIgASgLMhQuZm9ybXN0YXRlLnYxLk1lbWJlckJLukhIugFCChdtZW1iZXIudXNlcl9pZF9yZXF1aXJlZBITdXNlcl9pZCBpcyByZXF1aXJlZBoSdGhpcy51c2VyX2lkICE9ICcnyAEBInwKE1VwZGF0ZU1lbWJlclJlcXVlc3QSLAoGbWVtYmVyGAEgASgLMhQuZm9ybXN0YXRlLnYxLk1lbWJlckIGukgDyAEBEjcKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IGukgDyAEBInAKE1JlbW92ZU1lbWJlclJlcXVlc3QSWQoEbmFtZRgBIAEoCUJLukhIckYyRF5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9tZW1iZXJzL1tBLVphLXowLTkuXzpAfCstXXsxLDEyOH0kIj8KFUNyZWF0ZUFjY291bnRSZXNwb25zZRImCgdhY2NvdW50GAEgASgLMhUuZm9ybXN0YXRlLnYxLkFjY291bnQiPAoSR2V0QWNjb3VudFJlc3BvbnNlEiYKB2FjY291bnQYASABKAsyFS5mb3Jtc3RhdGUudjEuQWNjb3VudCI/ChVVcGRhdGVBY2NvdW50UmVzcG9uc2USJgoHYWNjb3VudBgBIAEoCzIVLmZvcm1zdGF0ZS52MS5BY2NvdW50IjkKEUFkZE1lbWJlclJlc3BvbnNlEiQKBm1lbWJlchgBIAEoCzIULmZvcm1zdGF0ZS52MS5NZW1iZXIiPAoUVXBkYXRlTWVtYmVyUmVzcG9uc2USJAoGbWVtYmVyGAEgASgLMhQuZm9ybXN0YXRlLnYxLk1lbWJlciIWChRSZW1vdmVNZW1iZXJSZXNwb25zZSpmCgtTZXNzaW9uS2luZBIcChhTRVNTSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX0tJTkRfSURQX1RPS0VOEAESHQoZU0VTU0lPTl9LSU5EX1dBTExFVF9UT0tFThACMpILCg5BY2NvdW50U2VydmljZRJgCg1DcmVhdGVBY2NvdW50EiIuZm9ybXN0YXRlLnYxLkNyZWF0ZUFjY291bnRSZXF1ZXN0GiMuZm9ybXN0YXRlLnYxLkNyZWF0ZUFjY291bnRSZXNwb25zZSIGyvMYAhABElkKCkdldEFjY291bnQSHy5mb3Jtc3RhdGUudjEuR2V0QWNjb3VudFJlcXVlc3QaIC5mb3Jtc3RhdGUudjEuR2V0QWNjb3VudFJlc3BvbnNlIgjK8xgEEAEYARJiCg1VcGRhdGVBY2NvdW50EiIuZm9ybXN0YXRlLnYxLlVwZGF0ZUFjY291bnRSZXF1ZXN0GiMuZm9ybXN0YXRlLnYxLlVwZGF0ZUFjY291bnRSZXNwb25zZSIIyvMYBBADGAMSXAoLTGlzdE1lbWJlcnMSIC5mb3Jtc3RhdGUudjEuTGlzdE1lbWJlcnNSZXF1ZXN0GiEuZm9ybXN0YXRlLnYxLkxpc3RNZW1iZXJzUmVzcG9uc2UiCMrzGAQQARgBElYKCUFkZE1lbWJlchIeLmZvcm1zdGF0ZS52MS5BZGRNZW1iZXJSZXF1ZXN0Gh8uZm9ybXN0YXRlLnYxLkFkZE1lbWJlclJlc3BvbnNlIgjK8xgEEAIYAxJfCgxVcGRhdGVNZW1iZXISIS5mb3Jtc3RhdGUudjEuVXBkYXRlTWVtYmVyUmVxdWVzdBoiLmZvcm1zdGF0ZS52MS5VcGRhdGVNZW1iZXJSZXNwb25zZSIIyvMYBBADGAMSXwoMUmVtb3ZlTWVtYmVyEiEuZm9ybXN0YXRlLnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaIi5mb3Jtc3RhdGUudjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2UiCMrzGAQQAxgDEngKFUNyZWF0ZVdhbGxldENoYWxsZW5nZRIqLmZvcm1zdGF0ZS52MS5DcmVhdGVXYWxsZXRDaGFsbGVuZ2VSZXF1ZXN0GisuZm9ybXN0YXRlLnYxLkNyZWF0ZVdhbGxldENoYWxsZW5nZVJlc3BvbnNlIgbK8xgCEAESVwoKQmluZFdhbGxldBIfLmZvcm1zdGF0ZS52MS5CaW5kV2FsbGV0UmVxdWVzdBogLmZvcm1zdGF0ZS52MS5CaW5kV2FsbGV0UmVzcG9uc2UiBsrzGAIQARJxChJMaXN0V2FsbGV0QmluZGluZ3MSJy5mb3Jtc3RhdGUudjEuTGlzdFdhbGxldEJpbmRpbmdzUmVxdWVzdBooLmZvcm1zdGF0ZS52MS5MaXN0V2FsbGV0QmluZGluZ3NSZXNwb25zZSIIyvMYBBABGAEScgoTRGVsZXRlV2FsbGV0QmluZGluZxIoLmZvcm1zdGF0ZS52MS5EZWxldGVXYWxsZXRCaW5kaW5nUmVxdWVzdBopLmZvcm1zdGF0ZS52MS5EZWxldGVXYWxsZXRCaW5kaW5nUmVzcG9uc2UiBsrzGAIQARJdCgxMaXN0U2Vzc2lvbnMSIS5mb3Jtc3RhdGUudjEuTGlzdFNlc3Npb25zUmVxdWVzdBoiLmZvcm1zdGF0ZS52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIGyvMYAhABEmAKDVJldm9rZVNlc3Npb24SIi5mb3Jtc3RhdGUudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaIy5mb3Jtc3RhdGUudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlIgbK8xgCEAESbAoRUmV2b2tlQWxsU2Vzc2lvbnMSJi5mb3Jtc3RhdGUudjEuUmV2b2tlQWxsU2Vzc2lvbnNSZXF1ZXN0GicuZm9ybXN0YXRlLnYxLlJldm9rZUFsbFNlc3Npb25zUmVzcG9uc2UiBsrzGAIQAWIGcHJvdG8z", [file_buf_validate_validate, file_formstate_v1_access, file_formstate_v1_common, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+
+/**
+ * A web3 wallet bound to an account: its self-signed tokens act as the user
+ * who bound it.
+ *
+ * @generated from message formstate.v1.WalletBinding
+ */
+export type WalletBinding = Message<"formstate.v1.WalletBinding"> & {
+  /**
+   * `accounts/{project}/wallets/{binding_id}`. Output only.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The wallet's CAIP-10 account id, e.g. `eip155:1:0xab16...` (lowercase
+   * hex) or `solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp:<base58 key>`.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * The CAIP-2 chain id, e.g. `eip155:1`.
+   *
+   * @generated from field: string chain_id = 3;
+   */
+  chainId: string;
+
+  /**
+   * The user who bound the wallet; the wallet's tokens act as this user.
+   *
+   * @generated from field: string user_id = 4;
+   */
+  userId: string;
+
+  /**
+   * The binder's role when binding; the wallet never acts above it.
+   *
+   * @generated from field: formstate.v1.Role role = 5;
+   */
+  role: Role;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.WalletBinding.
+ * Use `create(WalletBindingSchema)` to create a new message.
+ */
+export const WalletBindingSchema: GenMessage<WalletBinding> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 0);
+
+/**
+ * What a wallet signs to prove control when binding.
+ *
+ * @generated from message formstate.v1.WalletChallenge
+ */
+export type WalletChallenge = Message<"formstate.v1.WalletChallenge"> & {
+  /**
+   * Single use.
+   *
+   * @generated from field: string nonce = 1;
+   */
+  nonce: string;
+
+  /**
+   * The exact text to sign (UTF-8).
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.WalletChallenge.
+ * Use `create(WalletChallengeSchema)` to create a new message.
+ */
+export const WalletChallengeSchema: GenMessage<WalletChallenge> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 1);
+
+/**
+ * A sign-in session: the tokens that share a session id.
+ *
+ * @generated from message formstate.v1.Session
+ */
+export type Session = Message<"formstate.v1.Session"> & {
+  /**
+   * `accounts/{project}/sessions/{session_id}`. Output only.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: formstate.v1.SessionKind kind = 2;
+   */
+  kind: SessionKind;
+
+  /**
+   * The user id, or the wallet's CAIP-10 account id.
+   *
+   * @generated from field: string subject = 3;
+   */
+  subject: string;
+
+  /**
+   * When the session was first seen.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen_time = 5;
+   */
+  lastSeenTime?: Timestamp | undefined;
+
+  /**
+   * The expiry of the latest token seen; unset when it has none.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 6;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Set when revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 7;
+   */
+  revokeTime?: Timestamp | undefined;
+
+  /**
+   * Wallet tokens with a session budget: the budget and what is spent of it
+   * in the current range, in micro-USD. Zero otherwise.
+   *
+   * @generated from field: int64 budget_micros = 8;
+   */
+  budgetMicros: bigint;
+
+  /**
+   * @generated from field: int64 budget_spent_micros = 9;
+   */
+  budgetSpentMicros: bigint;
+};
+
+/**
+ * Describes the message formstate.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 2);
+
+/**
+ * @generated from message formstate.v1.CreateWalletChallengeRequest
+ */
+export type CreateWalletChallengeRequest = Message<"formstate.v1.CreateWalletChallengeRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * The wallet's CAIP-10 account id.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+};
+
+/**
+ * Describes the message formstate.v1.CreateWalletChallengeRequest.
+ * Use `create(CreateWalletChallengeRequestSchema)` to create a new message.
+ */
+export const CreateWalletChallengeRequestSchema: GenMessage<CreateWalletChallengeRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 3);
+
+/**
+ * @generated from message formstate.v1.CreateWalletChallengeResponse
+ */
+export type CreateWalletChallengeResponse = Message<"formstate.v1.CreateWalletChallengeResponse"> & {
+  /**
+   * @generated from field: formstate.v1.WalletChallenge challenge = 1;
+   */
+  challenge?: WalletChallenge | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.CreateWalletChallengeResponse.
+ * Use `create(CreateWalletChallengeResponseSchema)` to create a new message.
+ */
+export const CreateWalletChallengeResponseSchema: GenMessage<CreateWalletChallengeResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 4);
+
+/**
+ * @generated from message formstate.v1.BindWalletRequest
+ */
+export type BindWalletRequest = Message<"formstate.v1.BindWalletRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * The wallet's CAIP-10 account id, as in the challenge.
+   *
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * The challenge's nonce.
+   *
+   * @generated from field: string nonce = 3;
+   */
+  nonce: string;
+
+  /**
+   * The signature over the challenge's message: for eip155 a 65-byte
+   * `personal_sign` signature in 0x hex; for solana a 64-byte Ed25519
+   * signature in base58.
+   *
+   * @generated from field: string signature = 4;
+   */
+  signature: string;
+};
+
+/**
+ * Describes the message formstate.v1.BindWalletRequest.
+ * Use `create(BindWalletRequestSchema)` to create a new message.
+ */
+export const BindWalletRequestSchema: GenMessage<BindWalletRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 5);
+
+/**
+ * @generated from message formstate.v1.BindWalletResponse
+ */
+export type BindWalletResponse = Message<"formstate.v1.BindWalletResponse"> & {
+  /**
+   * @generated from field: formstate.v1.WalletBinding binding = 1;
+   */
+  binding?: WalletBinding | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.BindWalletResponse.
+ * Use `create(BindWalletResponseSchema)` to create a new message.
+ */
+export const BindWalletResponseSchema: GenMessage<BindWalletResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 6);
+
+/**
+ * @generated from message formstate.v1.ListWalletBindingsRequest
+ */
+export type ListWalletBindingsRequest = Message<"formstate.v1.ListWalletBindingsRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * At most this many bindings; 0 means 50. The most is 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListWalletBindingsRequest.
+ * Use `create(ListWalletBindingsRequestSchema)` to create a new message.
+ */
+export const ListWalletBindingsRequestSchema: GenMessage<ListWalletBindingsRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 7);
+
+/**
+ * @generated from message formstate.v1.ListWalletBindingsResponse
+ */
+export type ListWalletBindingsResponse = Message<"formstate.v1.ListWalletBindingsResponse"> & {
+  /**
+   * @generated from field: repeated formstate.v1.WalletBinding bindings = 1;
+   */
+  bindings: WalletBinding[];
+
+  /**
+   * Empty when there are no more pages.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListWalletBindingsResponse.
+ * Use `create(ListWalletBindingsResponseSchema)` to create a new message.
+ */
+export const ListWalletBindingsResponseSchema: GenMessage<ListWalletBindingsResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 8);
+
+/**
+ * @generated from message formstate.v1.DeleteWalletBindingRequest
+ */
+export type DeleteWalletBindingRequest = Message<"formstate.v1.DeleteWalletBindingRequest"> & {
+  /**
+   * `accounts/{project}/wallets/{binding_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message formstate.v1.DeleteWalletBindingRequest.
+ * Use `create(DeleteWalletBindingRequestSchema)` to create a new message.
+ */
+export const DeleteWalletBindingRequestSchema: GenMessage<DeleteWalletBindingRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 9);
+
+/**
+ * @generated from message formstate.v1.DeleteWalletBindingResponse
+ */
+export type DeleteWalletBindingResponse = Message<"formstate.v1.DeleteWalletBindingResponse"> & {
+};
+
+/**
+ * Describes the message formstate.v1.DeleteWalletBindingResponse.
+ * Use `create(DeleteWalletBindingResponseSchema)` to create a new message.
+ */
+export const DeleteWalletBindingResponseSchema: GenMessage<DeleteWalletBindingResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 10);
+
+/**
+ * @generated from message formstate.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"formstate.v1.ListSessionsRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * At most this many sessions; 0 means 50. The most is 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * Also list revoked and expired sessions.
+   *
+   * @generated from field: bool show_inactive = 4;
+   */
+  showInactive: boolean;
+};
+
+/**
+ * Describes the message formstate.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 11);
+
+/**
+ * @generated from message formstate.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"formstate.v1.ListSessionsResponse"> & {
+  /**
+   * @generated from field: repeated formstate.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+
+  /**
+   * Empty when there are no more pages.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 12);
+
+/**
+ * @generated from message formstate.v1.RevokeSessionRequest
+ */
+export type RevokeSessionRequest = Message<"formstate.v1.RevokeSessionRequest"> & {
+  /**
+   * `accounts/{project}/sessions/{session_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message formstate.v1.RevokeSessionRequest.
+ * Use `create(RevokeSessionRequestSchema)` to create a new message.
+ */
+export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 13);
+
+/**
+ * @generated from message formstate.v1.RevokeSessionResponse
+ */
+export type RevokeSessionResponse = Message<"formstate.v1.RevokeSessionResponse"> & {
+  /**
+   * The session, revoked.
+   *
+   * @generated from field: formstate.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.RevokeSessionResponse.
+ * Use `create(RevokeSessionResponseSchema)` to create a new message.
+ */
+export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 14);
+
+/**
+ * @generated from message formstate.v1.RevokeAllSessionsRequest
+ */
+export type RevokeAllSessionsRequest = Message<"formstate.v1.RevokeAllSessionsRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * The user id or wallet CAIP-10 account id whose sessions to revoke; empty
+   * means the caller.
+   *
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+};
+
+/**
+ * Describes the message formstate.v1.RevokeAllSessionsRequest.
+ * Use `create(RevokeAllSessionsRequestSchema)` to create a new message.
+ */
+export const RevokeAllSessionsRequestSchema: GenMessage<RevokeAllSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 15);
+
+/**
+ * @generated from message formstate.v1.RevokeAllSessionsResponse
+ */
+export type RevokeAllSessionsResponse = Message<"formstate.v1.RevokeAllSessionsResponse"> & {
+  /**
+   * How many tracked sessions were active and are now revoked.
+   *
+   * @generated from field: int32 revoked_count = 1;
+   */
+  revokedCount: number;
+
+  /**
+   * Tokens issued before this time fail.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 2;
+   */
+  revokeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.RevokeAllSessionsResponse.
+ * Use `create(RevokeAllSessionsResponseSchema)` to create a new message.
+ */
+export const RevokeAllSessionsResponseSchema: GenMessage<RevokeAllSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_account_service, 16);
 
 /**
  * A project's account.
@@ -104,7 +611,7 @@ export type Account = Message<"formstate.v1.Account"> & {
  * Use `create(AccountSchema)` to create a new message.
  */
 export const AccountSchema: GenMessage<Account> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 0);
+  messageDesc(file_formstate_v1_account_service, 17);
 
 /**
  * A member of an account: a user (identity-provider subject) with a role.
@@ -149,7 +656,7 @@ export type Member = Message<"formstate.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 1);
+  messageDesc(file_formstate_v1_account_service, 18);
 
 /**
  * @generated from message formstate.v1.CreateAccountRequest
@@ -175,7 +682,7 @@ export type CreateAccountRequest = Message<"formstate.v1.CreateAccountRequest"> 
  * Use `create(CreateAccountRequestSchema)` to create a new message.
  */
 export const CreateAccountRequestSchema: GenMessage<CreateAccountRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 2);
+  messageDesc(file_formstate_v1_account_service, 19);
 
 /**
  * @generated from message formstate.v1.GetAccountRequest
@@ -194,7 +701,7 @@ export type GetAccountRequest = Message<"formstate.v1.GetAccountRequest"> & {
  * Use `create(GetAccountRequestSchema)` to create a new message.
  */
 export const GetAccountRequestSchema: GenMessage<GetAccountRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 3);
+  messageDesc(file_formstate_v1_account_service, 20);
 
 /**
  * @generated from message formstate.v1.UpdateAccountRequest
@@ -220,7 +727,7 @@ export type UpdateAccountRequest = Message<"formstate.v1.UpdateAccountRequest"> 
  * Use `create(UpdateAccountRequestSchema)` to create a new message.
  */
 export const UpdateAccountRequestSchema: GenMessage<UpdateAccountRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 4);
+  messageDesc(file_formstate_v1_account_service, 21);
 
 /**
  * @generated from message formstate.v1.ListMembersRequest
@@ -253,7 +760,7 @@ export type ListMembersRequest = Message<"formstate.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 5);
+  messageDesc(file_formstate_v1_account_service, 22);
 
 /**
  * @generated from message formstate.v1.ListMembersResponse
@@ -277,7 +784,7 @@ export type ListMembersResponse = Message<"formstate.v1.ListMembersResponse"> & 
  * Use `create(ListMembersResponseSchema)` to create a new message.
  */
 export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 6);
+  messageDesc(file_formstate_v1_account_service, 23);
 
 /**
  * @generated from message formstate.v1.AddMemberRequest
@@ -303,7 +810,7 @@ export type AddMemberRequest = Message<"formstate.v1.AddMemberRequest"> & {
  * Use `create(AddMemberRequestSchema)` to create a new message.
  */
 export const AddMemberRequestSchema: GenMessage<AddMemberRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 7);
+  messageDesc(file_formstate_v1_account_service, 24);
 
 /**
  * @generated from message formstate.v1.UpdateMemberRequest
@@ -329,7 +836,7 @@ export type UpdateMemberRequest = Message<"formstate.v1.UpdateMemberRequest"> & 
  * Use `create(UpdateMemberRequestSchema)` to create a new message.
  */
 export const UpdateMemberRequestSchema: GenMessage<UpdateMemberRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 8);
+  messageDesc(file_formstate_v1_account_service, 25);
 
 /**
  * @generated from message formstate.v1.RemoveMemberRequest
@@ -348,7 +855,7 @@ export type RemoveMemberRequest = Message<"formstate.v1.RemoveMemberRequest"> & 
  * Use `create(RemoveMemberRequestSchema)` to create a new message.
  */
 export const RemoveMemberRequestSchema: GenMessage<RemoveMemberRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 9);
+  messageDesc(file_formstate_v1_account_service, 26);
 
 /**
  * @generated from message formstate.v1.CreateAccountResponse
@@ -367,7 +874,7 @@ export type CreateAccountResponse = Message<"formstate.v1.CreateAccountResponse"
  * Use `create(CreateAccountResponseSchema)` to create a new message.
  */
 export const CreateAccountResponseSchema: GenMessage<CreateAccountResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 10);
+  messageDesc(file_formstate_v1_account_service, 27);
 
 /**
  * @generated from message formstate.v1.GetAccountResponse
@@ -384,7 +891,7 @@ export type GetAccountResponse = Message<"formstate.v1.GetAccountResponse"> & {
  * Use `create(GetAccountResponseSchema)` to create a new message.
  */
 export const GetAccountResponseSchema: GenMessage<GetAccountResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 11);
+  messageDesc(file_formstate_v1_account_service, 28);
 
 /**
  * @generated from message formstate.v1.UpdateAccountResponse
@@ -403,7 +910,7 @@ export type UpdateAccountResponse = Message<"formstate.v1.UpdateAccountResponse"
  * Use `create(UpdateAccountResponseSchema)` to create a new message.
  */
 export const UpdateAccountResponseSchema: GenMessage<UpdateAccountResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 12);
+  messageDesc(file_formstate_v1_account_service, 29);
 
 /**
  * @generated from message formstate.v1.AddMemberResponse
@@ -422,7 +929,7 @@ export type AddMemberResponse = Message<"formstate.v1.AddMemberResponse"> & {
  * Use `create(AddMemberResponseSchema)` to create a new message.
  */
 export const AddMemberResponseSchema: GenMessage<AddMemberResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 13);
+  messageDesc(file_formstate_v1_account_service, 30);
 
 /**
  * @generated from message formstate.v1.UpdateMemberResponse
@@ -441,7 +948,7 @@ export type UpdateMemberResponse = Message<"formstate.v1.UpdateMemberResponse"> 
  * Use `create(UpdateMemberResponseSchema)` to create a new message.
  */
 export const UpdateMemberResponseSchema: GenMessage<UpdateMemberResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 14);
+  messageDesc(file_formstate_v1_account_service, 31);
 
 /**
  * @generated from message formstate.v1.RemoveMemberResponse
@@ -454,7 +961,39 @@ export type RemoveMemberResponse = Message<"formstate.v1.RemoveMemberResponse"> 
  * Use `create(RemoveMemberResponseSchema)` to create a new message.
  */
 export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_account_service, 15);
+  messageDesc(file_formstate_v1_account_service, 32);
+
+/**
+ * What kind of credential a session belongs to.
+ *
+ * @generated from enum formstate.v1.SessionKind
+ */
+export enum SessionKind {
+  /**
+   * @generated from enum value: SESSION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * An identity provider's JWT, tracked by its `sid` (or `jti`) claim.
+   *
+   * @generated from enum value: SESSION_KIND_IDP_TOKEN = 1;
+   */
+  IDP_TOKEN = 1,
+
+  /**
+   * A wallet-signed token.
+   *
+   * @generated from enum value: SESSION_KIND_WALLET_TOKEN = 2;
+   */
+  WALLET_TOKEN = 2,
+}
+
+/**
+ * Describes the enum formstate.v1.SessionKind.
+ */
+export const SessionKindSchema: GenEnum<SessionKind> = /*@__PURE__*/
+  enumDesc(file_formstate_v1_account_service, 0);
 
 /**
  * A project's standing in the marketplace: plan, credits, slots, members.
@@ -534,6 +1073,90 @@ export const AccountService: GenService<{
     methodKind: "unary";
     input: typeof RemoveMemberRequestSchema;
     output: typeof RemoveMemberResponseSchema;
+  },
+  /**
+   * Starts binding a web3 wallet to the caller's project: returns a
+   * single-use nonce and the exact message the wallet must sign (a
+   * Sign-In-With-Ethereum message for eip155 accounts, a plain text message
+   * for solana accounts). The challenge expires after five minutes.
+   * INVALID_ARGUMENT for a malformed CAIP-10 account id.
+   *
+   * @generated from rpc formstate.v1.AccountService.CreateWalletChallenge
+   */
+  createWalletChallenge: {
+    methodKind: "unary";
+    input: typeof CreateWalletChallengeRequestSchema;
+    output: typeof CreateWalletChallengeResponseSchema;
+  },
+  /**
+   * Binds the wallet after it signed the challenge's message: the wallet then
+   * signs its own tokens (see docs/wallet-tokens.md), acting as the caller
+   * with the caller's role. UNAUTHENTICATED when the signature is not the
+   * wallet's over that nonce's message; FAILED_PRECONDITION when the nonce is
+   * unknown, used or expired; ALREADY_EXISTS when the wallet is bound.
+   *
+   * @generated from rpc formstate.v1.AccountService.BindWallet
+   */
+  bindWallet: {
+    methodKind: "unary";
+    input: typeof BindWalletRequestSchema;
+    output: typeof BindWalletResponseSchema;
+  },
+  /**
+   * Lists the wallets bound to the account, oldest first.
+   *
+   * @generated from rpc formstate.v1.AccountService.ListWalletBindings
+   */
+  listWalletBindings: {
+    methodKind: "unary";
+    input: typeof ListWalletBindingsRequestSchema;
+    output: typeof ListWalletBindingsResponseSchema;
+  },
+  /**
+   * Removes a binding: the wallet's tokens fail from the next call. Users
+   * remove their own bindings; admins any. NOT_FOUND for an unknown binding.
+   *
+   * @generated from rpc formstate.v1.AccountService.DeleteWalletBinding
+   */
+  deleteWalletBinding: {
+    methodKind: "unary";
+    input: typeof DeleteWalletBindingRequestSchema;
+    output: typeof DeleteWalletBindingResponseSchema;
+  },
+  /**
+   * Lists sessions seen on the account (identity-provider tokens by `sid` or
+   * `jti`, wallet tokens by their session), most recently seen first. Users
+   * see their own; admins see everyone's.
+   *
+   * @generated from rpc formstate.v1.AccountService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * Revokes one session: its tokens fail from the next call. Users revoke
+   * their own sessions; admins any. NOT_FOUND for an unknown session.
+   *
+   * @generated from rpc formstate.v1.AccountService.RevokeSession
+   */
+  revokeSession: {
+    methodKind: "unary";
+    input: typeof RevokeSessionRequestSchema;
+    output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * Revokes every session of a subject (a user id or a wallet's CAIP-10
+   * account id; empty means the caller): tokens issued before now fail from
+   * the next call, sessions or not. Users revoke their own; admins anyone's.
+   *
+   * @generated from rpc formstate.v1.AccountService.RevokeAllSessions
+   */
+  revokeAllSessions: {
+    methodKind: "unary";
+    input: typeof RevokeAllSessionsRequestSchema;
+    output: typeof RevokeAllSessionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_formstate_v1_account_service, 0);
