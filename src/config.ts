@@ -43,6 +43,8 @@ export interface Config {
   plansFile?: string;
   /** The project whose admins and developers operate the platform (platform models, credit grants). */
   platformProject: string;
+  /** Serve the browser console at /console/ (built with esbuild on first request). */
+  console: boolean;
 }
 
 /** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
@@ -158,6 +160,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
 
+  // The console is a development convenience; production serves it only when asked (or from a static host).
+  const consoleRaw = str("FORMSTATE_CONSOLE");
+  if (consoleRaw !== undefined && consoleRaw !== "on" && consoleRaw !== "off") problems.push("FORMSTATE_CONSOLE must be on or off");
+  const consoleOn = consoleRaw === undefined ? mode === "development" : consoleRaw === "on";
   const platformProject = str("FORMSTATE_PLATFORM_PROJECT") ?? "platform";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(platformProject)) problems.push("FORMSTATE_PLATFORM_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
@@ -214,6 +220,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     devProject,
     plansFile: str("FORMSTATE_PLANS_FILE"),
     platformProject,
+    console: consoleOn,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -12,6 +12,7 @@ import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js"
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
 import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
+import { serveConsole } from "./console-route.js";
 import { type Listener, listen } from "./listener.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
@@ -66,6 +67,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
 function plainRoute(app: App, req: Req, res: Res): void {
+  if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());

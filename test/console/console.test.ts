@@ -1,0 +1,166 @@
+/**
+ * The browser console end to end in Debian's Chromium: built with esbuild,
+ * served from another origin than the API (so CORS is exercised), signing in
+ * with a dev token, creating a key, and seeing usage recorded through the
+ * Node client appear in the chart and the per-model table. Saves a
+ * screenshot to test-output/console.png.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildConsole } from "../../console/build.js";
+import { formatUsd } from "../../console/money.js";
+import { createFormstateClient } from "../../src/client/node.js";
+import { type TestServer, startTestServer } from "../support/test-server.js";
+import { type Browser, CHROMIUM_MISSING, launchChromium } from "./chromium.js";
+import { type StaticHost, serveStatic } from "./static-host.js";
+
+const PROJECT = "console-e2e";
+const MODEL = "models/console-e2e/chat-1";
+const SCREENSHOT = join(import.meta.dirname, "../../test-output/console.png");
+
+if (CHROMIUM_MISSING && process.env.CI === "true") {
+  describe("browser console in Chromium", () => {
+    it("needs Chromium under CI", () => {
+      throw new Error(CHROMIUM_MISSING);
+    });
+  });
+} else if (CHROMIUM_MISSING) {
+  console.warn(`skipping the browser console tests: ${CHROMIUM_MISSING}`);
+}
+
+describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIUM_MISSING ? ` (skipped: ${CHROMIUM_MISSING})` : ""}`, () => {
+  let host: StaticHost;
+  let ts: TestServer;
+  let browser: Browser;
+  let page: Page;
+  let adminToken: string;
+  let newKeySecret = "";
+
+  beforeAll(async () => {
+    host = await serveStatic(await buildConsole());
+    // Only the static host's exact origin may call the API from a browser.
+    ts = await startTestServer({ FORMSTATE_CORS_ORIGINS: host.origin });
+    adminToken = await ts.token({ projectId: PROJECT, role: "admin", subject: "console-admin" });
+    const admin = createFormstateClient({ baseUrl: ts.url, token: adminToken });
+    await admin.accounts.createAccount({ account: { displayName: "Console E2E", billingEmail: "ops@console.test" } });
+    await admin.models.createModel({
+      modelId: "console-e2e/chat-1",
+      model: { displayName: "Chat 1", inputPriceMicrosPerMillion: 2_000_000n, outputPriceMicrosPerMillion: 8_000_000n },
+    });
+    browser = await launchChromium();
+    page = await browser.context.newPage();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await ts?.close();
+    await host?.close();
+  });
+
+  const text = (selector: string) => page.locator(selector).innerText();
+
+  it("signs in from another origin with a dev token and shows the account", async () => {
+    expect(new URL(host.origin).port).not.toBe(new URL(ts.url).port);
+    await page.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    expect(await page.inputValue("#api-base")).toBe(ts.url);
+    await page.fill("#secret", adminToken);
+    expect(await page.inputValue("#project")).toBe(PROJECT); // read from the token's claim
+    await page.click("#signin-submit");
+    await page.waitForSelector("#app:not([hidden])");
+    expect(await text("#account-project")).toBe(PROJECT);
+    expect(await text("#account-plan")).toBe("Free");
+    expect(await text("#account-credits")).toBe("$0.00");
+    expect(await text("#account-slots")).toBe("0 of 1");
+    expect(await text("#account-keys")).toBe("0 of 2");
+    expect(await text("#keys-body")).toContain("No API keys yet.");
+    expect(await text("#models-body")).toContain("No model usage in this range.");
+    // The chart has its 24 or 25 hourly buckets, all empty.
+    const costs = await page.locator("#usage-chart rect.bar").evaluateAll((els) => els.map((e) => e.getAttribute("data-cost-micros")));
+    expect(costs.length).toBeGreaterThanOrEqual(24);
+    expect(new Set(costs)).toEqual(new Set(["0"]));
+  });
+
+  it("creates a key, shows its secret once, and lists it", async () => {
+    await page.fill("#key-name", "console-made");
+    await page.selectOption("#key-scope", "write");
+    await page.click("#key-create");
+    newKeySecret = await page.locator("#new-key-secret").innerText();
+    expect(newKeySecret).toMatch(/^fs_(live|test)_[a-z0-9]{16}_[A-Za-z0-9]+$/);
+    const row = page.locator("#keys-body tr", { hasText: "console-made" });
+    await row.waitFor();
+    expect(await row.innerText()).toMatch(/write\s+active/);
+    expect(await text("#account-keys")).toBe("1 of 2");
+    // The secret shown is the real one: the Node client calls with it.
+    const keyed = createFormstateClient({ baseUrl: ts.url, apiKey: newKeySecret });
+    expect((await keyed.accounts.getAccount({ name: `accounts/${PROJECT}` })).account?.displayName).toBe("Console E2E");
+    // Dismissed, it is gone from the page for good.
+    await page.click("#new-key-done");
+    expect(await page.locator("#new-key-secret").count()).toBe(0);
+    expect(await page.content()).not.toContain(newKeySecret);
+  });
+
+  it("draws usage recorded through the Node client in the chart and the per-model table", async () => {
+    const keyed = createFormstateClient({ baseUrl: ts.url, apiKey: newKeySecret });
+    const parent = `accounts/${PROJECT}`;
+    // Now: 1,000 in x $2/M + 500 out x $8/M = 6,000 micros; three hours ago: 250,000 in x $2/M = 500,000 micros.
+    await keyed.usage.recordUsage({ parent, requestId: "console-1", usage: { case: "modelUsage", value: { model: MODEL, inputTokens: 1_000n, outputTokens: 500n } } });
+    const last = await keyed.usage.recordUsage({
+      parent,
+      requestId: "console-2",
+      occurTime: timestampFromDate(new Date(Date.now() - 3 * 3600_000)),
+      usage: { case: "modelUsage", value: { model: MODEL, inputTokens: 250_000n, outputTokens: 0n } },
+    });
+
+    await page.click("#refresh");
+    const row = page.locator(`#models-body tr[data-model="${MODEL}"]`);
+    await row.waitFor();
+    const cells = await row.locator("td").allInnerTexts();
+    expect(cells).toEqual([MODEL, "2", "251,000", "500", "$0.506"]);
+    expect(await text("#usage-total")).toBe("$0.506");
+
+    const bars = await page.locator("#usage-chart rect.bar").evaluateAll((els) =>
+      els.map((e) => ({ cost: BigInt(e.getAttribute("data-cost-micros") ?? "0"), height: Number(e.getAttribute("height")) })),
+    );
+    expect(bars.reduce((sum, b) => sum + b.cost, 0n)).toBe(506_000n);
+    // Two buckets three hours apart; bar heights follow the costs.
+    const filled = bars.map((b, i) => ({ ...b, i })).filter((b) => b.cost > 0n);
+    expect(filled.map((b) => b.cost)).toEqual([500_000n, 6_000n]);
+    expect(filled[1].i - filled[0].i).toBe(3);
+    expect(filled[0].height).toBeGreaterThan(100);
+    expect(filled[1].height).toBeCloseTo((filled[0].height * 6_000) / 500_000, 1);
+    // The account card followed: the month's Free credits ($5) minus the usage.
+    expect(last.balanceMicros).toBe(5_000_000n - 506_000n);
+    expect(await text("#account-credits")).toBe(formatUsd(last.balanceMicros));
+
+    mkdirSync(join(SCREENSHOT, ".."), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  });
+
+  it("cannot reach the API from an origin CORS does not allow", async () => {
+    // Same files, another origin (localhost is not 127.0.0.1 to a browser).
+    const other = await browser.context.newPage();
+    await other.goto(`http://localhost:${host.port}/console/?api=${encodeURIComponent(ts.url)}`);
+    await other.fill("#secret", adminToken);
+    await other.click("#signin-submit");
+    const error = other.locator("#signin-error");
+    await error.waitFor();
+    // The browser hides why (CORS refusals look like network errors); the console says what to check.
+    expect(await error.innerText()).toMatch(/^Unknown: Failed to fetch \(.*FORMSTATE_CORS_ORIGINS/);
+    expect(await other.locator("#app").isHidden()).toBe(true);
+    await other.close();
+  });
+
+  it("refuses a bad token with the server's reason and stays signed out", async () => {
+    const other = await browser.context.newPage();
+    await other.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    await other.fill("#secret", `${adminToken.slice(0, -4)}AAAA`);
+    await other.click("#signin-submit");
+    const error = other.locator("#signin-error");
+    await error.waitFor();
+    expect(await error.innerText()).toMatch(/^Unauthenticated: /);
+    expect(await other.locator("#app").isHidden()).toBe(true);
+    await other.close();
+  });
+});
