@@ -16,6 +16,7 @@ step "typecheck" node_modules/.bin/tsc --noEmit -p tsconfig.json
 step "buf lint" node_modules/.bin/buf lint
 step "buf format" node_modules/.bin/buf format --diff --exit-code proto
 step "generated code is fresh" bash scripts/check-gen.sh
+step "docs/api.md is fresh" node --import tsx scripts/generate-api-docs.ts --check
 mkdir -p test-output
 rm -f test-output/vitest.json
 echo "== vitest"

@@ -12,6 +12,7 @@ import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
+import { type GroupCommit, createGroupCommit } from "../db/group-commit.js";
 import { ownChild, ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
@@ -92,8 +93,12 @@ function requestHash(parts: unknown): string {
 
 export class Usage {
   private sweeper?: NodeJS.Timeout;
+  /** Usage records are the hot write: concurrent ones share a commit (SQLite; a plain transaction elsewhere). */
+  readonly commits: GroupCommit;
 
-  constructor(private readonly deps: UsageDeps) {}
+  constructor(private readonly deps: UsageDeps) {
+    this.commits = createGroupCommit(deps.database);
+  }
 
   /** The database handle, for callers that resolve their target before recording. */
   database(): Db {
@@ -120,7 +125,7 @@ export class Usage {
     // Settling a hold that has expired must fail *and* return its credits: expire due holds in their own
     // transaction first, since the refusal below rolls back everything in the main one.
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now));
-    return this.deps.database.transaction(async (tx) => {
+    return this.commits.run(async (tx) => {
       const replay = await tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for different usage");
