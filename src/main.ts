@@ -35,6 +35,7 @@ async function main(): Promise<void> {
         "",
         `npx buf curl --http2-prior-knowledge -H "Authorization: Bearer $FORMSTATE_TOKEN" -d '{"name":"accounts/${config.devProject}"}' ${server.url}/formstate.v1.AccountService/GetAccount`,
         "",
+        ...(config.console ? [`Console: ${server.url}/console/ (paste the token to sign in)`, ""] : []),
       ].join("\n"),
     );
   }

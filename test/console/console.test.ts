@@ -152,6 +152,18 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     await other.close();
   });
 
+  it("also runs as Formstate serves it at /console/, calling its own origin by default", async () => {
+    const own = await browser.context.newPage();
+    await own.goto(`${ts.url}/console/`);
+    expect(await own.inputValue("#api-base")).toBe(ts.url);
+    await own.fill("#secret", adminToken);
+    await own.click("#signin-submit");
+    await own.waitForSelector("#app:not([hidden])");
+    await own.locator(`#models-body tr[data-model="${MODEL}"]`).waitFor();
+    expect(await own.locator("#usage-total").innerText()).toBe("$0.506");
+    await own.close();
+  });
+
   it("refuses a bad token with the server's reason and stays signed out", async () => {
     const other = await browser.context.newPage();
     await other.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
