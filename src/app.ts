@@ -14,6 +14,9 @@ import { Billing } from "./billing/billing.js";
 import { Agents } from "./catalog/agents.js";
 import { Models } from "./catalog/models.js";
 import { ApiKeys } from "./keys/api-keys.js";
+import { redisKeyInvalidation } from "./cluster/key-invalidation.js";
+import { SharedState } from "./cluster/shared-state.js";
+import { RedisRateLimiter } from "./limits/redis-rate-limiter.js";
 import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type Plans, loadPlans } from "./plans/plans.js";
@@ -46,6 +49,8 @@ function priceBook(models: Models, agents: Agents): PriceBook {
 
 export class App {
   private verifier?: JwtVerifier;
+  /** Redis, when REDIS_URL is set: rate limits and key invalidations shared with other instances. */
+  sharedState?: SharedState;
 
   private constructor(
     readonly config: Config,
@@ -70,7 +75,10 @@ export class App {
     const log = overrides.log ?? createLogger(config.logLevel);
     const clock = overrides.clock ?? systemClock;
     const plans = overrides.plans ?? loadPlans(config.plansFile);
-    const database = await openDatabase(config.databaseUrl);
+    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize });
+    // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
+    const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;
+    await shared?.ready();
     let apiKeys: ApiKeys | undefined;
     let agents: Agents | undefined;
     const accounts = new Accounts(database, plans, clock, {
@@ -79,12 +87,12 @@ export class App {
     });
     const models = new Models(database, clock, config.platformProject);
     agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
-    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p) });
+    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
-    const limiter = overrides.limiter ?? new LocalRateLimiter();
+    const limiter = overrides.limiter ?? (shared ? new RedisRateLimiter(shared) : new LocalRateLimiter());
     const usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
     usage.start();
     const billing = new Billing({
@@ -99,7 +107,9 @@ export class App {
       invalidatePlan: (p) => accounts.invalidatePlan(p),
     });
     billing.start();
-    return new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer);
+    const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer);
+    app.sharedState = shared;
+    return app;
   }
 
   /** The JWT verifier: the IdP's remote JWKS, or the dev issuer's keys in development. */
@@ -126,5 +136,6 @@ export class App {
     await this.billing.stop();
     await this.apiKeys.stop();
     await this.database.close();
+    await this.sharedState?.close();
   }
 }

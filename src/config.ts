@@ -28,6 +28,10 @@ export interface Config {
   /** Allowed browser origins; `localhost` allows any http(s)://localhost or 127.0.0.1 origin. */
   corsOrigins: string[];
   redisUrl?: string;
+  /** Prefix of every Redis key and channel, so several deployments (or test servers) can share one Redis. */
+  redisPrefix: string;
+  /** Connections per instance to PostgreSQL. */
+  databasePoolSize: number;
   stripe: StripeConfig;
   logLevel: string;
   tls?: { certFile: string; keyFile: string };
@@ -199,6 +203,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     corsOrigins,
     redisUrl: url("REDIS_URL", ["redis:", "rediss:"]),
+    redisPrefix: str("FORMSTATE_REDIS_PREFIX") ?? "formstate:",
+    databasePoolSize: int("FORMSTATE_DB_POOL_SIZE", 10, 1, 1000),
     stripe: {
       secretKey: stripeSecretKey,
       webhookSecret: stripeWebhookSecret,

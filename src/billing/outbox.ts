@@ -168,9 +168,16 @@ export class MeterSender {
     };
   }
 
+  /**
+   * Leases due rows to this sender. Senders in several instances never hold
+   * the same row: on SQLite the write transaction serialises claims; on
+   * PostgreSQL claims run in parallel, each locking its rows and skipping rows
+   * another claim has locked (`FOR UPDATE SKIP LOCKED`), then leasing them.
+   */
   private claim(now: number): Promise<OutboxRow[]> {
-    return this.ctx.database.transaction(async (tx) => {
-      const due = await tx
+    const { database } = this.ctx;
+    return database.transaction(async (tx) => {
+      let q = tx
         .selectFrom("meter_outbox")
         .selectAll()
         .where("status", "=", "pending")
@@ -178,8 +185,9 @@ export class MeterSender {
         .where((eb) => eb.or([eb("lease_until", "is", null), eb("lease_until", "<=", now)]))
         .orderBy("next_attempt_time")
         .orderBy("create_time")
-        .limit(BATCH)
-        .execute();
+        .limit(BATCH);
+      if (database.dialect === "postgres") q = q.forUpdate().skipLocked();
+      const due = await q.execute();
       if (due.length) {
         await tx
           .updateTable("meter_outbox")
@@ -188,7 +196,8 @@ export class MeterSender {
           .execute();
       }
       return due;
-    });
+      // A scope of its own: the row locks, not a store-wide writer lock, keep claims apart.
+    }, { scope: `meter-claim:${this.owner}` });
   }
 
   private async send(row: OutboxRow): Promise<SendResult> {

@@ -1,29 +1,54 @@
 /**
  * The database wrapper: opens the configured store, runs migrations, and runs
  * write transactions the way each dialect needs. Everything SQLite-specific
- * stays in this file so the queries elsewhere also run on PostgreSQL.
+ * stays in this file and everything PostgreSQL-specific in postgres.ts, so the
+ * queries elsewhere run on both.
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, sql } from "kysely";
 import { migrationProvider } from "./migrations/index.js";
+import { ensureSchema, openPostgres } from "./postgres.js";
 import type { DatabaseSchema } from "./schema.js";
 
 /** A Kysely handle: the database, or one transaction of it. */
 export type Db = Kysely<DatabaseSchema>;
 
+export interface TransactionOptions {
+  /**
+   * The one project (or other partition) whose data `fn` checks and then
+   * writes. On PostgreSQL transactions of different scopes run in parallel
+   * and those of one scope one at a time; unscoped ones run alone. SQLite
+   * ignores it (it has one writer anyway).
+   */
+  scope?: string;
+}
+
 export interface Database {
-  readonly dialect: "sqlite";
+  readonly dialect: "sqlite" | "postgres";
   readonly db: Db;
   /**
    * Runs `fn` in one write transaction and commits before returning. On
    * SQLite it is `BEGIN IMMEDIATE`, so the write lock is taken up front and a
    * check-then-write inside `fn` cannot race another writer (another process
-   * included). Use only the handle passed to `fn` inside it.
+   * included); on PostgreSQL an advisory lock taken first gives the same
+   * guarantee across instances (see postgres.ts). Use only the handle passed
+   * to `fn` inside it.
    */
-  transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
   close(): Promise<void>;
+}
+
+/** True for a `postgres://` or `postgresql://` DATABASE_URL. */
+export const isPostgresUrl = (url: string) => /^postgres(ql)?:\/\//.test(url);
+
+/** DATABASE_URL fit for a log line: a password in it is masked. */
+export function redactDatabaseUrl(url: string): string {
+  if (!isPostgresUrl(url)) return url;
+  const u = new URL(url);
+  if (u.password) u.password = "***";
+  return u.toString();
 }
 
 /**
@@ -58,9 +83,17 @@ export function sqliteFilename(url: string): string {
 }
 
 /** Opens the store named by `url`, creating the file and running migrations. */
-export async function openDatabase(url: string): Promise<Database> {
-  if (/^postgres(ql)?:\/\//.test(url)) {
-    throw new Error("DATABASE_URL=postgres://… is not supported yet: use a SQLite path (see README)");
+export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<Database> {
+  if (isPostgresUrl(url)) {
+    const { database, schema } = openPostgres(url, opts);
+    try {
+      if (schema !== "public") await ensureSchema(database.db, schema);
+      await migrate(database.db, schema);
+    } catch (err) {
+      await database.close();
+      throw err;
+    }
+    return database;
   }
   const filename = sqliteFilename(url);
   if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true });
@@ -93,8 +126,9 @@ export async function openDatabase(url: string): Promise<Database> {
 }
 
 /** Runs every pending migration; throws with the failing migration's name. */
-export async function migrate(db: Db): Promise<void> {
-  const migrator = new Migrator({ db, provider: migrationProvider });
+export async function migrate(db: Db, schema?: string): Promise<void> {
+  // On PostgreSQL the migration tables must be looked for in our schema, not in any schema of the database.
+  const migrator = new Migrator({ db, provider: migrationProvider, migrationTableSchema: schema });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";

@@ -25,6 +25,7 @@ import type { Logger } from "../logger.js";
 import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { newId } from "../ids.js";
+import type { KeyInvalidation } from "../cluster/key-invalidation.js";
 import { type KeyEnvironment, generateKey, parseKey, secretMatches } from "./key-format.js";
 import { ipAllowed, normalizeIp } from "./ip-allowlist.js";
 import { patternCovered } from "./model-patterns.js";
@@ -66,6 +67,8 @@ export interface ApiKeysDeps {
   methods: MethodIndex;
   /** The project's current plan. */
   planOf(projectId: string): Promise<Plan>;
+  /** Other instances' caches, told about revokes, rotations and updates (several instances sharing a Redis). */
+  invalidation?: KeyInvalidation;
 }
 
 /** A key's derived status: expiry is a matter of time, not a stored state. */
@@ -81,6 +84,8 @@ export const maxScope = (scopes: Scope[]): Scope => scopes.reduce((a, b) => (b >
 export const listOf = (json: string): string[] => JSON.parse(json) as string[];
 
 const CACHE_TTL_MS = 30_000;
+/** The cache lifetime while invalidations cannot reach other instances (Redis configured but unreachable). */
+export const DEGRADED_CACHE_TTL_MS = 2_000;
 const CACHE_MAX = 50_000;
 const REPLAY_TTL_MS = 10 * 60_000;
 const LAST_USED_FLUSH_MS = 15_000;
@@ -98,8 +103,12 @@ export class ApiKeys {
    */
   private readonly replays = new Map<string, { at: number; result: { row: ApiKeyRow; secret: string } }>();
   private flushTimer?: NodeJS.Timeout;
+  /** Bumped by every invalidation: a load that raced one is not cached (it may hold the row from before). */
+  private generation = 0;
 
-  constructor(private readonly deps: ApiKeysDeps) {}
+  constructor(private readonly deps: ApiKeysDeps) {
+    void deps.invalidation?.subscribe((ids) => this.drop(ids));
+  }
 
   /** Starts the coalesced last-used writer. */
   start(): void {
@@ -125,9 +134,28 @@ export class ApiKeys {
     }
   }
 
-  /** Drops cached keys so the next call re-reads them (revoke, rotate, update). */
-  invalidate(keyIds: Iterable<string>): void {
-    for (const id of keyIds) this.cache.delete(id);
+  /**
+   * Drops cached keys here and in every other instance so the next call
+   * anywhere re-reads them (revoke, rotate, update); resolves once the others
+   * have dropped them too (bounded wait).
+   */
+  async invalidate(keyIds: Iterable<string>): Promise<void> {
+    const ids = [...keyIds];
+    this.drop(ids);
+    await this.deps.invalidation?.publish(ids);
+  }
+
+  /** Drops keys from this instance's cache only (all of them when `keyIds` is undefined). */
+  private drop(keyIds: string[] | undefined): void {
+    this.generation++;
+    if (keyIds === undefined) this.cache.clear();
+    else for (const id of keyIds) this.cache.delete(id);
+  }
+
+  /** How long a cached key is trusted: short while other instances' changes may not reach this one. */
+  private cacheTtl(): number {
+    const inv = this.deps.invalidation;
+    return inv && !inv.connected() ? DEGRADED_CACHE_TTL_MS : CACHE_TTL_MS;
   }
 
   // ---- authentication (hot path) ----
@@ -170,9 +198,10 @@ export class ApiKeys {
 
   private async load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
     const hit = this.cache.get(keyId);
-    if (hit && now - hit.loadedAt < CACHE_TTL_MS) return hit.row;
+    if (hit && now - hit.loadedAt < this.cacheTtl()) return hit.row;
+    const generation = this.generation;
     const row = await repo.findKey(this.deps.database.db, keyId);
-    if (row) {
+    if (row && generation === this.generation) {
       this.cache.delete(keyId);
       this.cache.set(keyId, { row, loadedAt: now });
       if (this.cache.size > CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
@@ -283,7 +312,7 @@ export class ApiKeys {
       await this.event(tx, updated, "updated", actorOf(caller), ip, { update_mask: paths.join(",") });
       return updated;
     });
-    this.invalidate([keyId]);
+    await this.invalidate([keyId]);
     return row;
   }
 
@@ -300,7 +329,7 @@ export class ApiKeys {
       }
       return { row: (await repo.findKey(tx, keyId))!, revoked };
     });
-    this.invalidate(revoked);
+    await this.invalidate(revoked);
     return row;
   }
 
@@ -343,7 +372,7 @@ export class ApiKeys {
       await this.event(tx, row, "created", actorOf(caller), ip, { rotated_from: name });
       return { row, secret: generated.key, old: updatedOld };
     });
-    this.invalidate([keyId]);
+    await this.invalidate([keyId]);
     if (requestId) this.remember(replayKey, { row: result.row, secret: result.secret }, now);
     return result;
   }

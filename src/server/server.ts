@@ -74,7 +74,8 @@ function plainRoute(app: App, req: Req, res: Res): void {
   }
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
-    return json(res, serving ? 200 : 503, { status: serving ? "SERVING" : "NOT_SERVING" });
+    // Redis degraded is still serving (local limits, short key cache) but shown, for operators and load balancers' logs.
+    return json(res, serving ? 200 : 503, { status: serving ? "SERVING" : "NOT_SERVING", ...(app.sharedState && { redis: app.sharedState.status() }) });
   }
   json(res, 404, { error: "not found" });
 }

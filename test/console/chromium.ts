@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrowserContext, chromium } from "playwright-core";
 
-export const CHROMIUM = "/usr/bin/chromium";
+/** Debian's Chromium; FORMSTATE_TEST_CHROMIUM points elsewhere (for example to check the skip path). */
+export const CHROMIUM = process.env.FORMSTATE_TEST_CHROMIUM ?? "/usr/bin/chromium";
 export const CHROMIUM_MISSING = existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is missing: install it with \`apt-get install -y chromium\``;
 
 const FLAGS = [

@@ -10,6 +10,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import Sqlite from "better-sqlite3";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
@@ -353,12 +354,23 @@ describe("storage", () => {
   it("a dump of the database contains no full key and no secret", async () => {
     expect(secrets.length).toBeGreaterThan(10);
     await ts.app.apiKeys.flush();
-    const file = join(ts.dataDir, "formstate.db");
-    const db = new Sqlite(file, { readonly: true });
-    const tables = db.prepare("select name from sqlite_master where type = 'table'").all() as Array<{ name: string }>;
-    const dump = tables.map((t) => JSON.stringify(db.prepare(`select * from "${t.name}"`).all())).join("\n");
-    db.close();
-    const raw = readFileSync(file).toString("latin1") + readFileSync(`${file}-wal`).toString("latin1");
+    let dump: string;
+    let raw = "";
+    if (ts.app.database.dialect === "postgres") {
+      // Every table of the server's schema, read back through SQL (PostgreSQL's files are not ours to read).
+      const { rows: [{ schema }] } = await sql<{ schema: string }>`select current_schema() as schema`.execute(ts.app.database.db);
+      const tables = (await ts.app.database.db.introspection.getTables()).filter((t) => t.schema === schema);
+      expect(tables.length).toBeGreaterThan(10);
+      const rows = await Promise.all(tables.map((t) => sql`select * from ${sql.id(t.name)}`.execute(ts.app.database.db)));
+      dump = rows.map((r) => JSON.stringify(r.rows)).join("\n");
+    } else {
+      const file = join(ts.dataDir, "formstate.db");
+      const db = new Sqlite(file, { readonly: true });
+      const tables = db.prepare("select name from sqlite_master where type = 'table'").all() as Array<{ name: string }>;
+      dump = tables.map((t) => JSON.stringify(db.prepare(`select * from "${t.name}"`).all())).join("\n");
+      db.close();
+      raw = readFileSync(file).toString("latin1") + readFileSync(`${file}-wal`).toString("latin1");
+    }
     for (const s of secrets) {
       const secretPart = parseKey(s)!.secret;
       for (const haystack of [dump, raw]) {

@@ -1,6 +1,10 @@
 /**
  * A real Formstate server for tests: a temporary SQLite file, the dev issuer
  * in a temporary data directory, a loopback port chosen by the OS.
+ *
+ * With DATABASE_URL=postgres://… in the environment each server gets its own
+ * fresh schema there instead (dropped on close), and with REDIS_URL its own
+ * key prefix in Redis, so test files running in parallel never meet.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +16,7 @@ import { App, type AppOverrides } from "../../src/app.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/server/server.js";
+import { dropPostgresSchema, postgresTestEnv } from "./postgres.js";
 
 export interface TestServer {
   app: App;
@@ -40,6 +45,7 @@ export function bearer(token: string | undefined): Interceptor[] {
 
 export async function startTestServer(env: Record<string, string> = {}, overrides: AppOverrides = {}): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "formstate-test-"));
+  const shared = postgresTestEnv(dataDir);
   const config = loadConfig({
     FORMSTATE_DATA_DIR: dataDir,
     DATABASE_URL: join(dataDir, "formstate.db"),
@@ -47,6 +53,7 @@ export async function startTestServer(env: Record<string, string> = {}, override
     PORT: "0",
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     FORMSTATE_SHUTDOWN_GRACE_MS: "5000",
+    ...shared.env,
     ...env,
   });
   const app = await App.create(config, { log: createLogger(config.logLevel), ...overrides });
@@ -65,6 +72,7 @@ export async function startTestServer(env: Record<string, string> = {}, override
     async close() {
       await server.stop();
       await app.close();
+      if (shared.schema && config.databaseUrl === shared.env.DATABASE_URL) await dropPostgresSchema(shared.schema);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,94 @@
+/**
+ * API-key cache invalidation across instances, over Redis pub/sub. A revoke,
+ * rotate or update publishes the key ids; every instance drops them from its
+ * cache and acknowledges; the publisher waits for the acknowledgements (up to
+ * ACK_WAIT_MS) before its call answers, so the very next call to any instance
+ * sees the change.
+ *
+ * Redis unreachable: nothing can be published or heard, so every instance
+ * keeps keys cached for DEGRADED_CACHE_MS only (see ApiKeys) and, when Redis
+ * is back, drops its whole key cache (it may have missed invalidations).
+ */
+import { randomBytes } from "node:crypto";
+import type { Logger } from "../logger.js";
+import type { SharedState } from "./shared-state.js";
+
+const ACK_WAIT_MS = 500;
+
+export interface KeyInvalidation {
+  /** Tells every other instance to drop these keys; resolves once they have (or after a bounded wait). */
+  publish(keyIds: string[]): Promise<void>;
+  /** `drop(ids)` for one batch of ids, `drop(undefined)` for "drop everything". */
+  subscribe(drop: (keyIds: string[] | undefined) => void): Promise<void>;
+  /** Whether invalidations reach the other instances now. */
+  connected(): boolean;
+}
+
+interface Message {
+  from: string;
+  nonce: string;
+  ids: string[];
+}
+
+export function redisKeyInvalidation(shared: SharedState, log: Logger): KeyInvalidation {
+  const self = randomBytes(8).toString("hex");
+  const channel = `${shared.prefix}keys:invalidate`;
+  const ackChannel = `${shared.prefix}keys:ack:${self}`;
+  const waiting = new Map<string, { acks: number; needed: number; done: () => void }>();
+  let drop: (ids: string[] | undefined) => void = () => {};
+  let wasConnected = shared.status() === "connected";
+
+  shared.onChange((s) => {
+    // Back after an outage: anything may have changed meanwhile.
+    if (s === "connected" && !wasConnected) drop(undefined);
+    wasConnected = s === "connected";
+  });
+
+  shared.subscriber.on("message", (ch: string, raw: string) => {
+    if (ch === ackChannel) {
+      const w = waiting.get(raw);
+      if (w && ++w.acks >= w.needed) w.done();
+      return;
+    }
+    if (ch !== channel) return;
+    let msg: Message;
+    try {
+      msg = JSON.parse(raw) as Message;
+    } catch {
+      return;
+    }
+    if (msg.from === self) return;
+    drop(msg.ids);
+    shared.client.publish(`${shared.prefix}keys:ack:${msg.from}`, msg.nonce).catch(() => {});
+  });
+
+  return {
+    async subscribe(fn) {
+      drop = fn;
+      await shared.subscriber.subscribe(channel, ackChannel).catch((err: unknown) => log.warn({ err }, "could not subscribe to key invalidations yet"));
+    },
+    connected: () => shared.status() === "connected",
+    async publish(keyIds) {
+      if (!keyIds.length || shared.status() !== "connected") return;
+      const nonce = randomBytes(8).toString("hex");
+      let release!: () => void;
+      const acked = new Promise<void>((resolve) => (release = resolve));
+      const timer = setTimeout(release, ACK_WAIT_MS);
+      try {
+        // Acknowledgements may arrive before PUBLISH answers with how many there will be.
+        const entry = { acks: 0, needed: Number.POSITIVE_INFINITY, done: release };
+        waiting.set(nonce, entry);
+        // Every subscriber of the channel but this instance acknowledges.
+        const receivers = await shared.client.publish(channel, JSON.stringify({ from: self, nonce, ids: keyIds } satisfies Message));
+        entry.needed = receivers - 1;
+        if (entry.acks >= entry.needed) release();
+        await acked;
+      } catch (err) {
+        log.warn({ err, keyIds }, "could not publish a key invalidation: other instances see it when their cache entry expires");
+      } finally {
+        clearTimeout(timer);
+        waiting.delete(nonce);
+      }
+    },
+  };
+}

@@ -1,0 +1,110 @@
+/**
+ * The PostgreSQL store (`DATABASE_URL=postgres://…`): Kysely's PostgresDialect
+ * over a `pg` pool, shared by several Formstate instances.
+ *
+ * Write transactions keep the guarantee the SQLite store gives with
+ * `BEGIN IMMEDIATE` (no other writer between a check and the write that
+ * depends on it), across processes, with transaction-scoped advisory locks
+ * taken first thing in a READ COMMITTED transaction (so every read after the
+ * lock sees what the previous holder committed):
+ * - an unscoped transaction takes the store's write lock exclusively: writers
+ *   run one at a time, exactly like SQLite;
+ * - a transaction scoped to a project (`{ scope }`) takes the write lock
+ *   shared plus the scope's own lock exclusively: writers of different
+ *   projects run in parallel, writers of one project one at a time. A scoped
+ *   transaction may check-then-write only data of its scope.
+ */
+import pg from "pg";
+import { Kysely, PostgresDialect, sql } from "kysely";
+import type { DatabaseSchema } from "./schema.js";
+import type { Database, Db, TransactionOptions } from "./database.js";
+
+const INT8_OID = 20;
+const NUMERIC_OID = 1700;
+
+/**
+ * Integers come back as JS numbers, like SQLite without safeIntegers (the
+ * table types say `number`): int8 (bigint columns, count) and numeric (sum of
+ * bigint). A value a double cannot hold exactly throws instead of rounding money.
+ */
+function exactNumber(text: string): number {
+  const n = Number(text);
+  if (/^-?\d+$/.test(text) && !Number.isSafeInteger(n)) throw new RangeError(`database value ${text} does not fit a JS number exactly`);
+  return n;
+}
+
+const typeParsers = {
+  getTypeParser(oid: number, format?: "text" | "binary") {
+    if (oid === INT8_OID || oid === NUMERIC_OID) return exactNumber;
+    return (pg.types.getTypeParser as (oid: number, format?: string) => unknown)(oid, format);
+  },
+};
+
+export interface PostgresTarget {
+  /** The connection string without Formstate's own parameters. */
+  connectionString: string;
+  /** The schema to live in (`?schema=` in DATABASE_URL), created if missing; default `public`. */
+  schema: string;
+}
+
+/** Splits Formstate's `schema` parameter off a postgres:// URL. */
+export function postgresTarget(url: string): PostgresTarget & { options: string } {
+  const u = new URL(url);
+  // libpq's `options` (e.g. `-c synchronous_commit=off`) are kept; the schema's search_path is added to them.
+  const options = u.searchParams.get("options") ?? "";
+  u.searchParams.delete("options");
+  const schema = u.searchParams.get("schema") ?? "public";
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error("DATABASE_URL schema must match [a-z_][a-z0-9_]{0,62}");
+  u.searchParams.delete("schema");
+  return { connectionString: u.toString(), schema, options };
+}
+
+export interface PostgresOptions {
+  poolSize?: number;
+}
+
+/** Opens the pool (nothing is connected until the first query). */
+export function openPostgres(url: string, opts: PostgresOptions = {}): { database: Database; schema: string } {
+  const { connectionString, schema, options } = postgresTarget(url);
+  const pool = new pg.Pool({
+    connectionString,
+    max: opts.poolSize ?? 10,
+    types: typeParsers as pg.CustomTypesConfig,
+    // Every connection lives in the schema: the same unqualified queries as on SQLite.
+    options: `${options} -c search_path=${schema}`.trim(),
+    connectionTimeoutMillis: 10_000,
+  });
+  // An idle client losing its server is reported here; the pool replaces it. Without a listener it would crash the process.
+  pool.on("error", () => {});
+  const db: Db = new Kysely<DatabaseSchema>({ dialect: new PostgresDialect({ pool }) });
+  const ns = `formstate:${schema}`;
+  const lock = async (tx: Db, scope: string | undefined) => {
+    if (scope === undefined) {
+      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${ns}, 0))`.execute(tx);
+    } else {
+      // The one-bigint and the two-int4 advisory key spaces do not overlap.
+      await sql`SELECT pg_advisory_xact_lock_shared(hashtextextended(${ns}, 0)), pg_advisory_xact_lock(hashtext(${ns}), hashtext(${scope}))`.execute(tx);
+    }
+  };
+  const database: Database = {
+    dialect: "postgres",
+    db,
+    transaction: <T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions) =>
+      db.transaction().execute(async (tx) => {
+        await lock(tx, options?.scope);
+        return fn(tx);
+      }),
+    close: () => db.destroy(),
+  };
+  return { database, schema };
+}
+
+/** Creates the schema if it is missing (before migrations run in it). */
+export async function ensureSchema(db: Db, schema: string): Promise<void> {
+  try {
+    await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(db);
+  } catch (err) {
+    // Instances starting together race on IF NOT EXISTS: the loser sees a duplicate, which is fine.
+    if ((err as { code?: string }).code !== "23505") throw err;
+  }
+}
