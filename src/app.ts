@@ -5,6 +5,8 @@
  */
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Accounts } from "./accounts/accounts.js";
+import { Sessions } from "./sessions/sessions.js";
+import { WalletBindings } from "./wallets/wallet-bindings.js";
 import { type DevIssuer, loadDevIssuer } from "./auth/dev-issuer.js";
 import { type JwtVerifier, createJwtVerifier } from "./auth/jwt-verifier.js";
 import { type Clock, systemClock } from "./clock.js";
@@ -69,6 +71,9 @@ export class App {
     readonly health: HealthStatus,
     /** The built-in development issuer; only in development without FORMSTATE_JWKS_URL. */
     readonly devIssuer: DevIssuer | undefined,
+    /** Wallet bindings and sign-in sessions (issue 9). */
+    readonly wallets: WalletBindings,
+    readonly sessions: Sessions,
   ) {}
 
   static async create(config: Config, overrides: AppOverrides = {}): Promise<App> {
@@ -107,7 +112,9 @@ export class App {
       invalidatePlan: (p) => accounts.invalidatePlan(p),
     });
     billing.start();
-    const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer);
+    const wallets = new WalletBindings({ database, clock, domain: config.walletDomain });
+    const sessions = new Sessions({ database, clock, log, planOf: (p) => accounts.planOf(p) });
+    const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
     return app;
   }

@@ -47,6 +47,8 @@ export interface Config {
   plansFile?: string;
   /** The project whose admins and developers operate the platform (platform models, credit grants). */
   platformProject: string;
+  /** The domain named in wallet-binding (Sign-In-With-Ethereum) messages. */
+  walletDomain: string;
   /** Serve the browser console at /console/ (built with esbuild on first request). */
   console: boolean;
 }
@@ -226,6 +228,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     devProject,
     plansFile: str("FORMSTATE_PLANS_FILE"),
     platformProject,
+    walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
   };
   if (problems.length) throw new ConfigError(problems);

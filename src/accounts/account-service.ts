@@ -1,7 +1,7 @@
 /** AccountService over the wire: translates messages to the domain and back. */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import {
   AccountSchema,
@@ -9,10 +9,18 @@ import {
   MemberSchema,
   type Member,
   type Account,
+  type WalletBinding,
+  WalletBindingSchema,
+  WalletChallengeSchema,
 } from "../../gen/formstate/v1/account_service_pb.js";
+import type { Sessions } from "../sessions/sessions.js";
+import { type BindingCaller, type BindingRow, type WalletBindings, bindingName } from "../wallets/wallet-bindings.js";
+import { toSession } from "../sessions/session-wire.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
-import { callerOf, parseRole } from "../auth/principal.js";
+import { type Principal, callerOf, parseRole } from "../auth/principal.js";
+
+type Caller = Exclude<Principal, { kind: "anonymous" }>;
 import { invalidArgument } from "../errors.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
 import { type AccountChanges, type AccountView, type Accounts, accountName, memberName } from "./accounts.js";
@@ -46,14 +54,26 @@ function toMember(row: MemberRow): Member {
   });
 }
 
-function unimplemented(): never {
-  throw new ConnectError("not implemented yet", Code.Unimplemented);
+/** A wallet acting through its binding binds and removes as the user behind it. */
+function bindingCaller(caller: Caller): BindingCaller {
+  return { projectId: caller.projectId, role: caller.role, userId: caller.kind === "user" && caller.wallet ? caller.wallet.userId : caller.subject };
+}
+
+function toBinding(row: BindingRow): WalletBinding {
+  return create(WalletBindingSchema, {
+    name: bindingName(row.project_id, row.binding_id),
+    accountId: row.account_id,
+    chainId: row.chain_id,
+    userId: row.user_id,
+    role: parseRole(row.role) ?? Role.UNSPECIFIED,
+    createTime: timestampFromMs(row.create_time),
+  });
 }
 
 const updatableAccountFields = ["display_name", "billing_email"] as const;
 
 /** The AccountService implementation over the accounts domain. */
-export function accountService(accounts: Accounts): ServiceImpl<typeof AccountService> {
+export function accountService(accounts: Accounts, wallets: WalletBindings, sessions: Sessions): ServiceImpl<typeof AccountService> {
   return {
     async createAccount(req, ctx) {
       const a = req.account!;
@@ -91,13 +111,32 @@ export function accountService(accounts: Accounts): ServiceImpl<typeof AccountSe
       await accounts.removeMember(callerOf(ctx), req.name);
       return {};
     },
-    // Issue 9 (wallet tokens and sessions) is being built: these answer UNIMPLEMENTED until then.
-    createWalletChallenge: unimplemented,
-    bindWallet: unimplemented,
-    listWalletBindings: unimplemented,
-    deleteWalletBinding: unimplemented,
-    listSessions: unimplemented,
-    revokeSession: unimplemented,
-    revokeAllSessions: unimplemented,
+    async createWalletChallenge(req, ctx) {
+      const c = await wallets.challenge(bindingCaller(callerOf(ctx)), req.parent, req.accountId);
+      return { challenge: create(WalletChallengeSchema, { nonce: c.nonce, message: c.message, expireTime: timestampFromMs(c.expiresAt) }) };
+    },
+    async bindWallet(req, ctx) {
+      return { binding: toBinding(await wallets.bind(bindingCaller(callerOf(ctx)), req.parent, req.accountId, req.nonce, req.signature)) };
+    },
+    async listWalletBindings(req, ctx) {
+      const page = await wallets.list(bindingCaller(callerOf(ctx)), req.parent, req.pageSize, req.pageToken);
+      return { bindings: page.items.map(toBinding), nextPageToken: page.nextPageToken };
+    },
+    async deleteWalletBinding(req, ctx) {
+      await wallets.remove(bindingCaller(callerOf(ctx)), req.name);
+      return {};
+    },
+    async listSessions(req, ctx) {
+      const page = await sessions.list(callerOf(ctx), req.parent, req.pageSize, req.pageToken, req.showInactive);
+      return { sessions: page.items.map(toSession), nextPageToken: page.nextPageToken };
+    },
+    async revokeSession(req, ctx) {
+      const [view] = await sessions.withBudgets([await sessions.revoke(callerOf(ctx), req.name)]);
+      return { session: toSession(view) };
+    },
+    async revokeAllSessions(req, ctx) {
+      const r = await sessions.revokeAll(callerOf(ctx), req.parent, req.subject);
+      return { revokedCount: r.revoked, revokeTime: timestampFromMs(r.revokeTime) };
+    },
   };
 }

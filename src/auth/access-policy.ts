@@ -46,6 +46,9 @@ export function authorize(method: DescMethod, principal: Principal): void {
       throw permissionDenied(`${name} needs a credential`);
     case "user":
       if (policy.minRole === Role.UNSPECIFIED) throw permissionDenied(`${name} cannot be called with a user token`);
+      if (principal.wallet?.scope === "api" && !policy.metered) {
+        throw permissionDenied(`${name} is not a metered method: wallet tokens with api scope call metered methods only`, "WALLET_SCOPE_TOO_LOW");
+      }
       if (principal.role < policy.minRole) {
         throw permissionDenied(`${name} needs role ${roleName(policy.minRole)}; the caller is ${roleName(principal.role)}`, "ROLE_TOO_LOW");
       }

@@ -12,6 +12,8 @@ import { AuthError } from "./auth-error.js";
 import type { JwtVerifier, VerifiedJwt } from "./jwt-verifier.js";
 import { clientIpKey } from "../server/client-ip.js";
 import { type Principal, parseRole, principalKey } from "./principal.js";
+import { type SessionSeen, sessionIdOf } from "../sessions/sessions.js";
+import { walletIssuerOf } from "../wallets/wallet-token.js";
 
 /** API keys are told from JWTs by their prefix. */
 export const API_KEY_PREFIXES = ["fs_live_", "fs_test_"];
@@ -23,6 +25,10 @@ export interface AuthenticateDeps {
   memberRole(projectId: string, userId: string): Promise<string | undefined>;
   /** Authenticates a Formstate API key presented from an address. */
   apiKey(key: string, clientIp: string): Promise<Principal>;
+  /** Authenticates a wallet-signed token (its iss is a CAIP-10 account id). */
+  walletToken?(token: string): Promise<Principal>;
+  /** Refuses identity-provider tokens of revoked sessions (AuthError SESSION_REVOKED). */
+  admitSession?(seen: SessionSeen): Promise<void>;
 }
 
 /** The credential a request carries, if any. */
@@ -56,13 +62,25 @@ export function createAuthenticateInterceptor(deps: AuthenticateDeps): Intercept
 
 async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
   if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp);
-  let jwt: VerifiedJwt;
   try {
-    jwt = await deps.jwt().verify(credential);
+    if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);
+    return await resolveJwt(deps, credential);
   } catch (err) {
     if (err instanceof AuthError) throw unauthenticated(err.message, err.reason);
     throw err;
   }
+}
+
+async function resolveJwt(deps: AuthenticateDeps, credential: string): Promise<Principal> {
+  const jwt: VerifiedJwt = await deps.jwt().verify(credential);
+  await deps.admitSession?.({
+    projectId: jwt.projectId,
+    kind: "idp",
+    subject: jwt.subject,
+    sessionId: jwt.sessionId === undefined ? undefined : sessionIdOf("idp", `${jwt.projectId}\n${jwt.subject}`, jwt.sessionId),
+    issuedAtMs: jwt.issuedAt === undefined ? undefined : jwt.issuedAt * 1000,
+    expireTime: jwt.expiresAt * 1000,
+  });
   // The IdP's role claim wins; without one, the members table; without a membership, user
   // (the IdP vouches that the subject belongs to the project it names).
   let role = parseRole(jwt.role);

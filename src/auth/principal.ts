@@ -5,6 +5,7 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { unauthenticated } from "../errors.js";
+import type { BudgetRef } from "../wallets/wallet-budgets.js";
 
 /** No credential was presented (only public methods get this far). */
 export interface AnonymousPrincipal {
@@ -17,10 +18,25 @@ export interface UserPrincipal {
   subject: string;
   projectId: string;
   role: Role;
-  /** Where the role came from: the token's role claim, the members table, or the default. */
-  roleSource: "token" | "member" | "default";
+  /** Where the role came from: the token's role claim, the members table, the default, or a wallet binding. */
+  roleSource: "token" | "member" | "default" | "wallet";
   sessionId?: string;
+  /** Epoch seconds; 0 when the token has no expiry (wallet api tokens may omit exp). */
   expiresAt: number;
+  /** Set when the credential is a wallet-signed token; `subject` is then the wallet's CAIP-10 id. */
+  wallet?: WalletGrant;
+}
+
+/** What a wallet-signed token grants, from its verified claims and the wallet's binding. */
+export interface WalletGrant {
+  accountId: string;
+  /** The user who bound the wallet: the wallet acts as this user. */
+  userId: string;
+  /** admin: manage the caller's own account, sessions and keys; api: metered methods only. */
+  scope: "admin" | "api";
+  /** Model patterns the token may meter; empty means any. */
+  models: string[];
+  budget?: BudgetRef;
 }
 
 /** A program calling with a Formstate API key (standard or scoped). */

@@ -6,6 +6,8 @@ import type { AgentTable, HireTable, ModelPriceTable, ModelTable } from "../cata
 import type { ApiKeyEventTable, ApiKeyIpTable } from "../keys/api-key-event-table.js";
 import type { ApiKeyTable } from "../keys/api-key-table.js";
 import type { CreditTransactionTable } from "../ledger/credit-transaction-table.js";
+import type { AuthSessionTable, SessionCutoffTable } from "../sessions/session-tables.js";
+import type { WalletBindingTable, WalletBudgetTable, WalletChallengeTable } from "../wallets/wallet-tables.js";
 import type { UsageAuthorizationTable, UsageRecordTable, UsageRollupTable } from "../usage/usage-tables.js";
 
 export interface DatabaseSchema {
@@ -26,4 +28,9 @@ export interface DatabaseSchema {
   stripe_event: StripeEventTable;
   checkout_fulfillment: CheckoutFulfillmentTable;
   meter_outbox: MeterOutboxTable;
+  wallet_challenge: WalletChallengeTable;
+  wallet_binding: WalletBindingTable;
+  wallet_budget: WalletBudgetTable;
+  auth_session: AuthSessionTable;
+  session_cutoff: SessionCutoffTable;
 }

@@ -17,6 +17,8 @@ export interface Plan {
   apiKeyLimit: number | null;
   rateLimit: { requestsPerSecond: number; burst: number };
   overdraftAllowed: boolean;
+  /** Concurrent sign-in sessions per user; the oldest is revoked past it. null or absent = unlimited. */
+  sessionLimit?: number | null;
 }
 
 export const defaultPlans: Plan[] = [

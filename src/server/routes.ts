@@ -18,7 +18,7 @@ import { registerHealth } from "./health.js";
 import { registerReflection } from "./reflection.js";
 
 export function registerRoutes(router: ConnectRouter, app: App): void {
-  router.service(AccountService, accountService(app.accounts));
+  router.service(AccountService, accountService(app.accounts, app.wallets, app.sessions));
   router.service(
     ApiKeyService,
     apiKeyService({

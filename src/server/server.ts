@@ -9,6 +9,7 @@ import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
+import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
 import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
@@ -41,6 +42,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         jwt: () => app.jwt(),
         memberRole: (p, u) => app.accounts.memberRole(p, u),
         apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
+        walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+        admitSession: (seen) => app.sessions.admit(seen),
       }),
       createAuthorizeInterceptor(),
       createRateLimitInterceptor({

@@ -55,6 +55,8 @@ export interface UsageAuthorizationTable {
   model: string | null;
   agent: string | null;
   api_key_id: string | null;
+  /** The wallet-token budget the hold was reserved from (migration 0007). */
+  budget_id: string | null;
   usage_record_id: string | null;
   create_time: number;
   expire_time: number;

@@ -20,6 +20,7 @@ import type { ApiKeys } from "../keys/api-keys.js";
 import { modelAllowed } from "../keys/model-patterns.js";
 import * as ledger from "../ledger/ledger.js";
 import { enqueueMeterEvent } from "../billing/outbox.js";
+import { budgetRefusal, refundBudget, reserveBudget, settleBudget } from "../wallets/wallet-budgets.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { HOUR_MS, floorTo, monthKey } from "./period.js";
@@ -142,6 +143,7 @@ export class Usage {
         // Settling: the hold comes back, the actual cost goes out (even below zero: the work is done).
         await ledger.book(tx, { projectId, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: "hold settled" }, now);
         if (auth.api_key_id) await this.deps.keys.addSpend(tx, auth.api_key_id, -auth.held_micros);
+        if (auth.budget_id) await settleBudget(tx, auth.budget_id, auth.held_micros, priced.cost, now);
         await tx
           .updateTable("usage_authorization")
           .set({ state: "settled", settled_micros: priced.cost, usage_record_id: recordId, close_time: now })
@@ -149,6 +151,8 @@ export class Usage {
           .execute();
       } else {
         await this.requireFunds(tx, projectId, plan, priced.cost);
+        // A wallet token's budget is spent by the same transaction as the credits.
+        if (caller.kind === "user" && caller.wallet?.budget) await reserveBudget(tx, caller.wallet.budget, priced.cost, now);
       }
       if (keyId) {
         if (!input.authorization) await this.requireSpendRoom(tx, keyId, priced.cost);
@@ -227,6 +231,8 @@ export class Usage {
         await this.requireSpendRoom(tx, keyId, amount);
         await this.deps.keys.addSpend(tx, keyId, amount);
       }
+      const budget = caller.kind === "user" ? caller.wallet?.budget : undefined;
+      if (budget) await reserveBudget(tx, budget, amount, now);
       const authId = newId();
       await ledger.book(tx, { projectId, kind: "hold", amountMicros: -amount, idempotencyKey: `hold:${authId}`, authorizationId: authId, actor: caller.subject, description: "hold" }, now);
       const auth: AuthorizationRow = {
@@ -240,6 +246,7 @@ export class Usage {
         model,
         agent,
         api_key_id: keyId ?? null,
+        budget_id: budget?.id ?? null,
         usage_record_id: null,
         create_time: now,
         expire_time: now + (input.ttlMs || DEFAULT_HOLD_MS),
@@ -290,6 +297,7 @@ export class Usage {
   private async returnHold(tx: Db, auth: AuthorizationRow, state: "released" | "expired", now: number): Promise<void> {
     await ledger.book(tx, { projectId: auth.project_id, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: `hold ${state}` }, now);
     if (auth.api_key_id) await this.deps.keys.addSpend(tx, auth.api_key_id, -auth.held_micros);
+    if (auth.budget_id) await refundBudget(tx, auth.budget_id, auth.held_micros, now);
     await tx.updateTable("usage_authorization").set({ state, close_time: now }).where("auth_id", "=", auth.auth_id).execute();
   }
 
@@ -328,6 +336,10 @@ export class Usage {
       const refusal = await this.deps.keys.spendRefusal(db, caller.keyId, cost);
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: `spend cap of ${refusal.keyName} reached` };
     }
+    if (caller.kind === "user" && caller.wallet?.budget) {
+      const refusal = await budgetRefusal(db, caller.wallet.budget, cost, now);
+      if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
+    }
     if (!plan.overdraftAllowed && balance < cost) {
       const err = this.creditsExhausted(plan, balance, cost);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
@@ -344,6 +356,7 @@ export class Usage {
       if (caller.kind === "api_key" && !modelAllowed(caller.allowedModels, usage.model)) {
         throw permissionDenied(`this API key may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
       }
+      this.requireWalletModel(caller, usage.model);
       const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
       if (!price) throw invalidArgument("model_usage.model", `unknown model ${usage.model}`);
       return {
@@ -360,6 +373,7 @@ export class Usage {
     let inputPrice = 0;
     let outputPrice = 0;
     if (usage.model && (usage.inputTokens || usage.outputTokens)) {
+      this.requireWalletModel(caller, usage.model);
       const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
       if (!price) throw invalidArgument("model", `unknown model ${usage.model}`);
       tokenCost = modelCost(price, usage.inputTokens ?? 0, usage.outputTokens ?? 0);
@@ -367,6 +381,12 @@ export class Usage {
       outputPrice = price.outputPriceMicrosPerMillion;
     }
     return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros };
+  }
+
+  /** A wallet token's `models` claim limits which models it may meter. */
+  private requireWalletModel(caller: Caller, model: string): void {
+    const models = caller.kind === "user" ? caller.wallet?.models : undefined;
+    if (models && models.length > 0 && !modelAllowed(models, model)) throw permissionDenied(`this wallet token may not use ${model}`, "MODEL_NOT_ALLOWED");
   }
 
   /** The key usage is attributed to: the named customer key, else the calling key. */

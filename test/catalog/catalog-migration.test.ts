@@ -20,7 +20,7 @@ describe("0006-catalog-prices", () => {
         { ...model, model_id: "p/platform", owner_project: null, input_price: 7, output_price: 8, visibility: "private", create_time: 200 },
       ])
       .execute();
-    const { error, results } = await migrator.migrateToLatest();
+    const { error, results } = await migrator.migrateTo("0006-catalog-prices");
     expect(error).toBeUndefined();
     expect(results?.map((r) => [r.migrationName, r.status])).toEqual([["0006-catalog-prices", "Success"]]);
     expect(await db.selectFrom("model_price").selectAll().orderBy("model_id").execute()).toEqual([
