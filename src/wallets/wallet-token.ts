@@ -30,7 +30,7 @@ export interface WalletToken {
   /** Model name patterns the token may meter; empty means any. */
   models: string[];
   budget?: WalletBudgetClaim;
-  /** `sid`, else `jti`, else the signature: tokens sharing it share a session. */
+  /** `sid`, else `jti`, else the signed content: tokens sharing it share a session. */
   sessionKey: string;
 }
 
@@ -149,7 +149,9 @@ export function verifyWalletToken(token: string, nowMs: number): WalletToken {
 
   const sid = claims.sid ?? claims.jti;
   if (sid !== undefined && (typeof sid !== "string" || sid === "" || sid.length > 128)) throw invalid("wallet token sid and jti must be strings of 1 to 128 characters");
-  const sessionKey = typeof sid === "string" ? `sid:${sid}` : `sig:${createHash("sha256").update(parts[2]).digest("base64url")}`;
+  // Without sid/jti the session is the signed content, never the signature: an ECDSA signature can be
+  // re-encoded (s -> n - s) into another valid one, which must not open a fresh session and budget.
+  const sessionKey = typeof sid === "string" ? `sid:${sid}` : `signed:${createHash("sha256").update(`${parts[0]}.${parts[1]}`).digest("base64url")}`;
 
   return { account, scope, issuedAt, expiresAt, models, budget, sessionKey };
 }

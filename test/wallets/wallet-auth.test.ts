@@ -6,6 +6,7 @@
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { LimitExceededSchema, LimitReason } from "../../gen/formstate/v1/errors_pb.js";
@@ -199,6 +200,23 @@ describe("wallet budgets", () => {
     }
     // Another session (another sid) has its own budget.
     await record(walletToken(w, { iat: nowS(), scope: "api", sid: "second", budget: 1_000_000, budget_range: { type: "rounds", count: 3 } }), "rounds", "other-session");
+  });
+
+  it("a re-encoded (malleated, s -> n - s) Ethereum signature does not open a fresh session budget", async () => {
+    const { dev } = await setup("malleate");
+    const w = ethWallet();
+    await bind(dev, "malleate", w);
+    const token = walletToken(w, { iat: nowS(), scope: "api", budget: 1_000_000, budget_range: { type: "rounds", count: 1 } });
+    await record(token, "malleate", "once");
+    const [h, p, sig] = token.split(".");
+    const bytes = Buffer.from(sig, "base64url");
+    const n = secp256k1.Point.CURVE().n;
+    const s = BigInt(`0x${bytes.subarray(32, 64).toString("hex")}`);
+    const flipped = Buffer.concat([bytes.subarray(0, 32), Buffer.from((n - s).toString(16).padStart(64, "0"), "hex"), Buffer.from([bytes[64] === 27 ? 28 : 27])]);
+    const malleated = `${h}.${p}.${flipped.toString("base64url")}`;
+    expect(malleated).not.toBe(token);
+    const err = await expectCode(record(malleated, "malleate", "twice"), Code.ResourceExhausted, /covers 1 rounds/);
+    expect(reasonOf(err)).toBe(LimitReason.SPEND_CAP);
   });
 
   it("per session, exact under 40 concurrent calls: 10 of 1,000 micro-USD fit a 10,000 budget; credits and ledger agree", async () => {
