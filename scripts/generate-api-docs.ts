@@ -24,10 +24,12 @@ import {
   type DescService,
   createFileRegistry,
   fromBinary,
+  toJson,
   getOption,
   hasOption,
 } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { FieldRulesSchema, field as fieldRules, message as messageRules, oneof as oneofRules } from "../gen/buf/validate/validate_pb.js";
 import { type AccessPolicy, AccessPolicySchema, Role, Scope, access } from "../gen/formstate/v1/access_pb.js";
 
 const root = join(import.meta.dirname, "..");
@@ -169,6 +171,29 @@ function scalarKeyName(f: DescField): string {
 
 const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\n+/g, " ");
 
+/** `{"string":{"maxLen":200}}` -> ["string.max_len: 200"]: the protovalidate rules, flattened. */
+function flatten(value: unknown, prefix = ""): string[] {
+  const text = (v: unknown) => (typeof v === "string" && v !== "" ? v : JSON.stringify(v));
+  if (value === null || typeof value !== "object") return [`${prefix}: ${text(value)}`];
+  if (Array.isArray(value)) {
+    if (value.every((v) => v === null || typeof v !== "object")) return [`${prefix}: ${value.map(text).join(", ")}`];
+    return value.flatMap((v) => flatten(v, prefix));
+  }
+  return Object.entries(value).flatMap(([k, v]) => flatten(v, prefix ? `${prefix}.${k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}` : k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)));
+}
+
+/** A field's validation rules (violations are INVALID_ARGUMENT naming the field). */
+function rulesOf(f: DescField): string {
+  if (!hasOption(f, fieldRules)) return "";
+  const json = toJson(FieldRulesSchema, getOption(f, fieldRules)) as Record<string, unknown>;
+  // CEL rules are shown by their message, the text a caller gets back.
+  const cel = (json.cel as { message?: string; id?: string }[] | undefined)?.map((c) => `${c.message ?? c.id}`) ?? [];
+  delete json.cel;
+  const optional = json.ignore === "IGNORE_IF_ZERO_VALUE";
+  if (optional) delete json.ignore;
+  return [...(optional ? ["empty skips these rules"] : []), ...flatten(json), ...cel].map((r) => `\`${r}\``).join("<br>");
+}
+
 function renderMessage(m: DescMessage, out: string[]): void {
   out.push(`<a id="${anchor(m.typeName)}"></a>`, "", `#### ${m.name}`, "");
   const c = comment(m);
@@ -176,12 +201,15 @@ function renderMessage(m: DescMessage, out: string[]): void {
   if (m.fields.length === 0) {
     out.push("No fields.", "");
   } else {
-    out.push("| field | type | description |", "|---|---|---|");
+    out.push("| field | type | description | rules |", "|---|---|---|---|");
     for (const f of m.fields) {
       const oneof = f.oneof ? ` (oneof \`${f.oneof.name}\`)` : "";
-      out.push(`| \`${f.name}\` | ${fieldType(f)}${oneof} | ${cell(comment(f))} |`);
+      out.push(`| \`${f.name}\` | ${fieldType(f)}${oneof} | ${cell(comment(f))} | ${cell(rulesOf(f))} |`);
     }
     out.push("");
+    const checks = m.oneofs.filter((o) => hasOption(o, oneofRules) && getOption(o, oneofRules).required).map((o) => `exactly one of ${o.fields.map((f) => `\`${f.name}\``).join(", ")}`);
+    if (hasOption(m, messageRules)) checks.push(...getOption(m, messageRules).cel.map((c) => `\`${c.message || c.id}\``));
+    if (checks.length) out.push(`Also checked: ${checks.join("; ")}.`, "");
   }
   for (const n of m.nestedMessages) if (!n.proto.options?.mapEntry) renderMessage(n, out);
   for (const e of m.nestedEnums) renderEnum(e, out);

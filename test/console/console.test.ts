@@ -52,7 +52,7 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     });
     browser = await launchChromium();
     page = await browser.context.newPage();
-  });
+  }, 120_000); // a bundle, a server and a browser on a busy 2-core machine
   afterAll(async () => {
     await browser?.close();
     await ts?.close();
