@@ -164,6 +164,26 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     await own.close();
   });
 
+  it("signs in with an API key (project typed in) and shows what the key may not do", async () => {
+    const keyed = await browser.context.newPage();
+    await keyed.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    await keyed.fill("#secret", newKeySecret);
+    expect(await keyed.inputValue("#project")).toBe(""); // a key names no project
+    await keyed.fill("#project", PROJECT);
+    await keyed.click("#signin-submit");
+    await keyed.waitForSelector("#app:not([hidden])");
+    await keyed.locator(`#models-body tr[data-model="${MODEL}"]`).waitFor();
+    expect(await keyed.locator("#keys-body").innerText()).toContain("console-made");
+    // A write-scope key may not create keys (admin scope): the server's refusal is shown, nothing else changes.
+    await keyed.fill("#key-name", "not-allowed");
+    await keyed.click("#key-create");
+    const error = keyed.locator("#keys-error");
+    await error.waitFor();
+    expect(await error.innerText()).toMatch(/^PermissionDenied: /);
+    expect(await keyed.locator("#new-key").isHidden()).toBe(true);
+    await keyed.close();
+  });
+
   it("refuses a bad token with the server's reason and stays signed out", async () => {
     const other = await browser.context.newPage();
     await other.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
