@@ -14,9 +14,10 @@ export function renderUsageChart(el: HTMLElement, series: GetUsageTimeseriesResp
   replace(el, usageChart(points, hourly));
 }
 
+/** Per-model rows (highest cost first, as the server orders them), then per-agent rows. */
 export function renderModelTable(tbody: HTMLElement, tfoot: HTMLElement, summary: GetUsageSummaryResponse): void {
-  if (summary.models.length === 0) {
-    replace(tbody, h("tr", {}, h("td", { colspan: "5", class: "muted" }, "No model usage in this range.")));
+  if (summary.models.length === 0 && summary.agents.length === 0) {
+    replace(tbody, h("tr", {}, h("td", { colspan: "5", class: "muted" }, "No usage in this range.")));
   } else {
     replace(
       tbody,
@@ -29,6 +30,17 @@ export function renderModelTable(tbody: HTMLElement, tfoot: HTMLElement, summary
           h("td", { class: "num" }, formatCount(m.inputTokens)),
           h("td", { class: "num" }, formatCount(m.outputTokens)),
           h("td", { class: "num cost" }, formatUsd(m.costMicros)),
+        ),
+      ),
+      ...summary.agents.map((a) =>
+        h(
+          "tr",
+          { "data-agent": a.agent },
+          h("td", { class: "mono" }, `${a.agent} (invocations)`),
+          h("td", { class: "num" }, formatCount(a.invocations)),
+          h("td", { class: "num muted" }, "-"),
+          h("td", { class: "num muted" }, "-"),
+          h("td", { class: "num cost" }, formatUsd(a.costMicros)),
         ),
       ),
     );

@@ -11,7 +11,6 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildConsole } from "../../console/build.js";
-import { formatUsd } from "../../console/money.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
 import { type Browser, CHROMIUM_MISSING, launchChromium } from "./chromium.js";
@@ -19,6 +18,7 @@ import { type StaticHost, serveStatic } from "./static-host.js";
 
 const PROJECT = "console-e2e";
 const MODEL = "models/console-e2e/chat-1";
+const AGENT = "agents/console-helper";
 const SCREENSHOT = join(import.meta.dirname, "../../test-output/console.png");
 
 if (CHROMIUM_MISSING && process.env.CI === "true") {
@@ -38,6 +38,7 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
   let page: Page;
   let adminToken: string;
   let newKeySecret = "";
+  const adminClient = () => createFormstateClient({ baseUrl: ts.url, token: adminToken });
 
   beforeAll(async () => {
     host = await serveStatic(await buildConsole());
@@ -50,6 +51,8 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
       modelId: "console-e2e/chat-1",
       model: { displayName: "Chat 1", inputPriceMicrosPerMillion: 2_000_000n, outputPriceMicrosPerMillion: 8_000_000n },
     });
+    await admin.agents.createAgent({ agentId: "console-helper", agent: { displayName: "Helper", pricePerInvocationMicros: 4_000n } });
+    await admin.agents.hireAgent({ parent: `accounts/${PROJECT}`, agent: AGENT });
     browser = await launchChromium();
     page = await browser.context.newPage();
   }, 120_000); // a bundle, a server and a browser on a busy 2-core machine
@@ -72,10 +75,10 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     expect(await text("#account-project")).toBe(PROJECT);
     expect(await text("#account-plan")).toBe("Free");
     expect(await text("#account-credits")).toBe("$0.00");
-    expect(await text("#account-slots")).toBe("0 of 1");
+    expect(await text("#account-slots")).toBe("1 of 1");
     expect(await text("#account-keys")).toBe("0 of 2");
     expect(await text("#keys-body")).toContain("No API keys yet.");
-    expect(await text("#models-body")).toContain("No model usage in this range.");
+    expect(await text("#models-body")).toContain("No usage in this range.");
     // The chart has its 24 or 25 hourly buckets, all empty.
     const costs = await page.locator("#usage-chart rect.bar").evaluateAll((els) => els.map((e) => e.getAttribute("data-cost-micros")));
     expect(costs.length).toBeGreaterThanOrEqual(24);
@@ -112,27 +115,31 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
       occurTime: timestampFromDate(new Date(Date.now() - 3 * 3600_000)),
       usage: { case: "modelUsage", value: { model: MODEL, inputTokens: 250_000n, outputTokens: 0n } },
     });
+    // And one agent invocation now, 4,000 micros.
+    const invoked = await adminClient().agents.invokeAgent({ parent, target: { case: "agent", value: AGENT }, requestId: "console-3", operation: "summarize" });
 
     await page.click("#refresh");
     const row = page.locator(`#models-body tr[data-model="${MODEL}"]`);
     await row.waitFor();
     const cells = await row.locator("td").allInnerTexts();
     expect(cells).toEqual([MODEL, "2", "251,000", "500", "$0.506"]);
-    expect(await text("#usage-total")).toBe("$0.506");
+    expect(await page.locator(`#models-body tr[data-agent="${AGENT}"] td`).allInnerTexts()).toEqual([`${AGENT} (invocations)`, "1", "-", "-", "$0.004"]);
+    expect(await text("#usage-total")).toBe("$0.51");
 
     const bars = await page.locator("#usage-chart rect.bar").evaluateAll((els) =>
       els.map((e) => ({ cost: BigInt(e.getAttribute("data-cost-micros") ?? "0"), height: Number(e.getAttribute("height")) })),
     );
-    expect(bars.reduce((sum, b) => sum + b.cost, 0n)).toBe(506_000n);
+    expect(bars.reduce((sum, b) => sum + b.cost, 0n)).toBe(510_000n);
     // Two buckets three hours apart; bar heights follow the costs.
     const filled = bars.map((b, i) => ({ ...b, i })).filter((b) => b.cost > 0n);
-    expect(filled.map((b) => b.cost)).toEqual([500_000n, 6_000n]);
+    expect(filled.map((b) => b.cost)).toEqual([500_000n, 10_000n]);
     expect(filled[1].i - filled[0].i).toBe(3);
     expect(filled[0].height).toBeGreaterThan(100);
-    expect(filled[1].height).toBeCloseTo((filled[0].height * 6_000) / 500_000, 1);
+    expect(filled[1].height).toBeCloseTo((filled[0].height * 10_000) / 500_000, 1);
     // The account card followed: the month's Free credits ($5) minus the usage.
     expect(last.balanceMicros).toBe(5_000_000n - 506_000n);
-    expect(await text("#account-credits")).toBe(formatUsd(last.balanceMicros));
+    expect(invoked.balanceMicros).toBe(5_000_000n - 510_000n);
+    expect(await text("#account-credits")).toBe("$4.49");
 
     mkdirSync(join(SCREENSHOT, ".."), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
@@ -160,7 +167,7 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     await own.click("#signin-submit");
     await own.waitForSelector("#app:not([hidden])");
     await own.locator(`#models-body tr[data-model="${MODEL}"]`).waitFor();
-    expect(await own.locator("#usage-total").innerText()).toBe("$0.506");
+    expect(await own.locator("#usage-total").innerText()).toBe("$0.51");
     await own.close();
   });
 
