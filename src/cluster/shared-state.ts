@@ -13,6 +13,8 @@ import type { Logger } from "../logger.js";
 
 export type SharedStateStatus = "connected" | "degraded";
 
+const DEGRADED_MESSAGE = "redis unreachable: falling back to in-process rate limits and a short key cache lifetime until it is back";
+
 /** How long one Redis command may take before the caller falls back. */
 const COMMAND_TIMEOUT_MS = 250;
 
@@ -66,6 +68,7 @@ export class SharedState {
       const done = () => {
         clearTimeout(timer);
         this.listeners.delete(on);
+        if (this.state !== "connected") this.log.warn(DEGRADED_MESSAGE);
         resolve(this.state);
       };
       const on = (s: SharedStateStatus) => s === "connected" && done();
@@ -79,7 +82,7 @@ export class SharedState {
     if (next === this.state || this.closed) return;
     this.state = next;
     if (next === "connected") this.log.info("redis connected: rate limits and key invalidations are shared across instances");
-    else this.log.warn("redis unreachable: falling back to in-process rate limits and a short key cache lifetime until it is back");
+    else this.log.warn(DEGRADED_MESSAGE);
     for (const fn of [...this.listeners]) fn(next);
   }
 

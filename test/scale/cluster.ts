@@ -19,24 +19,24 @@ export const REDIS_URL = process.env.SCALE_REDIS_URL ?? "redis://127.0.0.1:6379"
 const root = resolve(import.meta.dirname, "../..");
 
 /** What is missing to run these tests, or undefined when PostgreSQL and Redis answer. */
-export async function missingParts(): Promise<string | undefined> {
+export async function missingParts(pgUrl = PG_URL, redisUrl = REDIS_URL): Promise<string | undefined> {
   const missing: string[] = [];
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2_000 });
+  const client = new pg.Client({ connectionString: pgUrl, connectionTimeoutMillis: 2_000 });
   try {
     await client.connect();
     await client.query("select 1");
   } catch {
-    missing.push(`PostgreSQL at ${PG_URL} (start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)`);
+    missing.push(`PostgreSQL at ${new URL(pgUrl).host} (start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)`);
   } finally {
     await client.end().catch(() => {});
   }
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 2_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const redis = new Redis(redisUrl, { lazyConnect: true, connectTimeout: 2_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
   redis.on("error", () => {});
   try {
     await redis.connect();
     await redis.ping();
   } catch {
-    missing.push(`Redis at ${REDIS_URL} (start it: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no)`);
+    missing.push(`Redis at ${new URL(redisUrl).host} (start it: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no)`);
   } finally {
     redis.disconnect();
   }
