@@ -16,7 +16,7 @@ import { Billing } from "./billing/billing.js";
 import { Agents } from "./catalog/agents.js";
 import { Models } from "./catalog/models.js";
 import { ApiKeys } from "./keys/api-keys.js";
-import { redisKeyInvalidation } from "./cluster/key-invalidation.js";
+import { redisInvalidation, redisKeyInvalidation } from "./cluster/key-invalidation.js";
 import { SharedState } from "./cluster/shared-state.js";
 import { RedisRateLimiter } from "./limits/redis-rate-limiter.js";
 import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
@@ -112,8 +112,14 @@ export class App {
       invalidatePlan: (p) => accounts.invalidatePlan(p),
     });
     billing.start();
-    const wallets = new WalletBindings({ database, clock, domain: config.walletDomain });
-    const sessions = new Sessions({ database, clock, log, planOf: (p) => accounts.planOf(p) });
+    // Sessions and wallet bindings share one invalidation channel; each drops only its own ids.
+    const authInvalidation = shared && redisInvalidation(shared, log, "auth");
+    const wallets = new WalletBindings({ database, clock, domain: config.walletDomain, invalidation: authInvalidation });
+    const sessions = new Sessions({ database, clock, log, planOf: (p) => accounts.planOf(p), invalidation: authInvalidation });
+    void authInvalidation?.subscribe((ids) => {
+      sessions.drop(ids);
+      wallets.drop(ids);
+    });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
     return app;

@@ -31,9 +31,17 @@ interface Message {
 }
 
 export function redisKeyInvalidation(shared: SharedState, log: Logger): KeyInvalidation {
+  return redisInvalidation(shared, log, "keys");
+}
+
+/**
+ * The same protocol on its own channels for another cache (`topic`): API keys
+ * use "keys"; sessions and wallet bindings use "auth".
+ */
+export function redisInvalidation(shared: SharedState, log: Logger, topic: string): KeyInvalidation {
   const self = randomBytes(8).toString("hex");
-  const channel = `${shared.prefix}keys:invalidate`;
-  const ackChannel = `${shared.prefix}keys:ack:${self}`;
+  const channel = `${shared.prefix}${topic}:invalidate`;
+  const ackChannel = `${shared.prefix}${topic}:ack:${self}`;
   const waiting = new Map<string, { acks: number; needed: number; done: () => void }>();
   let drop: (ids: string[] | undefined) => void = () => {};
   let wasConnected = shared.status() === "connected";
@@ -59,7 +67,7 @@ export function redisKeyInvalidation(shared: SharedState, log: Logger): KeyInval
     }
     if (msg.from === self) return;
     drop(msg.ids);
-    shared.client.publish(`${shared.prefix}keys:ack:${msg.from}`, msg.nonce).catch(() => {});
+    shared.client.publish(`${shared.prefix}${topic}:ack:${msg.from}`, msg.nonce).catch(() => {});
   });
 
   return {

@@ -17,6 +17,7 @@ import type { Logger } from "../logger.js";
 import type { Plan } from "../plans/plans.js";
 import type { AuthSessionTable } from "./session-tables.js";
 import type { Selectable } from "kysely";
+import type { KeyInvalidation } from "../cluster/key-invalidation.js";
 import { type BudgetRef, ensureBudget } from "../wallets/wallet-budgets.js";
 
 export type SessionRow = Selectable<AuthSessionTable>;
@@ -55,6 +56,8 @@ export interface SessionsDeps {
   planOf(projectId: string): Promise<Plan>;
   /** How long this process trusts what it read of a session; default 1 s. Own revocations apply at once. */
   cacheMs?: number;
+  /** Tells other instances to drop what they cached (Redis pub/sub), so revocations apply there at once too. */
+  invalidation?: KeyInvalidation;
 }
 
 /** A session's id: derived, so raw `sid` values (any characters) never become resource names. */
@@ -122,6 +125,7 @@ export class Sessions {
       return excess;
     });
     for (const id of revoked) this.remember(id, { revoked: true, at: now, seenWritten: now });
+    await this.publish(revoked.map((id) => `s:${id}`));
     if (revoked.length > 0) this.deps.log.info({ projectId: s.projectId, subject: s.subject, revoked: revoked.length }, "session limit: oldest sessions revoked");
     return revoked.includes(s.sessionId!);
   }
@@ -197,6 +201,7 @@ export class Sessions {
     const now = this.deps.clock.now();
     await this.deps.database.db.updateTable("auth_session").set({ revoke_time: now, revoke_reason: `revoked by ${caller.subject}` }).where("session_id", "=", row.session_id).where("revoke_time", "is", null).execute();
     this.remember(row.session_id, { revoked: true, at: now, seenWritten: now });
+    await this.publish([`s:${row.session_id}`]);
     return { ...row, revoke_time: now, revoke_reason: `revoked by ${caller.subject}` };
   }
 
@@ -219,6 +224,24 @@ export class Sessions {
     });
     this.cutoffs.set(`${projectId}\n${target}`, { before: now, at: now });
     for (const id of ids) this.remember(id, { revoked: true, at: now, seenWritten: now });
+    await this.publish([`c:${projectId}\n${target}`, ...ids.map((id) => `s:${id}`)]);
     return { revoked: ids.length, revokeTime: now };
+  }
+
+  private async publish(ids: string[]): Promise<void> {
+    if (ids.length > 0) await this.deps.invalidation?.publish(ids);
+  }
+
+  /** Another instance revoked: forget what was cached (`s:` sessions, `c:` cut-offs; undefined: everything). */
+  drop(ids: string[] | undefined): void {
+    if (ids === undefined) {
+      this.known.clear();
+      this.cutoffs.clear();
+      return;
+    }
+    for (const id of ids) {
+      if (id.startsWith("s:")) this.known.delete(id.slice(2));
+      else if (id.startsWith("c:")) this.cutoffs.delete(id.slice(2));
+    }
   }
 }

@@ -17,6 +17,7 @@ import { CaipError, type WalletAccount, checksumAddress, parseAccountId } from "
 import { fromBase58, fromHex, recoverEthSigner, verifyEd25519 } from "./signatures.js";
 import type { WalletBindingTable } from "./wallet-tables.js";
 import type { Selectable } from "kysely";
+import type { KeyInvalidation } from "../cluster/key-invalidation.js";
 
 export type BindingRow = Selectable<WalletBindingTable>;
 
@@ -35,6 +36,8 @@ export interface WalletBindingsDeps {
   domain: string;
   /** How long this process trusts a resolved binding; default 1 s. Own deletions apply at once. */
   cacheMs?: number;
+  /** Tells other instances to drop a removed binding at once (Redis pub/sub). */
+  invalidation?: KeyInvalidation;
 }
 
 export const CHALLENGE_TTL_MS = 5 * 60_000;
@@ -138,6 +141,13 @@ export class WalletBindings {
     if (row.user_id !== caller.userId && caller.role < Role.ADMIN) throw permissionDenied("only admins remove other users' wallet bindings", "ROLE_TOO_LOW");
     await db.deleteFrom("wallet_binding").where("binding_id", "=", id).execute();
     this.cache.delete(row.account_id);
+    await this.deps.invalidation?.publish([`w:${row.account_id}`]);
+  }
+
+  /** Another instance removed bindings (`w:` account ids; undefined: everything). */
+  drop(ids: string[] | undefined): void {
+    if (ids === undefined) this.cache.clear();
+    else for (const id of ids) if (id.startsWith("w:")) this.cache.delete(id.slice(2));
   }
 
   /** The binding of a normalized CAIP-10 account id, if any. */
