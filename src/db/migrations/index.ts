@@ -1,6 +1,13 @@
 /**
  * The ordered list of migrations. Listed in code, not discovered on disk, so
  * bundling and vitest (which cannot import .ts through FileMigrationProvider) work.
+ *
+ * Every migration runs on SQLite and PostgreSQL: Kysely's schema builder with
+ * `text`, `integer` and `bigint` columns (money and epoch-ms times are
+ * `bigint`, read back as JS numbers on both); booleans as `integer` 0/1; JSON
+ * as `text`; no SQLite-only SQL (`INSERT OR …`, `strftime`, `json_*`) in raw
+ * `sql`; an `onConflict` target needs a unique index or primary key on those
+ * columns. `npm run test:pg` runs them on PostgreSQL.
  */
 import type { Migration, MigrationProvider } from "kysely";
 import * as m0001 from "./0001-accounts.js";
