@@ -18,6 +18,8 @@ export interface Caller {
   subject: string;
   projectId: string;
   role: Role;
+  /** Set for wallet-signed tokens, which never hold platform-wide powers. */
+  wallet?: unknown;
 }
 
 /** Counts other domains keep, shown on the account (keys in use, agents hired). */

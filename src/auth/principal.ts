@@ -62,6 +62,15 @@ export interface ApiKeyPrincipal {
 export type Principal = AnonymousPrincipal | UserPrincipal | ApiKeyPrincipal;
 
 /** The context key the auth interceptor sets. */
+/**
+ * Whether the caller may use the platform project's platform-wide powers
+ * (credits for any project, platform-wide models): its admins and developers
+ * signed in as people or keys, never through a wallet token ("never global").
+ */
+export function actsForPlatform(caller: { projectId: string; wallet?: unknown }, platformProject: string): boolean {
+  return caller.projectId === platformProject && !caller.wallet;
+}
+
 export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, { description: "principal" });
 
 /** The caller, or UNAUTHENTICATED when the method needs one and there is none. */

@@ -4,6 +4,7 @@
  * Checkout, ProcessCheckout, the customer portal, webhooks and the metered
  * usage sender. Without Stripe keys the Stripe methods refuse clearly.
  */
+import { actsForPlatform } from "../auth/principal.js";
 import type { Caller } from "../accounts/accounts.js";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import type { PlanTier } from "../../gen/formstate/v1/common_pb.js";
@@ -144,7 +145,7 @@ export class Billing {
   /** An operator's grant, idempotent by request id (a retry books nothing more). */
   async addCredits(caller: Caller, parent: string, amountMicros: number, reason: string, requestId: string) {
     const target = parent.slice("accounts/".length);
-    const platformAdmin = caller.projectId === this.deps.platformProject && caller.role === Role.ADMIN;
+    const platformAdmin = actsForPlatform(caller, this.deps.platformProject) && caller.role === Role.ADMIN;
     if (!platformAdmin) {
       if (target !== caller.projectId) throw notFound(`account "${parent}"`);
       if (!this.deps.selfGrant) {

@@ -6,6 +6,7 @@
  * NOT_FOUND. Every price a model has had is kept with the time it took
  * effect, so usage can be priced at a point in time.
  */
+import { actsForPlatform } from "../auth/principal.js";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import type { Caller } from "../accounts/accounts.js";
 import type { Clock } from "../clock.js";
@@ -52,6 +53,7 @@ export class Models {
 
   async create(caller: Caller, id: string, f: ModelFields, requestId: string): Promise<ModelRow> {
     const now = this.clock.now();
+    if (caller.projectId === this.platformProject && !actsForPlatform(caller, this.platformProject)) throw this.walletNotGlobal();
     const owner = caller.projectId === this.platformProject ? null : caller.projectId;
     if (owner === null && f.visibility === "private") throw this.platformIsPublic();
     const row: ModelRow = {
@@ -159,11 +161,16 @@ export class Models {
   private async owned(tx: Db, caller: Caller, name: string): Promise<ModelRow> {
     const row = await this.visible(tx, caller.projectId, name);
     if (!row) throw notFound(`model "${name}"`);
+    if (row.owner_project === null && caller.projectId === this.platformProject && !actsForPlatform(caller, this.platformProject)) throw this.walletNotGlobal();
     if ((row.owner_project ?? this.platformProject) !== caller.projectId) {
       throw permissionDenied(row.owner_project === null ? `${name} is a platform model: only the platform project may change it` : `${name} belongs to another project`);
     }
     if (caller.role < Role.DEVELOPER) throw permissionDenied("changing models needs role developer");
     return row;
+  }
+
+  private walletNotGlobal() {
+    return permissionDenied("wallet tokens never act platform-wide: publish or change platform models signed in as a person or with an API key", "WALLET_NOT_GLOBAL");
   }
 
   private platformIsPublic() {

@@ -9,6 +9,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
+import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { LimitExceededSchema, LimitReason } from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService, ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
@@ -169,6 +170,27 @@ describe("wallet tokens on the wire", () => {
     await bind(adminJwt, "scopes", w2);
     const a2 = walletToken(w2, { iat: nowS(), exp: nowS() + 600, scope: "admin" });
     await createClient(AccountService, ts.grpc(a2)).updateAccount({ account: { name: "accounts/scopes", displayName: "by wallet" }, updateMask: { paths: ["display_name"] } });
+  });
+
+  it("admin scope is never global: a wallet bound in the platform project cannot grant credits elsewhere or publish platform models", async () => {
+    await setup("tenant");
+    const platformAdmin = await ts.token({ projectId: "platform", role: "admin", subject: "platform-admin" });
+    await createClient(AccountService, ts.grpc(platformAdmin)).createAccount({ account: {} });
+    const w = ethWallet();
+    await bind(platformAdmin, "platform", w);
+    const token = walletToken(w, { iat: nowS(), exp: nowS() + 600, scope: "admin" });
+    const grant = { parent: "accounts/tenant", amountMicros: 1_000n, reason: "test", requestId: "g1" };
+    // The person can; the wallet acting for them cannot.
+    await createClient(BillingService, ts.grpc(platformAdmin)).addCredits(grant);
+    await expectCode(createClient(BillingService, ts.grpc(token)).addCredits({ ...grant, requestId: "g2" }), Code.NotFound);
+    const model = { modelId: "platform/wm", model: { displayName: "wm", inputPriceMicrosPerMillion: 1n, outputPriceMicrosPerMillion: 1n } };
+    await expectCode(createClient(ModelService, ts.grpc(token)).createModel(model), Code.PermissionDenied, /never act platform-wide/);
+    await createClient(ModelService, ts.grpc(platformAdmin)).createModel(model);
+    await expectCode(
+      createClient(ModelService, ts.grpc(token)).updateModel({ model: { name: "models/platform/wm", displayName: "changed" }, updateMask: { paths: ["display_name"] } }),
+      Code.PermissionDenied,
+      /never act platform-wide/,
+    );
   });
 
   it("the models claim restricts which models are metered", async () => {
