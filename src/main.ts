@@ -1,6 +1,7 @@
 /** Process entry: config -> app -> listen -> signals. */
 import { App } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
+import { redactDatabaseUrl } from "./db/database.js";
 import { startServer } from "./server/server.js";
 
 const DEV_ADMIN = "dev-admin";
@@ -19,7 +20,7 @@ async function main(): Promise<void> {
   const app = await App.create(config);
   if (app.devIssuer) await app.accounts.ensure(config.devProject, DEV_ADMIN, "Demo project");
   const server = await startServer(app);
-  app.log.info({ url: server.url, mode: config.mode, database: config.databaseUrl }, "formstate listening");
+  app.log.info({ url: server.url, mode: config.mode, database: redactDatabaseUrl(config.databaseUrl) }, "formstate listening");
 
   if (app.devIssuer) {
     const token = await app.devIssuer.sign({ subject: DEV_ADMIN, projectId: config.devProject, role: "admin" });

@@ -13,6 +13,7 @@ import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { App } from "../app.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import { ConfigError, loadConfig } from "../config.js";
+import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
 
@@ -110,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case "migrate":
       return withApp(async (app) => {
-        print(json, { database: app.config.databaseUrl, migrated: true }, `migrated ${app.config.databaseUrl}`);
+        print(json, { database: redactDatabaseUrl(app.config.databaseUrl), migrated: true }, `migrated ${redactDatabaseUrl(app.config.databaseUrl)}`);
         return 0;
       });
     case "accounts": {

@@ -31,8 +31,8 @@ export function postgresTestEnv(dataDir: string): { env: Record<string, string>;
 }
 
 /** Drops a test server's schema and everything in it. */
-export async function dropPostgresSchema(schema: string): Promise<void> {
-  const client = new pg.Client({ connectionString: pgUrl() });
+export async function dropPostgresSchema(schema: string, url = pgUrl()): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);

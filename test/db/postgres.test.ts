@@ -1,0 +1,75 @@
+/**
+ * The PostgreSQL store's own parts: DATABASE_URL parsing and redaction, a
+ * schema per store, integers read back as exact JS numbers (or an error, never
+ * a rounded amount), and writers of one scope kept apart across connections.
+ */
+import { sql } from "kysely";
+import { afterAll, describe, expect, it } from "vitest";
+import { openDatabase, redactDatabaseUrl } from "../../src/db/database.js";
+import { postgresTarget } from "../../src/db/postgres.js";
+import { PG_URL, missingParts } from "../scale/cluster.js";
+import { dropPostgresSchema } from "../support/postgres.js";
+
+describe("DATABASE_URL", () => {
+  it("takes the schema and libpq options apart, and masks a password in logs", () => {
+    expect(postgresTarget("postgres://u:pw@db:5432/app?schema=tenant_a&options=-c%20statement_timeout%3D5000&sslmode=require")).toEqual({
+      connectionString: "postgres://u:pw@db:5432/app?sslmode=require",
+      schema: "tenant_a",
+      options: "-c statement_timeout=5000",
+    });
+    expect(postgresTarget("postgresql://db/app").schema).toBe("public");
+    expect(() => postgresTarget("postgres://db/app?schema=a;drop")).toThrow(/schema must match/);
+    expect(redactDatabaseUrl("postgres://u:pw@db:5432/app")).toBe("postgres://u:***@db:5432/app");
+    expect(redactDatabaseUrl("./data/formstate.db")).toBe("./data/formstate.db");
+  });
+});
+
+const missing = await missingParts();
+if (missing && process.env.CI === "true") {
+  it("needs PostgreSQL under CI", () => {
+    throw new Error(`missing: ${missing}`);
+  });
+}
+
+describe.skipIf(Boolean(missing))("on PostgreSQL", () => {
+  const schema = `t_store_${Math.random().toString(36).slice(2, 10)}`;
+  const url = `${PG_URL}${PG_URL.includes("?") ? "&" : "?"}schema=${schema}`;
+  const opened = openDatabase(url, { poolSize: 4 });
+  afterAll(async () => {
+    await (await opened).close();
+    await dropPostgresSchema(schema, PG_URL);
+  });
+
+  it("migrates into its own schema and reads bigint and sums as exact numbers", async () => {
+    const store = await opened;
+    expect(store.dialect).toBe("postgres");
+    const r = await sql<{ s: string; n: number; big: number; total: number }>`select current_schema() as s, 42::int8 as n, 9007199254740991::int8 as big, sum(x) as total from (values (1::int8), (2::int8)) v(x)`.execute(store.db);
+    expect(r.rows[0]).toEqual({ s: schema, n: 42, big: Number.MAX_SAFE_INTEGER, total: 3 });
+    await expect(sql`select 9007199254740993::int8 as n`.execute(store.db)).rejects.toThrow(/does not fit a JS number exactly/);
+  });
+
+  it("runs writers of one scope one at a time, and writers of other scopes alongside", async () => {
+    const store = await opened;
+    const log: string[] = [];
+    const hold = (scope: string, name: string) =>
+      store.transaction(async (tx) => {
+        log.push(`${name} in`);
+        await sql`select pg_sleep(0.3)`.execute(tx);
+        log.push(`${name} out`);
+      }, { scope });
+    const t0 = Date.now();
+    await Promise.all([hold("p1", "a"), hold("p1", "b"), hold("p2", "c")]);
+    const elapsed = Date.now() - t0;
+    // a and b never overlap; c overlaps one of them, so the three take about two sleeps, not three.
+    const a = log.indexOf("a in");
+    const b = log.indexOf("b in");
+    const [first, second] = a < b ? ["a", "b"] : ["b", "a"];
+    expect(log.indexOf(`${first} out`)).toBeLessThan(log.indexOf(`${second} in`));
+    expect(elapsed).toBeLessThan(900);
+    // An unscoped writer waits for every scoped one, and they for it.
+    log.length = 0;
+    await Promise.all([hold("p1", "d"), store.transaction(async () => void log.push("global")), hold("p3", "e")]);
+    const g = log.indexOf("global");
+    for (const n of ["d", "e"]) expect(g < log.indexOf(`${n} in`) || g > log.indexOf(`${n} out`)).toBe(true);
+  });
+});
