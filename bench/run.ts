@@ -6,7 +6,12 @@
  * ratios between rows of the same run. Not part of `npm test`.
  *
  * Env: BENCH_CALLS (per measured round, default 20000), BENCH_SOAK_CALLS
- * (default 1000000; 0 skips the soak).
+ * (default 1000000; 0 skips the soak), BENCH_NODE (the node binary for the
+ * server processes, e.g. an extracted Node 24; default this one),
+ * BENCH_ROWS (comma list of rows to run, e.g. "2,3,4"; default all),
+ * BENCH_PROFILE_DIR (servers run with --cpu-prof writing there; summarize
+ * with bench/profile-summary.ts), BENCH_SERVER_ENV (extra KEY=VALUE,... for
+ * the Formstate server, e.g. FORMSTATE_GRPC_FAST_PATH=0).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -30,6 +35,11 @@ const CALLS = Number(process.env.BENCH_CALLS ?? 20_000);
 const SOAK = Number(process.env.BENCH_SOAK_CALLS ?? 1_000_000);
 const work = mkdtempSync(join(tmpdir(), "formstate-bench-"));
 const children: ChildProcess[] = [];
+const SERVER_NODE = process.env.BENCH_NODE || process.execPath;
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
+const ROWS = process.env.BENCH_ROWS ? new Set(process.env.BENCH_ROWS.split(",").map((r) => r.trim())) : undefined;
+const wanted = (row: string) => !ROWS || ROWS.has(row);
+const SERVER_ENV = Object.fromEntries((process.env.BENCH_SERVER_ENV ?? "").split(",").filter(Boolean).map((kv) => kv.split("=") as [string, string]));
 
 interface Row {
   name: string;
@@ -52,7 +62,8 @@ function ensureH2load(): void {
 
 /** Starts a process and resolves with its port once it prints one (PORT n, or Formstate's listening log). */
 function start(args: string[], env: Record<string, string> = {}): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  if (PROFILE_DIR) args = [`--cpu-prof`, `--cpu-prof-dir=${PROFILE_DIR}`, ...args];
+  const proc = spawn(SERVER_NODE, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   children.push(proc);
   return new Promise((resolve, reject) => {
     let out = "";
@@ -138,13 +149,15 @@ async function main() {
     ["1 echo, @grpc/grpc-js", "bench/servers/grpcjs-echo.ts"],
     ["2 echo, Formstate stack (Connect + listener)", "bench/servers/connect-echo.ts"],
   ] as const) {
+    if (!wanted(name[0])) continue;
     log(`starting ${name}`);
     const { proc, port } = await start(["--import", "tsx", file]);
     log(`port ${port}`);
     warm(() => h2load(port, "/bench.v1.EchoService/Echo", echoBody, {}, Math.min(CALLS, 5000)));
     rows.push(measured(name, proc.pid!, () => h2load(port, "/bench.v1.EchoService/Echo", echoBody, {}, CALLS)));
-    proc.kill("SIGTERM");
+    await stopProcess(proc);
   }
+  if (![..."3456"].some(wanted)) return printTable(rows);
 
   // Formstate itself: rate limits lifted (they are what row 3 would otherwise measure).
   const plansFile = join(work, "plans.json");
@@ -156,6 +169,7 @@ async function main() {
     FORMSTATE_DATA_DIR: dataDir,
     FORMSTATE_PLANS_FILE: plansFile,
     LOG_LEVEL: "warn",
+    ...SERVER_ENV,
   });
   const pid = proc.pid!;
   const tokenOut = execFileSync(process.execPath, ["--import", "tsx", "src/cli/token.ts", "--project", "demo", "--role", "admin", "--subject", "dev-admin"], {
@@ -182,11 +196,14 @@ async function main() {
 
   const verifyBody = grpcFrame(VerifyApiKeyRequestSchema, { key: secret });
   const keyHeader = { "x-api-key": secret };
-  warm(() => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, Math.min(CALLS, 5000)));
-  const row3 = measured("3 VerifyApiKey, API key (auth + rate limit)", pid, () => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, CALLS));
-  rows.push(row3);
+  let row3: Row | undefined;
+  if (wanted("3")) {
+    warm(() => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, Math.min(CALLS, 5000)));
+    row3 = measured("3 VerifyApiKey, API key (auth + rate limit)", pid, () => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, CALLS));
+    rows.push(row3);
+  }
 
-  if (recordUsageReady) {
+  if (recordUsageReady && (wanted("4") || wanted("5"))) {
     const load = (conns: number, calls: number, rate?: number) =>
       JSON.parse(
         execFileSync(process.execPath, ["--import", "tsx", "bench/load-record-usage.ts"], {
@@ -196,19 +213,28 @@ async function main() {
         }),
       ) as { rps: number; p50: number; p99: number; failed: number };
     load(8, Math.min(CALLS, 5000));
-    const row4 = measured("4 RecordUsage, API key (auth + limit + price + debit + commit)", pid, () => load(8, CALLS), "Node load generator (unique request ids)");
-    rows.push(row4);
-    rows.push(measured("4b RecordUsage at half of row 4's peak", pid, () => load(8, Math.round(row4.rps * 5), row4.rps / 2), "p99 target < 5 ms"));
-    rows.push(measured("5 RecordUsage ingest at saturation, 64 connections", pid, () => load(64, CALLS)));
-    rows.push(rawInsertRow(CALLS));
+    if (wanted("4")) {
+      const row4 = measured("4 RecordUsage, API key (auth + limit + price + debit + commit)", pid, () => load(8, CALLS), "Node load generator (unique request ids)");
+      rows.push(row4);
+      rows.push(measured("4b RecordUsage at half of row 4's peak", pid, () => load(8, Math.round(row4.rps * 5), row4.rps / 2), "p99 target < 5 ms"));
+    }
+    if (wanted("5")) {
+      rows.push(measured("5 RecordUsage ingest at saturation, 64 connections", pid, () => load(64, CALLS)));
+      rows.push(rawInsertRow(CALLS));
+    }
   }
-  rows.push(measured("3b VerifyApiKey at half of row 3's peak", pid, () => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, Math.round(row3.rps * 5), 8, 10, row3.rps / 2), "p99 target < 5 ms"));
+  if (row3) {
+    const r3 = row3;
+    rows.push(measured("3b VerifyApiKey at half of row 3's peak", pid, () => h2load(port, "/formstate.v1.ApiKeyService/VerifyApiKey", verifyBody, keyHeader, Math.round(r3.rps * 5), 8, 10, r3.rps / 2), "p99 target < 5 ms"));
+  }
 
   // Row 6: the same JWT on every call versus an API key, same method.
   const getBody = grpcFrame(GetAccountRequestSchema, { name: "accounts/demo" });
-  warm(() => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, { authorization: `Bearer ${token}` }, Math.min(CALLS, 5000)));
-  rows.push(measured("6a GetAccount, same JWT every call", pid, () => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, { authorization: `Bearer ${token}` }, CALLS)));
-  rows.push(measured("6b GetAccount, API key", pid, () => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, keyHeader, CALLS)));
+  if (wanted("6")) {
+    warm(() => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, { authorization: `Bearer ${token}` }, Math.min(CALLS, 5000)));
+    rows.push(measured("6a GetAccount, same JWT every call", pid, () => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, { authorization: `Bearer ${token}` }, CALLS)));
+    rows.push(measured("6b GetAccount, API key", pid, () => h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, keyHeader, CALLS)));
+  }
 
   printTable(rows);
 
@@ -225,6 +251,17 @@ async function main() {
     console.log(`\nSoak: ${SOAK} authenticated GetAccount calls (API key). RSS after warm-up ${(base / 1024).toFixed(1)} MB; after first 100k ${(first / 1024).toFixed(1)} MB; at end ${(last / 1024).toFixed(1)} MB; growth from first sample ${(((last - first) / first) * 100).toFixed(1)}% (target < 10%).`);
     console.log(`RSS samples (MB): ${samples.map((s) => (s / 1024).toFixed(0)).join(" ")}`);
   }
+  await stopProcess(proc);
+}
+
+/** SIGTERM and wait for the exit (a --cpu-prof profile is written then). */
+function stopProcess(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    proc.removeAllListeners("exit");
+    proc.once("exit", () => resolve());
+    proc.kill("SIGTERM");
+  });
 }
 
 /** Row 5's ceiling: the same rows inserted by better-sqlite3 in one process, one transaction per row (as each call commits). */
@@ -246,7 +283,8 @@ function rawInsertRow(n: number): Row {
 function printTable(rows: Row[]) {
   const by = (prefix: string) => rows.find((r) => r.name.startsWith(prefix));
   const ratio = (a?: Row, b?: Row) => (a && b && b.rps ? `${((a.rps / b.rps) * 100).toFixed(0)}%` : "n/a");
-  console.log(`\nFormstate bench, ${new Date().toISOString()}, node ${process.version}, ${CALLS} calls per round, h2load -c 8 -m 10 -t 1\n`);
+  const serverNode = SERVER_NODE === process.execPath ? process.version : execFileSync(SERVER_NODE, ["--version"], { encoding: "utf8" }).trim();
+  console.log(`\nFormstate bench, ${new Date().toISOString()}, servers on node ${serverNode} (load generators on ${process.version}), ${CALLS} calls per round, h2load -c 8 -m 10 -t 1\n`);
   console.log("| row | req/s | p50 ms | p99 ms | server CPU % | peak RSS MB | note |");
   console.log("|---|---:|---:|---:|---:|---:|---|");
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");

@@ -4,7 +4,7 @@
  */
 import type http from "node:http";
 import { createValidateInterceptor } from "@connectrpc/validate";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
@@ -15,6 +15,8 @@ import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
 import { serveConsole } from "./console-route.js";
 import { type Listener, listen } from "./listener.js";
+import { createGrpcFastPath } from "./fast-path/grpc-unary.js";
+import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
 
@@ -33,8 +35,9 @@ export interface RunningServer {
 /** The request handler for every protocol. */
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
-  const connect = connectNodeAdapter({
-    routes: (router) => registerRoutes(router, app),
+  const unaryRoutes: UnaryRoutes = new Map();
+  const options: ConnectNodeAdapterOptions = {
+    routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input.
     interceptors: [
       createRequestLogInterceptor(app.log),
@@ -59,11 +62,16 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
     fallback: (req, res) => plainRoute(app, req, res),
-  });
+  };
+  const connect = connectNodeAdapter(options);
+  // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
+  // implementations and interceptors run. FORMSTATE_GRPC_FAST_PATH=0 sends everything through Connect.
+  const fast = process.env.FORMSTATE_GRPC_FAST_PATH === "0" ? undefined : createGrpcFastPath({ ...options, routes: unaryRoutes, interceptors: options.interceptors ?? [] });
   return (req, res) => {
     // Stripe's webhook reads its raw body itself and is not for browsers: no CORS.
     if ((req.url ?? "/").split("?")[0] === STRIPE_WEBHOOK_PATH) return void serveStripeWebhook(app.billing.webhooks, req, res);
     if (applyCors(req, res, config.corsOrigins)) return;
+    if (fast?.(req, res)) return;
     connect(req, res);
   };
 }
