@@ -40,6 +40,18 @@ const typeParsers = {
   },
 };
 
+/** FNV-1a, 32 bits, as a signed int4: advisory lock keys computed here, sent as literals. */
+function hash32(text: string): number {
+  let h = 0x811c9dc5;
+  for (const byte of Buffer.from(text, "utf8")) h = Math.imul(h ^ byte, 0x01000193);
+  return h | 0;
+}
+
+/** A signed int8 literal from two 32-bit hashes of `text`. */
+function lockKey64(text: string): string {
+  return ((BigInt(hash32(text)) << 32n) | BigInt(hash32(`${text}#`) >>> 0)).toString();
+}
+
 export interface PostgresTarget {
   /** The connection string without Formstate's own parameters. */
   connectionString: string;
@@ -72,27 +84,36 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
     types: typeParsers as pg.CustomTypesConfig,
     // Every connection lives in the schema: the same unqualified queries as on SQLite.
     options: `${options} -c search_path=${schema}`.trim(),
-    connectionTimeoutMillis: 10_000,
+    // Waiting for a pooled connection is waiting for a writer ahead (like SQLite's one connection): generous, still bounded.
+    connectionTimeoutMillis: 30_000,
   });
   // An idle client losing its server is reported here; the pool replaces it. Without a listener it would crash the process.
   pool.on("error", () => {});
   const db: Db = new Kysely<DatabaseSchema>({ dialect: new PostgresDialect({ pool }) });
   const ns = `formstate:${schema}`;
-  const lock = async (tx: Db, scope: string | undefined) => {
-    if (scope === undefined) {
-      await sql`SELECT pg_advisory_xact_lock(hashtextextended(${ns}, 0))`.execute(tx);
-    } else {
-      // The one-bigint and the two-int4 advisory key spaces do not overlap.
-      await sql`SELECT pg_advisory_xact_lock_shared(hashtextextended(${ns}, 0)), pg_advisory_xact_lock(hashtext(${ns}), hashtext(${scope}))`.execute(tx);
-    }
-  };
+  const global = lockKey64(ns);
+  const nsKey = hash32(ns);
+  // BEGIN and the lock in one round trip (a parameterless simple query may hold several statements).
+  const begin = (scope: string | undefined) =>
+    scope === undefined
+      ? `BEGIN; SELECT pg_advisory_xact_lock(${global})`
+      : // The one-bigint and the two-int4 advisory key spaces do not overlap.
+        `BEGIN; SELECT pg_advisory_xact_lock_shared(${global}), pg_advisory_xact_lock(${nsKey}, ${hash32(scope)})`;
   const database: Database = {
     dialect: "postgres",
     db,
     transaction: <T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions) =>
-      db.transaction().execute(async (tx) => {
-        await lock(tx, options?.scope);
-        return fn(tx);
+      db.connection().execute(async (conn) => {
+        await sql.raw(begin(options?.scope)).execute(conn);
+        try {
+          const result = await fn(conn);
+          await sql`COMMIT`.execute(conn);
+          return result;
+        } catch (err) {
+          // A broken connection cannot roll back either; the server does when it notices. The first error is the one to report.
+          await sql`ROLLBACK`.execute(conn).catch(() => {});
+          throw err;
+        }
       }),
     close: () => db.destroy(),
   };
