@@ -33,7 +33,9 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe("formstate CLI", () => {
+// Each test spawns several CLI processes, each loading the app through tsx (~3 s of CPU): with the
+// rest of the suite running in parallel on two cores that passed 30 s, so these get more time.
+describe("formstate CLI", { timeout: 180_000 }, () => {
   it("prints help with exit 0, and exit 2 for an unknown command", async () => {
     const h = await cli("--help");
     expect(h.code).toBe(0);
