@@ -46,9 +46,17 @@ export function redisInvalidation(shared: SharedState, log: Logger, topic: strin
   let drop: (ids: string[] | undefined) => void = () => {};
   let wasConnected = shared.status() === "connected";
 
+  const subscribe = () =>
+    shared.subscriber.subscribe(channel, ackChannel).then(
+      () => {},
+      (err: unknown) => log.warn({ err }, "could not subscribe to key invalidations; retrying when Redis is back"),
+    );
   shared.onChange((s) => {
-    // Back after an outage: anything may have changed meanwhile.
-    if (s === "connected" && !wasConnected) drop(undefined);
+    if (s === "connected" && !wasConnected) {
+      // Back after an outage (or reachable for the first time): listen again, and drop what may have changed meanwhile.
+      void subscribe();
+      drop(undefined);
+    }
     wasConnected = s === "connected";
   });
 
@@ -73,7 +81,7 @@ export function redisInvalidation(shared: SharedState, log: Logger, topic: strin
   return {
     async subscribe(fn) {
       drop = fn;
-      await shared.subscriber.subscribe(channel, ackChannel).catch((err: unknown) => log.warn({ err }, "could not subscribe to key invalidations yet"));
+      if (shared.status() === "connected") await subscribe();
     },
     connected: () => shared.status() === "connected",
     async publish(keyIds) {
