@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # synchronous_commit=off for the test database only: on this VM an fsync per commit (~8 ms) makes the
 # 12,800-call metering test outlast its timeout; correctness under concurrency does not depend on it.
 # Formstate itself never changes the setting (see README, "Several instances").
-export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?options=-c%20synchronous_commit%3Doff}"
+# Test servers each add a schema of their own; processes a test spawns with this environment use t_spawned.
+export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?schema=t_spawned&options=-c%20synchronous_commit%3Doff}"
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 if ! missing=$(node --import tsx scripts/check-shared-stores.ts); then
   if [ "${CI:-}" = "true" ]; then
@@ -25,6 +26,16 @@ rm -f test-output/vitest-pg.json
 echo "== vitest on PostgreSQL + Redis"
 status=0
 node_modules/.bin/vitest run --exclude "test/scale/**" --outputFile.json=test-output/vitest-pg.json "$@" || status=1
+node -e '
+  const pg = require("pg");
+  const u = new URL(process.env.DATABASE_URL);
+  const schema = u.searchParams.get("schema");
+  if (!schema || schema === "public") process.exit(0);
+  u.searchParams.delete("schema");
+  u.searchParams.delete("options");
+  const c = new pg.Client({ connectionString: u.toString() });
+  c.connect().then(() => c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)).catch((e) => console.error("could not drop", schema, e.message)).finally(() => c.end());
+'
 node -e '
   const fs = require("fs");
   try {
