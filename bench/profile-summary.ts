@@ -50,9 +50,30 @@ for (const [id, t] of self) {
   const a = area(url, functionName);
   areaTotals.set(a, (areaTotals.get(a) ?? 0) + t);
 }
+// Inclusive time per function (self + callees, each sample counted once per function on its stack).
+const parent = new Map<number, number>();
+for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const keyOf = (n: Node) => `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*?\/(src|bench|gen)\//, "$1/")}:${n.callFrame.lineNumber + 1}`;
+const inclusive = new Map<string, number>();
+for (const [id, t] of self) {
+  const seen = new Set<string>();
+  for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+    const k = keyOf(byId.get(cur)!);
+    if (seen.has(k)) continue;
+    seen.add(k);
+    inclusive.set(k, (inclusive.get(k) ?? 0) + t);
+  }
+}
 const pct = (t: number) => `${((t / total) * 100).toFixed(1).padStart(5)}%`;
 console.log(`${file}: ${(total / 1e6).toFixed(2)} s sampled`);
 console.log("\nBy area (self time):");
 for (const [a, t] of [...areaTotals].sort((x, y) => y[1] - x[1])) console.log(`${pct(t)}  ${a}`);
 console.log(`\nTop ${top} functions (self time):`);
 for (const [k, t] of [...fnTotals].sort((x, y) => y[1] - x[1]).slice(0, top)) console.log(`${pct(t)}  ${k}`);
+console.log(`\nTop ${top} functions of Formstate's src/ by inclusive time:`);
+for (const [k, t] of [...inclusive].filter(([k]) => / src\//.test(k)).sort((x, y) => y[1] - x[1]).slice(0, top)) console.log(`${pct(t)}  ${k}`);
+const filter = process.argv[4];
+if (filter) {
+  console.log(`\nInclusive, matching ${filter}:`);
+  for (const [k, t] of [...inclusive].filter(([k]) => k.includes(filter)).sort((x, y) => y[1] - x[1]).slice(0, top)) console.log(`${pct(t)}  ${k}`);
+}

@@ -47,6 +47,8 @@ interface Row {
   p50: number;
   p99: number;
   cpu: number;
+  /** Server CPU time per answered call, µs: less disturbed than req/s by other load on shared cores. */
+  cpuUs: number;
   rssMb: number;
   note?: string;
 }
@@ -125,14 +127,15 @@ function h2load(port: number, path: string, body: Buffer, headers: Record<string
 }
 
 /** Measures a round with CPU and RSS of the server process. */
-function measured(name: string, pid: number, round: () => { rps: number; p50: number; p99: number; failed?: number }, note?: string): Row {
+function measured(name: string, pid: number, round: () => { rps: number; p50: number; p99: number; failed?: number; firstError?: string }, note?: string): Row {
   const before = procStats(pid);
   const t0 = performance.now();
   const r = round();
   const secs = (performance.now() - t0) / 1000;
   const after = procStats(pid);
-  if (r.failed) note = `${note ? `${note}; ` : ""}${r.failed} failed`;
-  return { name, rps: r.rps, p50: r.p50, p99: r.p99, cpu: ((after.ticks - before.ticks) / 100 / secs) * 100, rssMb: after.hwmKb / 1024, note };
+  if (r.failed) note = `${note ? `${note}; ` : ""}${r.failed} failed${"firstError" in r && r.firstError ? ` (first: ${String(r.firstError).slice(0, 80)})` : ""}`;
+  const cpuSecs = (after.ticks - before.ticks) / 100;
+  return { name, rps: r.rps, p50: r.p50, p99: r.p99, cpu: (cpuSecs / secs) * 100, cpuUs: r.rps > 0 ? (cpuSecs / (r.rps * secs)) * 1e6 : NaN, rssMb: after.hwmKb / 1024, note };
 }
 
 async function main() {
@@ -211,10 +214,10 @@ async function main() {
           env: { ...process.env, BASE_URL: baseUrl, API_KEY: secret, CONNS: String(conns), STREAMS: "10", CALLS: String(calls), RATE: rate ? String(rate) : "" },
           encoding: "utf8",
         }),
-      ) as { rps: number; p50: number; p99: number; failed: number };
+      ) as { rps: number; p50: number; p99: number; failed: number; firstError?: string };
     load(8, Math.min(CALLS, 5000));
     if (wanted("4")) {
-      const row4 = measured("4 RecordUsage, API key (auth + limit + price + debit + commit)", pid, () => load(8, CALLS), "Node load generator (unique request ids)");
+      const row4 = measured("4 RecordUsage, API key (auth + limit + price + debit + commit)", pid, () => load(8, CALLS), "bench/load-record-usage.ts (raw http2 client, unique request ids)");
       rows.push(row4);
       rows.push(measured("4b RecordUsage at half of row 4's peak", pid, () => load(8, Math.round(row4.rps * 5), row4.rps / 2), "p99 target < 5 ms"));
     }
@@ -277,7 +280,7 @@ function rawInsertRow(n: number): Row {
   for (let i = 0; i < n; i++) one(i);
   const secs = (performance.now() - t0) / 1000;
   db.close();
-  return { name: "5b raw better-sqlite3 insert, 1 row per transaction", rps: n / secs, p50: NaN, p99: NaN, cpu: NaN, rssMb: NaN, note: "in-process ceiling" };
+  return { name: "5b raw better-sqlite3 insert, 1 row per transaction", rps: n / secs, p50: NaN, p99: NaN, cpu: NaN, cpuUs: (secs / n) * 1e6, rssMb: NaN, note: "in-process ceiling" };
 }
 
 function printTable(rows: Row[]) {
@@ -285,16 +288,19 @@ function printTable(rows: Row[]) {
   const ratio = (a?: Row, b?: Row) => (a && b && b.rps ? `${((a.rps / b.rps) * 100).toFixed(0)}%` : "n/a");
   const serverNode = SERVER_NODE === process.execPath ? process.version : execFileSync(SERVER_NODE, ["--version"], { encoding: "utf8" }).trim();
   console.log(`\nFormstate bench, ${new Date().toISOString()}, servers on node ${serverNode} (load generators on ${process.version}), ${CALLS} calls per round, h2load -c 8 -m 10 -t 1\n`);
-  console.log("| row | req/s | p50 ms | p99 ms | server CPU % | peak RSS MB | note |");
-  console.log("|---|---:|---:|---:|---:|---:|---|");
+  console.log("| row | req/s | p50 ms | p99 ms | server CPU % | server CPU µs/call | peak RSS MB | note |");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---|");
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
-  for (const r of rows) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpu, 0)} | ${f(r.rssMb, 0)} | ${r.note ?? ""} |`);
+  for (const r of rows) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpu, 0)} | ${f(r.cpuUs, 0)} | ${f(r.rssMb, 0)} | ${r.note ?? ""} |`);
   console.log("\nRatios (same run):");
   console.log(`- row 2 / row 1 (Formstate stack vs grpc-js): ${ratio(by("2 "), by("1 "))} (target >= 75%)`);
   console.log(`- row 3 / row 2 (VerifyApiKey vs bare echo): ${ratio(by("3 "), by("2 "))} (target >= 80%)`);
   console.log(`- row 4 / row 2 (RecordUsage vs bare echo): ${ratio(by("4 "), by("2 "))} (target >= 50%)`);
   console.log(`- row 5 / row 5b (ingest vs raw insert): ${ratio(by("5 "), by("5b"))} (target >= 50%)`);
   console.log(`- row 6a / row 6b (JWT vs API key): ${ratio(by("6a"), by("6b"))}`);
+  const cost = (a?: Row, b?: Row) => (a && b && Number.isFinite(a.cpuUs) && Number.isFinite(b.cpuUs) ? `${((b.cpuUs / a.cpuUs) * 100).toFixed(0)}%` : "n/a");
+  console.log("\nThe same ratios from server CPU per call (inverse cost ratio, b/a; less sensitive to other load on the cores):");
+  console.log(`- row 2 vs row 1: ${cost(by("2 "), by("1 "))}; row 3 vs row 2: ${cost(by("3 "), by("2 "))}; row 4 vs row 2: ${cost(by("4 "), by("2 "))}; row 5 vs row 5b: ${cost(by("5 "), by("5b"))}`);
 }
 
 try {
