@@ -15,8 +15,12 @@ export type SharedStateStatus = "connected" | "degraded";
 
 const DEGRADED_MESSAGE = "redis unreachable: falling back to in-process rate limits and a short key cache lifetime until it is back";
 
-/** How long one Redis command may take before the caller falls back. */
-const COMMAND_TIMEOUT_MS = 250;
+/**
+ * How long one Redis command may take before the caller falls back. Not much
+ * shorter: a process whose event loop stalls that long sees its timer fire
+ * before it reads the answer, and a fallback decision is per instance.
+ */
+const COMMAND_TIMEOUT_MS = 1_000;
 
 export class SharedState {
   readonly client: Redis;

@@ -9,6 +9,7 @@
  * instead, per instance — the limit then holds per instance, never unlimited.
  */
 import type { SharedState } from "../cluster/shared-state.js";
+import type { Logger } from "../logger.js";
 import { type RateDecision, type RateLimit, type RateLimiter, LocalRateLimiter, gcra } from "./rate-limiter.js";
 
 /**
@@ -38,11 +39,15 @@ type GcraCommand = (key: string, now: number, interval: number, burst: number) =
 
 export class RedisRateLimiter implements RateLimiter {
   private readonly script: GcraCommand;
+  private warnedAt = Number.NEGATIVE_INFINITY;
+  /** Decisions made in-process because a Redis call failed (for tests and operators). */
+  localDecisions = 0;
 
   constructor(
     private readonly shared: SharedState,
     /** Decides while Redis is unreachable. */
     private readonly fallback: RateLimiter = new LocalRateLimiter(),
+    private readonly log?: Logger,
   ) {
     shared.client.defineCommand("formstateGcra", { numberOfKeys: 1, lua: GCRA_LUA });
     const client = shared.client as unknown as { formstateGcra: GcraCommand };
@@ -54,8 +59,13 @@ export class RedisRateLimiter implements RateLimiter {
     let reply: [number, string];
     try {
       reply = await this.script(`${this.shared.prefix}rl:${key}`, now, 1000 / limit.requestsPerSecond, limit.burst);
-    } catch {
-      // A timeout or a lost connection mid-call: this decision is local (the status change is logged by SharedState).
+    } catch (err) {
+      // A timeout or a lost connection mid-call: this decision is local. Said at most once a second.
+      if (now - this.warnedAt >= 1_000) {
+        this.warnedAt = now;
+        this.log?.warn({ err, bucket: key }, "rate limit decided in-process: redis did not answer in time");
+      }
+      this.localDecisions++;
       return this.fallback.take(key, limit, now);
     }
     const [allowed, stored] = reply;

@@ -121,6 +121,8 @@ describe.skipIf(Boolean(missing))("three instances on PostgreSQL and Redis", () 
     const elapsedSec = (Date.now() - start) / 1000;
     console.log(`rate limit ${rps}/s burst ${burst} across 3 instances: ${allowed} allowed, ${limited} limited in ${elapsedSec.toFixed(2)} s`);
     expect(other).toEqual([]);
+    // Every decision was Redis's (a call that times out is decided in-process, per instance, and logged).
+    expect(all.flatMap((inst) => inst.output().split("\n").filter((l) => l.includes("rate limit decided in-process")))).toEqual([]);
     // GCRA: from a full bucket, at most burst + rps x elapsed in any stretch of time; three per-instance limiters would allow 3 x burst at once.
     expect(allowed).toBeLessThanOrEqual(burst + Math.ceil(rps * elapsedSec));
     expect(allowed).toBeGreaterThanOrEqual(burst);
