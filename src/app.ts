@@ -97,7 +97,7 @@ export class App {
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
-    const limiter = overrides.limiter ?? (shared ? new RedisRateLimiter(shared) : new LocalRateLimiter());
+    const limiter = overrides.limiter ?? (shared ? new RedisRateLimiter(shared, new LocalRateLimiter(), log) : new LocalRateLimiter());
     const usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
     usage.start();
     const billing = new Billing({
