@@ -13,7 +13,7 @@
  * Anything else (other protocols, streaming methods, compressed requests,
  * HTTP/1.1) is left to Connect: `serve` returns false.
  */
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { type Compression, compressionNegotiate, createMethodSerializationLookup, validateUniversalHandlerOptions } from "@connectrpc/connect/protocol";
@@ -38,6 +38,7 @@ let served = 0;
 export const grpcFastPathServed = () => served;
 
 const CONTENT_TYPE_PROTO = "application/grpc+proto";
+const http2constants = http2.constants;
 
 export function createGrpcFastPath(options: GrpcFastPathOptions): GrpcFastPath {
   // Connect's node adapter defaults, so negotiation answers as Connect would.
@@ -275,7 +276,8 @@ function respond(res: http2.Http2ServerResponse, header: Headers, trailer: Heade
     if (body) res.end(body);
     else res.end();
   } catch {
-    // The client is gone: nothing to answer.
+    // The client is gone, or a header value Node refuses: end the stream rather than leave the call hanging.
+    if (!res.stream.destroyed) res.stream.close(http2constants.NGHTTP2_INTERNAL_ERROR);
   }
 }
 
