@@ -12,12 +12,15 @@
  * `run` is a plain transaction per unit: the database has its own concurrency.
  */
 import { sql } from "kysely";
-import type { Database, Db } from "./database.js";
+import type { Database, Db, TransactionOptions } from "./database.js";
 
 /** Runs write units, grouping concurrent ones into shared transactions where that helps. */
 export interface GroupCommit {
-  /** Runs `fn` in a transaction (possibly shared) and resolves after its commit; rejects with `fn`'s error alone. */
-  run<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in a transaction (possibly shared) and resolves after its commit; rejects with `fn`'s error alone.
+   * `options.scope` is passed on where transactions are not shared (PostgreSQL: writers of other scopes run in parallel).
+   */
+  run<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Transactions committed and units run so far (for tests and the bench). */
   stats(): { transactions: number; units: number };
 }
@@ -41,7 +44,7 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
   let units = 0;
   if (database.dialect !== "sqlite") {
     return {
-      run: (fn) => database.transaction(fn).finally(() => (transactions++, units++)),
+      run: (fn, options) => database.transaction(fn, options).finally(() => (transactions++, units++)),
       stats: () => ({ transactions, units }),
     };
   }

@@ -123,7 +123,7 @@ export class Sessions {
         await tx.updateTable("auth_session").set({ revoke_time: now, revoke_reason: "session limit" }).where("session_id", "in", excess).where("revoke_time", "is", null).execute();
       }
       return excess;
-    });
+    }, { scope: s.projectId });
     for (const id of revoked) this.remember(id, { revoked: true, at: now, seenWritten: now });
     await this.publish(revoked.map((id) => `s:${id}`));
     if (revoked.length > 0) this.deps.log.info({ projectId: s.projectId, subject: s.subject, revoked: revoked.length }, "session limit: oldest sessions revoked");
@@ -221,7 +221,7 @@ export class Sessions {
       const list = active.map((r) => r.session_id);
       if (list.length > 0) await tx.updateTable("auth_session").set({ revoke_time: now, revoke_reason: `all revoked by ${caller.subject}` }).where("session_id", "in", list).execute();
       return list;
-    });
+    }, { scope: projectId });
     this.cutoffs.set(`${projectId}\n${target}`, { before: now, at: now });
     for (const id of ids) this.remember(id, { revoked: true, at: now, seenWritten: now });
     await this.publish([`c:${projectId}\n${target}`, ...ids.map((id) => `s:${id}`)]);

@@ -125,7 +125,10 @@ export class Usage {
     const plan = await this.deps.planOf(projectId);
     // Settling a hold that has expired must fail *and* return its credits: expire due holds in their own
     // transaction first, since the refusal below rolls back everything in the main one.
-    if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now));
+    // Everything below checks and writes only this project's rows (its ledger, keys, holds, wallet budgets),
+    // so on PostgreSQL it is scoped to the project: other projects' usage is recorded in parallel.
+    const scope = { scope: projectId };
+    if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
     return this.commits.run(async (tx) => {
       const replay = await tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
@@ -193,7 +196,7 @@ export class Usage {
       await tx.insertInto("usage_record").values(record).execute();
       await this.rollUp(tx, record);
       return { record, balance: debit.row.balance_after_micros };
-    });
+    }, scope);
   }
 
   /** Places a hold for an estimated cost; idempotent by request id. */
@@ -254,7 +257,7 @@ export class Usage {
       };
       await tx.insertInto("usage_authorization").values(auth).execute();
       return { auth, balance: await ledger.balanceOf(tx, projectId) };
-    });
+    }, { scope: projectId });
   }
 
   /** Releases an unused hold; a released hold is returned unchanged. */
@@ -268,7 +271,7 @@ export class Usage {
       if (auth.state !== "held" || auth.expire_time <= now) throw failedPrecondition(`authorization ${name} is ${auth.state === "held" ? "expired" : auth.state}`, "AUTHORIZATION_NOT_HELD");
       await this.returnHold(tx, auth, "released", now);
       return { auth: (await tx.selectFrom("usage_authorization").selectAll().where("auth_id", "=", id).executeTakeFirstOrThrow()), balance: await ledger.balanceOf(tx, projectId) };
-    });
+    }, { scope: projectId });
   }
 
   /** Returns the credits of every hold past its expiry (all projects). */
