@@ -52,6 +52,25 @@ function lockKey64(text: string): string {
   return ((BigInt(hash32(text)) << 32n) | BigInt(hash32(`${text}#`) >>> 0)).toString();
 }
 
+/** Runs work one at a time per key, in arrival order (a failure does not stop the queue). */
+class ScopeQueue {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const result = (this.tails.get(key) ?? Promise.resolve()).then(fn);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tails.set(key, tail);
+    try {
+      return await result;
+    } finally {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
+
 export interface PostgresTarget {
   /** The connection string without Formstate's own parameters. */
   connectionString: string;
@@ -99,11 +118,14 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
       ? `BEGIN; SELECT pg_advisory_xact_lock(${global})`
       : // The one-bigint and the two-int4 advisory key spaces do not overlap.
         `BEGIN; SELECT pg_advisory_xact_lock_shared(${global}), pg_advisory_xact_lock(${nsKey}, ${hash32(scope)})`;
+  const queue = new ScopeQueue();
   const database: Database = {
     dialect: "postgres",
     db,
+    // In this process, writers of one scope queue in memory first: only the one at the head holds a pooled
+    // connection while it waits for the advisory lock, so a busy project cannot take every connection.
     transaction: <T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions) =>
-      db.connection().execute(async (conn) => {
+      queue.run(options?.scope ?? "", () => db.connection().execute(async (conn) => {
         await sql.raw(begin(options?.scope)).execute(conn);
         try {
           const result = await fn(conn);
@@ -114,7 +136,7 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
           await sql`ROLLBACK`.execute(conn).catch(() => {});
           throw err;
         }
-      }),
+      })),
     close: () => db.destroy(),
   };
   return { database, schema };

@@ -35,7 +35,10 @@ describe.skipIf(Boolean(missing))("on PostgreSQL", () => {
   const schema = `t_store_${Math.random().toString(36).slice(2, 10)}`;
   const url = `${PG_URL}${PG_URL.includes("?") ? "&" : "?"}schema=${schema}`;
   const opened = openDatabase(url, { poolSize: 4 });
+  // A second store on the same schema: another instance, as far as locks go.
+  const otherStore = opened.then(() => openDatabase(url, { poolSize: 4 }));
   afterAll(async () => {
+    await (await otherStore).close();
     await (await opened).close();
     await dropPostgresSchema(schema, PG_URL);
   });
@@ -48,11 +51,13 @@ describe.skipIf(Boolean(missing))("on PostgreSQL", () => {
     await expect(sql`select 9007199254740993::int8 as n`.execute(store.db)).rejects.toThrow(/does not fit a JS number exactly/);
   });
 
-  it("runs writers of one scope one at a time, and writers of other scopes alongside", async () => {
-    const store = await opened;
+  it("runs writers of one scope one at a time across instances, and writers of other scopes alongside", async () => {
+    const stores = [await opened, await otherStore];
     const log: string[] = [];
+    let turn = 0;
+    // Alternate instances, so each pair below meets in PostgreSQL's locks, not in one process's queue.
     const hold = (scope: string, name: string) =>
-      store.transaction(async (tx) => {
+      stores[turn++ % 2].transaction(async (tx) => {
         log.push(`${name} in`);
         await sql`select pg_sleep(0.3)`.execute(tx);
         log.push(`${name} out`);
@@ -68,7 +73,8 @@ describe.skipIf(Boolean(missing))("on PostgreSQL", () => {
     expect(elapsed).toBeLessThan(900);
     // An unscoped writer waits for every scoped one, and they for it.
     log.length = 0;
-    await Promise.all([hold("p1", "d"), store.transaction(async () => void log.push("global")), hold("p3", "e")]);
+    turn = 0;
+    await Promise.all([hold("p1", "d"), stores[1].transaction(async () => void log.push("global")), hold("p3", "e")]);
     const g = log.indexOf("global");
     for (const n of ["d", "e"]) expect(g < log.indexOf(`${n} in`) || g > log.indexOf(`${n} out`)).toBe(true);
   });
