@@ -94,7 +94,8 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     const row = page.locator("#keys-body tr", { hasText: "console-made" });
     await row.waitFor();
     expect(await row.innerText()).toMatch(/write\s+active/);
-    expect(await text("#account-keys")).toBe("1 of 2");
+    // The account panel reloads alongside the key list: wait for it rather than race it.
+    await expect.poll(() => text("#account-keys")).toBe("1 of 2");
     // The secret shown is the real one: the Node client calls with it.
     const keyed = createFormstateClient({ baseUrl: ts.url, apiKey: newKeySecret });
     expect((await keyed.accounts.getAccount({ name: `accounts/${PROJECT}` })).account?.displayName).toBe("Console E2E");
