@@ -77,8 +77,9 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     expect(await text("#account-credits")).toBe("$0.00");
     expect(await text("#account-slots")).toBe("1 of 1");
     expect(await text("#account-keys")).toBe("0 of 2");
-    expect(await text("#keys-body")).toContain("No API keys yet.");
-    expect(await text("#models-body")).toContain("No usage in this range.");
+    // The key list and the usage panels load on their own after the account: wait for them rather than race them.
+    await expect.poll(() => text("#keys-body")).toContain("No API keys yet.");
+    await expect.poll(() => text("#models-body")).toContain("No usage in this range.");
     // The chart has its 24 or 25 hourly buckets, all empty.
     const costs = await page.locator("#usage-chart rect.bar").evaluateAll((els) => els.map((e) => e.getAttribute("data-cost-micros")));
     expect(costs.length).toBeGreaterThanOrEqual(24);
