@@ -471,7 +471,9 @@ export class ApiKeys {
     if (status === "revoked") return { result: "revoked" as const, row };
     if (status === "expired") return { result: "expired" as const, row };
     if (clientIp && !ipAllowed(listOf(row.allowed_cidrs), clientIp)) return { result: "ip_not_allowed" as const, row };
-    // Spend moves on every recorded usage: read it fresh rather than from the auth cache.
+    // Spend moves on every recorded usage: a capped key's remaining spend is read fresh, not from the
+    // auth cache. Everything else the verdict shows is what the cache holds (dropped on every change).
+    if (row.spend_cap_micros === null) return { result: "valid" as const, row };
     return { result: "valid" as const, row: (await repo.findKey(this.deps.database.db, row.key_id)) ?? row };
   }
 

@@ -19,6 +19,7 @@ import { Code, ConnectError, type ContextValues, type HandlerContext, type Inter
 import { type Compression, compressionNegotiate, createMethodSerializationLookup, validateUniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { LightHeaders } from "./light-headers.js";
 import type { UnaryRoute, UnaryRoutes } from "./unary-routes.js";
 
 export interface GrpcFastPathOptions {
@@ -135,14 +136,14 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
   const timeout = parseTimeout((h["grpc-timeout"] as string | undefined) ?? null, env.maxTimeoutMs);
   const compression = compressionNegotiate(env.acceptCompression, null, (h["grpc-accept-encoding"] as string | undefined) ?? null, "grpc-accept-encoding");
   const call = new Call(res, timeout.timeoutMs);
-  const responseHeader = new Headers({ "content-type": CONTENT_TYPE_PROTO });
-  const responseTrailer = new Headers({ "grpc-status": "0" });
+  const responseHeader = LightHeaders.of("content-type", CONTENT_TYPE_PROTO);
+  const responseTrailer = LightHeaders.of("grpc-status", "0");
   if (compression.response) responseHeader.set("grpc-encoding", compression.response.name);
   try {
     const body = await readBody(req, env.readMaxBytes);
     if (timeout.error) throw timeout.error;
     const input = p.input.parse(singleMessage(body, env.readMaxBytes));
-    const requestHeader = headersOf(h);
+    const requestHeader = LightHeaders.fromNode(h);
     const values = env.contextValues ? env.contextValues(req) : undefined;
     const method = p.route.method;
     const service = method.parent;
@@ -268,11 +269,11 @@ async function envelope(data: Uint8Array, compression: Compression | null, compr
 }
 
 /** As Connect's node adapter writes a gRPC answer: headers, the body if any, trailers. */
-function respond(res: http2.Http2ServerResponse, header: Headers, trailer: Headers, body: Buffer | undefined): void {
+function respond(res: http2.Http2ServerResponse, header: LightHeaders, trailer: LightHeaders, body: Buffer | undefined): void {
   if (res.stream.destroyed || res.headersSent) return;
   try {
-    res.writeHead(200, nodeHeaders(header));
-    res.addTrailers(nodeHeaders(trailer));
+    res.writeHead(200, header.toNode());
+    res.addTrailers(trailer.toNode());
     if (body) res.end(body);
     else res.end();
   } catch {
@@ -281,30 +282,10 @@ function respond(res: http2.Http2ServerResponse, header: Headers, trailer: Heade
   }
 }
 
-function headersOf(h: http2.IncomingHttpHeaders): Headers {
-  const out = new Headers();
-  for (const k in h) {
-    if (k.charCodeAt(0) === 58 /* ':' */) continue;
-    const v = h[k];
-    if (v === undefined) continue;
-    if (typeof v === "string") out.append(k, v);
-    else for (const e of v) out.append(k, e);
-  }
-  return out;
-}
-
-function nodeHeaders(h: Headers): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  h.forEach((v, k) => {
-    out[k] = k === "set-cookie" ? h.getSetCookie() : v;
-  });
-  return out;
-}
-
 function copyHeaders(from: Headers, to: Headers): void {
   if (from === to) return;
   const keys: string[] = [];
   to.forEach((_, k) => keys.push(k));
   for (const k of keys) to.delete(k);
-  from.forEach((v, k) => to.set(k, v));
+  from.forEach((v, k) => to.append(k, v));
 }
