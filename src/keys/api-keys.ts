@@ -520,8 +520,12 @@ export class ApiKeys {
   async addSpend(tx: Db, keyId: string, amount: number): Promise<void> {
     if (amount === 0) return;
     for (let id: string | null = keyId; id; ) {
-      await tx.updateTable("api_key").set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) })).where("key_id", "=", id).execute();
-      const row: ApiKeyRow | undefined = await repo.findKey(tx, id);
+      const row: { parent_key_id: string | null } | undefined = await tx
+        .updateTable("api_key")
+        .set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) }))
+        .where("key_id", "=", id)
+        .returning("parent_key_id")
+        .executeTakeFirst();
       id = row?.parent_key_id ?? null;
     }
   }

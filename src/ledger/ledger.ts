@@ -5,7 +5,7 @@
  * of the ledger. Checks against the balance (credits, overdraft) belong to
  * the caller, in the same transaction, before it books.
  */
-import type { Selectable } from "kysely";
+import { type Selectable, sql } from "kysely";
 import type { Db } from "../db/database.js";
 import { newId } from "../ids.js";
 import type { CreditTransactionTable } from "./credit-transaction-table.js";
@@ -43,24 +43,21 @@ export function findByIdempotencyKey(tx: Db, projectId: string, key: string): Pr
 export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ row: LedgerRow; duplicate: boolean }> {
   const existing = await findByIdempotencyKey(tx, entry.projectId, entry.idempotencyKey);
   if (existing) return { row: existing, duplicate: true };
-  await tx
+  // Three statements on the hot path (metering books on every call): the balance comes back from its
+  // own update, the next seq is computed inside the insert.
+  const moved = await tx
     .updateTable("account")
     .set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", entry.amountMicros), update_time: now }))
     .where("project_id", "=", entry.projectId)
-    .execute();
-  const balance = await balanceOf(tx, entry.projectId);
-  const last = await tx
-    .selectFrom("credit_transaction")
-    .select((eb) => eb.fn.max<number>("seq").as("seq"))
-    .where("project_id", "=", entry.projectId)
+    .returning("credit_balance_micros")
     .executeTakeFirst();
   const row: LedgerRow = {
     tx_id: newId(),
     project_id: entry.projectId,
-    seq: Number(last?.seq ?? 0) + 1,
+    seq: 0,
     kind: entry.kind,
     amount_micros: entry.amountMicros,
-    balance_after_micros: balance,
+    balance_after_micros: Number(moved?.credit_balance_micros ?? 0),
     idempotency_key: entry.idempotencyKey,
     description: entry.description ?? "",
     usage_record_id: entry.usageRecordId ?? null,
@@ -68,7 +65,16 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
     actor: entry.actor ?? "",
     create_time: now,
   };
-  await tx.insertInto("credit_transaction").values(row).execute();
+  const inserted = await tx
+    .insertInto("credit_transaction")
+    .values({
+      ...row,
+      // max + 1 is safe: the caller's write transaction holds the project's write lock.
+      seq: sql<number>`(select coalesce(max(seq), 0) + 1 from credit_transaction where project_id = ${entry.projectId})`,
+    })
+    .returning("seq")
+    .executeTakeFirstOrThrow();
+  row.seq = Number(inserted.seq);
   return { row, duplicate: false };
 }
 
