@@ -251,14 +251,25 @@ async function main() {
   if (SOAK > 0) {
     const samples: number[] = [];
     const base = procStats(pid).rssKb;
-    const chunk = 100_000;
+    const chunk = 50_000;
     for (let done = 0; done < SOAK; done += chunk) {
       h2load(port, "/formstate.v1.AccountService/GetAccount", getBody, keyHeader, Math.min(chunk, SOAK - done));
       samples.push(procStats(pid).rssKb);
     }
+    // RSS swings by tens of MB with garbage collection, so one sample against another says little: a leak
+    // shows as a rising floor (the lowest sample of the last quarter against the first quarter's) and a slope.
+    const mb = (kb: number) => (kb / 1024).toFixed(1);
+    const q = Math.max(1, Math.floor(samples.length / 4));
+    const floorFirst = Math.min(...samples.slice(0, q));
+    const floorLast = Math.min(...samples.slice(-q));
+    const xs = samples.map((_, i) => i);
+    const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
+    const my = samples.reduce((a, b) => a + b, 0) / samples.length;
+    const slope = xs.reduce((a, x, i) => a + (x - mx) * (samples[i] - my), 0) / (xs.reduce((a, x) => a + (x - mx) ** 2, 0) || 1);
     const first = samples[0];
     const last = samples[samples.length - 1];
-    console.log(`\nSoak: ${SOAK} authenticated GetAccount calls (API key). RSS after warm-up ${(base / 1024).toFixed(1)} MB; after first 100k ${(first / 1024).toFixed(1)} MB; at end ${(last / 1024).toFixed(1)} MB; growth from first sample ${(((last - first) / first) * 100).toFixed(1)}% (target < 10%).`);
+    console.log(`\nSoak: ${SOAK} authenticated GetAccount calls (API key), RSS sampled every ${chunk / 1000}k. After warm-up ${mb(base)} MB; first sample ${mb(first)} MB, last ${mb(last)} MB (${(((last - first) / first) * 100).toFixed(1)}%).`);
+    console.log(`RSS floor (lowest sample of a quarter of the run): first quarter ${mb(floorFirst)} MB, last quarter ${mb(floorLast)} MB: growth ${(((floorLast - floorFirst) / floorFirst) * 100).toFixed(1)}% (target < 10%); least-squares slope ${mb(slope * (100_000 / chunk))} MB per 100k calls.`);
     console.log(`RSS samples (MB): ${samples.map((s) => (s / 1024).toFixed(0)).join(" ")}`);
   }
   await stopProcess(proc);
