@@ -78,10 +78,7 @@ export class LightHeaders implements Headers {
   }
 
   *entries(): IterableIterator<[string, string]> {
-    const keys = [...this.map.keys()];
-    if (this.cookies?.length) keys.push("set-cookie");
-    keys.sort();
-    for (const k of keys) {
+    for (const k of this.sortedNames()) {
       if (k === "set-cookie") for (const c of this.cookies!) yield [k, c];
       else yield [k, this.map.get(k)!];
     }
@@ -103,9 +100,14 @@ export class LightHeaders implements Headers {
   toNode(): Record<string, string | string[]> {
     // Sorted by name, as WHATWG Headers iterate, so the wire order matches Connect's handler.
     const out: Record<string, string | string[]> = {};
-    const keys = [...this.map.keys()];
-    if (this.cookies?.length) keys.push("set-cookie");
-    for (const k of keys.sort()) out[k] = k === "set-cookie" ? [...this.cookies!] : this.map.get(k)!;
+    for (const k of this.sortedNames()) out[k] = k === "set-cookie" ? [...this.cookies!] : this.map.get(k)!;
     return out;
+  }
+
+  /** Every name once, sorted, as WHATWG Headers iterate. */
+  private sortedNames(): string[] {
+    const names = [...this.map.keys()];
+    if (this.cookies?.length) names.push("set-cookie");
+    return names.sort();
   }
 }
