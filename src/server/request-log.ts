@@ -5,7 +5,7 @@
  * stack trace or internal detail reaches a client.
  */
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { principalKey } from "../auth/principal.js";
 import type { Logger } from "../logger.js";
 
@@ -19,30 +19,31 @@ export function createRequestLogInterceptor(log: Logger): Interceptor {
     const requestId = given && SAFE_ID.test(given) ? given : randomUUID();
     req.contextValues.set(requestIdKey, requestId);
     const started = performance.now();
-    const method = `${req.method.parent.typeName}/${req.method.name}`;
-    const fields = () => {
-      const p = req.contextValues.get(principalKey);
-      return {
-        requestId,
-        method,
-        contentType: req.header.get("content-type") ?? undefined,
-        ms: Math.round((performance.now() - started) * 100) / 100,
-        ...(p.kind === "user" && { subject: p.subject, project: p.projectId }),
-      };
-    };
     try {
       const res = await next(req);
       res.header.set("x-request-id", requestId);
-      if (log.isLevelEnabled("debug")) log.debug(fields(), "call ok");
+      if (log.isLevelEnabled("debug")) log.debug(logFields(req, requestId, started), "call ok");
       return res;
     } catch (err) {
       if (err instanceof ConnectError) {
         err.metadata.set("x-request-id", requestId);
-        log.info({ ...fields(), code: Code[err.code], error: err.rawMessage }, "call failed");
+        log.info({ ...logFields(req, requestId, started), code: Code[err.code], error: err.rawMessage }, "call failed");
         throw err;
       }
-      log.error({ ...fields(), err }, "call crashed");
+      log.error({ ...logFields(req, requestId, started), err }, "call crashed");
       throw new ConnectError(`internal error (request id ${requestId})`, Code.Internal, { "x-request-id": requestId });
     }
+  };
+}
+
+/** A call's log fields, built only when a line is written (most calls write none). */
+function logFields(req: UnaryRequest | StreamRequest, requestId: string, started: number) {
+  const p = req.contextValues.get(principalKey);
+  return {
+    requestId,
+    method: `${req.method.parent.typeName}/${req.method.name}`,
+    contentType: req.header.get("content-type") ?? undefined,
+    ms: Math.round((performance.now() - started) * 100) / 100,
+    ...(p.kind === "user" && { subject: p.subject, project: p.projectId }),
   };
 }

@@ -122,7 +122,9 @@ class Call {
     return c.signal;
   }
 
-  timeoutMs = (): number | undefined => (this.deadline === undefined ? undefined : this.deadline - Date.now());
+  remainingMs(): number | undefined {
+    return this.deadline === undefined ? undefined : this.deadline - Date.now();
+  }
 
   end(err?: unknown): void {
     this.ended = true;
@@ -154,7 +156,9 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
       get signal() {
         return call.signal;
       },
-      timeoutMs: call.timeoutMs,
+      timeoutMs() {
+        return call.remainingMs();
+      },
       requestMethod: "POST",
       requestHeader,
       responseHeader,
@@ -163,13 +167,16 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
       values: values!,
       url,
     };
-    // Connect's invokeUnaryImplementation, without its iterables.
-    const invoke = async (r: UnaryRequest): Promise<UnaryResponse> => {
-      const ctx = r.header === requestHeader && r.contextValues === values && r.service === service ? context : { ...context, service: r.service, requestHeader: r.header, values: r.contextValues, get signal() { return r.signal; } };
-      const message = create(method.output, (await p.route.impl(r.message, ctx)) as never);
-      return { stream: false, message, method, service, header: responseHeader, trailer: responseTrailer };
+    // Connect's invokeUnaryImplementation, without its iterables. A method, not an arrow in a const:
+    // tsx (esbuild keepNames) wraps every named arrow in __name(), a defineProperty per call.
+    const impl = {
+      async invoke(r: UnaryRequest): Promise<UnaryResponse> {
+        const ctx = r.header === requestHeader && r.contextValues === values && r.service === service ? context : { ...context, service: r.service, requestHeader: r.header, values: r.contextValues, get signal() { return r.signal; } };
+        const message = create(method.output, (await p.route.impl(r.message, ctx)) as never);
+        return { stream: false, message, method, service, header: responseHeader, trailer: responseTrailer };
+      },
     };
-    let next = invoke as (r: UnaryRequest) => Promise<UnaryResponse>;
+    let next = impl.invoke as (r: UnaryRequest) => Promise<UnaryResponse>;
     for (let i = env.interceptors.length - 1; i >= 0; i--) next = env.interceptors[i](next as never) as typeof next;
     const request: UnaryRequest = {
       stream: false,
@@ -197,13 +204,19 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
   }
 }
 
-/** The request body, whole. A frame announcing more than readMaxBytes fails as soon as its header arrives. */
+/**
+ * The request body, whole. A frame announcing more than readMaxBytes fails as soon as its header
+ * arrives (what follows is dropped). Listeners are inline and never removed: the request is
+ * done with after its end, and named arrows would each cost a __name() call (see `impl` above).
+ */
 function readBody(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let checked = false;
-    const onData = (chunk: Buffer) => {
+    let settled = false;
+    req.on("data", (chunk: Buffer) => {
+      if (settled) return;
       chunks.push(chunk);
       size += chunk.length;
       if (!checked && size >= 5) {
@@ -211,27 +224,22 @@ function readBody(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<
         const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
         const length = head.readUInt32BE(1);
         if (length > readMaxBytes) {
-          cleanup();
+          settled = true;
+          chunks.length = 0;
           reject(new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
         }
       }
-    };
-    const onEnd = () => {
-      cleanup();
+    });
+    req.on("end", () => {
+      if (settled) return;
+      settled = true;
       resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
-    };
-    const onError = (err: Error) => {
-      cleanup();
+    });
+    req.on("error", (err: Error) => {
+      if (settled) return;
+      settled = true;
       reject(new ConnectError(err.message, Code.Aborted));
-    };
-    const cleanup = () => {
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onError);
-    };
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onError);
+    });
   });
 }
 
