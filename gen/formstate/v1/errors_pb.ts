@@ -7,14 +7,14 @@ import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { PlanTier } from "./common_pb.js";
 import { file_formstate_v1_common } from "./common_pb.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_duration, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file formstate/v1/errors.proto.
  */
 export const file_formstate_v1_errors: GenFile = /*@__PURE__*/
-  fileDesc("Chlmb3Jtc3RhdGUvdjEvZXJyb3JzLnByb3RvEgxmb3Jtc3RhdGUudjEiVwoNVXBncmFkZU9wdGlvbhIkCgR0aWVyGAEgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEg0KBWxpbWl0GAIgASgDEhEKCXVubGltaXRlZBgDIAEoCCK/AQoNTGltaXRFeGNlZWRlZBIpCgZyZWFzb24YASABKA4yGS5mb3Jtc3RhdGUudjEuTGltaXRSZWFzb24SDQoFbGltaXQYAiABKAMSDAoEdXNlZBgDIAEoAxIRCglyZXF1ZXN0ZWQYBCABKAMSNAoPdXBncmFkZV9vcHRpb25zGAUgAygLMhsuZm9ybXN0YXRlLnYxLlVwZ3JhZGVPcHRpb24SHQoVY3JlZGl0c19uZWVkZWRfbWljcm9zGAYgASgDInUKCVJldHJ5SW5mbxIuCgtyZXRyeV9kZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVsaW1pdBgCIAEoAxIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ilQEKCUVycm9ySW5mbxIOCgZyZWFzb24YASABKAkSDgoGZG9tYWluGAIgASgJEjcKCG1ldGFkYXRhGAMgAygLMiUuZm9ybXN0YXRlLnYxLkVycm9ySW5mby5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqJAgoLTGltaXRSZWFzb24SHAoYTElNSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeTElNSVRfUkVBU09OX0NSRURJVFNfRVhIQVVTVEVEEAESHwobTElNSVRfUkVBU09OX1FVT1RBX0VYQ0VFREVEEAISGgoWTElNSVRfUkVBU09OX1NQRU5EX0NBUBADEh4KGkxJTUlUX1JFQVNPTl9BUElfS0VZX0xJTUlUEAQSHAoYTElNSVRfUkVBU09OX0FHRU5UX1NMT1RTEAUSHQoZTElNSVRfUkVBU09OX1JBVEVfTElNSVRFRBAGEh4KGkxJTUlUX1JFQVNPTl9TRVNTSU9OX0xJTUlUEAdiBnByb3RvMw", [file_formstate_v1_common, file_google_protobuf_duration]);
+  fileDesc("Chlmb3Jtc3RhdGUvdjEvZXJyb3JzLnByb3RvEgxmb3Jtc3RhdGUudjEiVwoNVXBncmFkZU9wdGlvbhIkCgR0aWVyGAEgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEg0KBWxpbWl0GAIgASgDEhEKCXVubGltaXRlZBgDIAEoCCK/AQoNTGltaXRFeGNlZWRlZBIpCgZyZWFzb24YASABKA4yGS5mb3Jtc3RhdGUudjEuTGltaXRSZWFzb24SDQoFbGltaXQYAiABKAMSDAoEdXNlZBgDIAEoAxIRCglyZXF1ZXN0ZWQYBCABKAMSNAoPdXBncmFkZV9vcHRpb25zGAUgAygLMhsuZm9ybXN0YXRlLnYxLlVwZ3JhZGVPcHRpb24SHQoVY3JlZGl0c19uZWVkZWRfbWljcm9zGAYgASgDInUKCVJldHJ5SW5mbxIuCgtyZXRyeV9kZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVsaW1pdBgCIAEoAxIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ilQEKCUVycm9ySW5mbxIOCgZyZWFzb24YASABKAkSDgoGZG9tYWluGAIgASgJEjcKCG1ldGFkYXRhGAMgAygLMiUuZm9ybXN0YXRlLnYxLkVycm9ySW5mby5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASL1AQoPUGF5bWVudFJlcXVpcmVkEikKBnJlYXNvbhgBIAEoDjIZLmZvcm1zdGF0ZS52MS5MaW1pdFJlYXNvbhIVCg1hbW91bnRfbWljcm9zGAIgASgDEhgKEHJlcXVlc3RlZF9taWNyb3MYAyABKAMSGAoQYXZhaWxhYmxlX21pY3JvcxgEIAEoAxIPCgdhY2NvdW50GAUgASgJEhgKEGxpbWl0ZWRfcmVzb3VyY2UYBiABKAkSEAoIcGF5X3dpdGgYByADKAkSLwoEeDQwMhgIIAEoCzIhLmZvcm1zdGF0ZS52MS5YNDAyUGF5bWVudFJlcXVpcmVkIqABChNYNDAyUGF5bWVudFJlcXVpcmVkEhQKDHg0MDJfdmVyc2lvbhgBIAEoBRINCgVlcnJvchgCIAEoCRIsCghyZXNvdXJjZRgDIAEoCzIaLmZvcm1zdGF0ZS52MS5YNDAyUmVzb3VyY2USNgoHYWNjZXB0cxgEIAMoCzIlLmZvcm1zdGF0ZS52MS5YNDAyUGF5bWVudFJlcXVpcmVtZW50cyJDCgxYNDAyUmVzb3VyY2USCwoDdXJsGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhEKCW1pbWVfdHlwZRgDIAEoCSKuAQoXWDQwMlBheW1lbnRSZXF1aXJlbWVudHMSDgoGc2NoZW1lGAEgASgJEg8KB25ldHdvcmsYAiABKAkSDgoGYW1vdW50GAMgASgJEg0KBWFzc2V0GAQgASgJEg4KBnBheV90bxgFIAEoCRIbChNtYXhfdGltZW91dF9zZWNvbmRzGAYgASgFEiYKBWV4dHJhGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCqJAgoLTGltaXRSZWFzb24SHAoYTElNSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeTElNSVRfUkVBU09OX0NSRURJVFNfRVhIQVVTVEVEEAESHwobTElNSVRfUkVBU09OX1FVT1RBX0VYQ0VFREVEEAISGgoWTElNSVRfUkVBU09OX1NQRU5EX0NBUBADEh4KGkxJTUlUX1JFQVNPTl9BUElfS0VZX0xJTUlUEAQSHAoYTElNSVRfUkVBU09OX0FHRU5UX1NMT1RTEAUSHQoZTElNSVRfUkVBU09OX1JBVEVfTElNSVRFRBAGEh4KGkxJTUlUX1JFQVNPTl9TRVNTSU9OX0xJTUlUEAdiBnByb3RvMw", [file_formstate_v1_common, file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * A plan that would allow what was refused.
@@ -168,6 +168,216 @@ export type ErrorInfo = Message<"formstate.v1.ErrorInfo"> & {
  */
 export const ErrorInfoSchema: GenMessage<ErrorInfo> = /*@__PURE__*/
   messageDesc(file_formstate_v1_errors, 3);
+
+/**
+ * Sent with FAILED_PRECONDITION when money, not speed, stops a call: the
+ * project's credits, a key's or token's spend cap, or a wallet budget cannot
+ * pay for it. Plain HTTP callers get status 402 Payment Required with this
+ * payload. Rate limiting is different: RESOURCE_EXHAUSTED with RetryInfo.
+ *
+ * @generated from message formstate.v1.PaymentRequired
+ */
+export type PaymentRequired = Message<"formstate.v1.PaymentRequired"> & {
+  /**
+   * Which limit refused: LIMIT_REASON_CREDITS_EXHAUSTED or LIMIT_REASON_SPEND_CAP.
+   *
+   * @generated from field: formstate.v1.LimitReason reason = 1;
+   */
+  reason: LimitReason;
+
+  /**
+   * The least amount (micro-USD) to add for the refused call to succeed.
+   *
+   * @generated from field: int64 amount_micros = 2;
+   */
+  amountMicros: bigint;
+
+  /**
+   * What the refused call would have cost (micro-USD).
+   *
+   * @generated from field: int64 requested_micros = 3;
+   */
+  requestedMicros: bigint;
+
+  /**
+   * The balance, or the cap's remaining room, when the call was refused (micro-USD; may be negative).
+   *
+   * @generated from field: int64 available_micros = 4;
+   */
+  availableMicros: bigint;
+
+  /**
+   * The account that must pay, `accounts/{project}`.
+   *
+   * @generated from field: string account = 5;
+   */
+  account: string;
+
+  /**
+   * The capped key or budget, when reason is LIMIT_REASON_SPEND_CAP (for example `accounts/p/apiKeys/k`).
+   *
+   * @generated from field: string limited_resource = 6;
+   */
+  limitedResource: string;
+
+  /**
+   * Ways to pay, for people and programs: for example
+   * "formstate.v1.BillingService/CreateCheckoutSession" or an x402 top-up URL.
+   *
+   * @generated from field: repeated string pay_with = 7;
+   */
+  payWith: string[];
+
+  /**
+   * Set when the server accepts x402 payments: the same object the HTTP
+   * route sends in its PAYMENT-REQUIRED header.
+   *
+   * @generated from field: formstate.v1.X402PaymentRequired x402 = 8;
+   */
+  x402?: X402PaymentRequired | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.PaymentRequired.
+ * Use `create(PaymentRequiredSchema)` to create a new message.
+ */
+export const PaymentRequiredSchema: GenMessage<PaymentRequired> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_errors, 4);
+
+/**
+ * An x402 (version 2) PaymentRequired object, as the HTTP transport sends it
+ * base64-encoded in the PAYMENT-REQUIRED header.
+ *
+ * @generated from message formstate.v1.X402PaymentRequired
+ */
+export type X402PaymentRequired = Message<"formstate.v1.X402PaymentRequired"> & {
+  /**
+   * Always 2.
+   *
+   * @generated from field: int32 x402_version = 1;
+   */
+  x402Version: number;
+
+  /**
+   * Why payment is required, for people.
+   *
+   * @generated from field: string error = 2;
+   */
+  error: string;
+
+  /**
+   * The resource paid for.
+   *
+   * @generated from field: formstate.v1.X402Resource resource = 3;
+   */
+  resource?: X402Resource | undefined;
+
+  /**
+   * The ways the server accepts payment; a client picks the first it can satisfy.
+   *
+   * @generated from field: repeated formstate.v1.X402PaymentRequirements accepts = 4;
+   */
+  accepts: X402PaymentRequirements[];
+};
+
+/**
+ * Describes the message formstate.v1.X402PaymentRequired.
+ * Use `create(X402PaymentRequiredSchema)` to create a new message.
+ */
+export const X402PaymentRequiredSchema: GenMessage<X402PaymentRequired> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_errors, 5);
+
+/**
+ * The resource an x402 payment is for.
+ *
+ * @generated from message formstate.v1.X402Resource
+ */
+export type X402Resource = Message<"formstate.v1.X402Resource"> & {
+  /**
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * @generated from field: string mime_type = 3;
+   */
+  mimeType: string;
+};
+
+/**
+ * Describes the message formstate.v1.X402Resource.
+ * Use `create(X402ResourceSchema)` to create a new message.
+ */
+export const X402ResourceSchema: GenMessage<X402Resource> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_errors, 6);
+
+/**
+ * One accepted way to pay (x402 v2 PaymentRequirements).
+ *
+ * @generated from message formstate.v1.X402PaymentRequirements
+ */
+export type X402PaymentRequirements = Message<"formstate.v1.X402PaymentRequirements"> & {
+  /**
+   * How the amount is interpreted, for example "exact".
+   *
+   * @generated from field: string scheme = 1;
+   */
+  scheme: string;
+
+  /**
+   * The chain, as a CAIP-2 id, for example "eip155:8453".
+   *
+   * @generated from field: string network = 2;
+   */
+  network: string;
+
+  /**
+   * The amount in the asset's atomic units, as a decimal string.
+   *
+   * @generated from field: string amount = 3;
+   */
+  amount: string;
+
+  /**
+   * The asset's address on that chain.
+   *
+   * @generated from field: string asset = 4;
+   */
+  asset: string;
+
+  /**
+   * Where the payment goes.
+   *
+   * @generated from field: string pay_to = 5;
+   */
+  payTo: string;
+
+  /**
+   * How long the payment authorization may stay valid.
+   *
+   * @generated from field: int32 max_timeout_seconds = 6;
+   */
+  maxTimeoutSeconds: number;
+
+  /**
+   * Scheme-specific data (for EIP-3009 assets: the token's name and version).
+   *
+   * @generated from field: google.protobuf.Struct extra = 7;
+   */
+  extra?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.X402PaymentRequirements.
+ * Use `create(X402PaymentRequirementsSchema)` to create a new message.
+ */
+export const X402PaymentRequirementsSchema: GenMessage<X402PaymentRequirements> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_errors, 7);
 
 /**
  * Why a limit stopped a call.
