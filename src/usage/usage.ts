@@ -6,9 +6,10 @@
  */
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectError } from "@connectrpc/connect";
 import type { Selectable } from "kysely";
-import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { paymentRequired } from "../billing/payment-required.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
@@ -344,7 +345,7 @@ export class Usage {
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
     }
     if (!plan.overdraftAllowed && balance < cost) {
-      const err = this.creditsExhausted(plan, balance, cost);
+      const err = this.creditsExhausted(plan, balance, cost, projectId);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
       return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - balance };
     }
@@ -410,18 +411,22 @@ export class Usage {
     await this.grantPlanCredits(tx, projectId, plan);
     const balance = await ledger.balanceOf(tx, projectId);
     if (plan.overdraftAllowed || balance >= cost) return;
-    throw this.creditsExhausted(plan, balance, cost);
+    throw this.creditsExhausted(plan, balance, cost, projectId);
   }
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
     const refusal = await this.deps.keys.spendRefusal(tx, keyId, cost);
     if (!refusal) return;
-    throw new ConnectError(
-      `spend cap reached for ${refusal.keyName}: ${refusal.spent} of ${refusal.cap} micro-USD spent, this call needs ${cost}`,
-      Code.ResourceExhausted,
-      undefined,
-      [{ desc: LimitExceededSchema, value: create(LimitExceededSchema, { reason: LimitReason.SPEND_CAP, limit: BigInt(refusal.cap), used: BigInt(refusal.spent), requested: BigInt(cost) }) }],
-    );
+    throw paymentRequired({
+      reason: LimitReason.SPEND_CAP,
+      projectId: refusal.keyName.split("/")[1],
+      requestedMicros: cost,
+      availableMicros: refusal.cap - refusal.spent,
+      limitedResource: refusal.keyName,
+      limitMicros: refusal.cap,
+      usedMicros: refusal.spent,
+      message: `spend cap reached for ${refusal.keyName}: ${refusal.spent} of ${refusal.cap} micro-USD spent, this call needs ${cost}`,
+    });
   }
 
   /** The plan's included credits for the current month, granted once (lazily, on first use in the month). */
@@ -431,24 +436,20 @@ export class Usage {
     await ledger.book(tx, { projectId, kind: "plan_credits", amountMicros: plan.includedCreditsMicros, idempotencyKey: `plan-credits:${month}`, description: `${plan.displayName} included credits ${month}` }, this.deps.clock.now());
   }
 
-  /** RESOURCE_EXHAUSTED with the credits detail: how much is missing and which plans include more. */
-  creditsExhausted(plan: Plan, balance: number, cost: number): ConnectError {
+  /** Payment required (FAILED_PRECONDITION + PaymentRequired): how much is missing and which plans include more. */
+  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string): ConnectError {
     const needed = cost - balance;
     const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
-    const detail = create(LimitExceededSchema, {
+    return paymentRequired({
       reason: LimitReason.CREDITS_EXHAUSTED,
-      limit: BigInt(Math.max(balance, 0)),
-      used: 0n,
-      requested: BigInt(cost),
-      creditsNeededMicros: BigInt(needed),
-      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.includedCreditsMicros), unlimited: p.overdraftAllowed })),
+      projectId,
+      requestedMicros: cost,
+      availableMicros: balance,
+      limitMicros: Math.max(balance, 0),
+      usedMicros: 0,
+      upgrades: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.includedCreditsMicros), unlimited: p.overdraftAllowed })),
+      message: `credits exhausted: the balance is ${balance} micro-USD and this call costs ${cost}; add ${needed} micro-USD of credits or upgrade`,
     });
-    return new ConnectError(
-      `credits exhausted: the balance is ${balance} micro-USD and this call costs ${cost}; add ${needed} micro-USD of credits or upgrade`,
-      Code.ResourceExhausted,
-      undefined,
-      [{ desc: LimitExceededSchema, value: detail }],
-    );
   }
 
   private async heldAuthorization(tx: Db, projectId: string, name: string, now: number): Promise<AuthorizationRow> {

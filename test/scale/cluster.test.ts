@@ -144,7 +144,7 @@ describe.skipIf(Boolean(missing))("three instances on PostgreSQL and Redis", () 
           ok++;
         } catch (err) {
           const ce = ConnectError.from(err);
-          if (ce.code === Code.ResourceExhausted && ce.findDetails(LimitExceededSchema)[0]?.reason === LimitReason.CREDITS_EXHAUSTED) exhausted++;
+          if (ce.code === Code.FailedPrecondition && ce.findDetails(LimitExceededSchema)[0]?.reason === LimitReason.CREDITS_EXHAUSTED) exhausted++;
           else other.push(ce.message);
         }
       }),

@@ -1292,8 +1292,9 @@ export const UsageService: GenService<{
    * or an agent not hired); NOT_FOUND (authorization, api_key);
    * FAILED_PRECONDITION for an authorization that is not HELD;
    * PERMISSION_DENIED for a model outside the key's allowed_models;
-   * RESOURCE_EXHAUSTED with LimitExceeded (LIMIT_REASON_CREDITS_EXHAUSTED,
-   * LIMIT_REASON_SPEND_CAP), nothing recorded.
+   * FAILED_PRECONDITION with PaymentRequired and LimitExceeded
+   * (LIMIT_REASON_CREDITS_EXHAUSTED, LIMIT_REASON_SPEND_CAP) when credits or
+   * a spend cap cannot pay (HTTP 402 over plain HTTP), nothing recorded.
    *
    * @generated from rpc formstate.v1.UsageService.RecordUsage
    */
@@ -1306,8 +1307,8 @@ export const UsageService: GenService<{
    * Holds credits for usage about to happen (a hold is debited at once and
    * credited back when settled, released or expired). Idempotent by request_id.
    * Access: developer role, write-scope key; metered.
-   * Errors: as RecordUsage; RESOURCE_EXHAUSTED with LimitExceeded when the
-   * balance or a spend cap cannot cover the estimate.
+   * Errors: as RecordUsage; FAILED_PRECONDITION with PaymentRequired when
+   * the balance or a spend cap cannot cover the estimate (HTTP 402).
    *
    * @generated from rpc formstate.v1.UsageService.AuthorizeUsage
    */
