@@ -31,6 +31,8 @@ export class UsageReports {
   constructor(
     private readonly database: Database,
     private readonly clock: Clock,
+    /** Brings the balance up to this instant before a forecast reads it (expired holds returned). */
+    private readonly settleBalance: (projectId: string) => Promise<void> = async () => {},
   ) {}
 
   /** The current billing period (the UTC calendar month until subscriptions say otherwise). */
@@ -169,6 +171,7 @@ export class UsageReports {
     const now = this.clock.now();
     const { start, end } = this.period();
     const spent = await this.summary(projectId, start, now);
+    await this.settleBalance(projectId);
     const balance = await ledger.balanceOf(this.database.db, projectId);
     const elapsed = Math.max(now - start, 1);
     const scale = (end - start) / elapsed;

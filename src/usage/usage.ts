@@ -83,7 +83,8 @@ export interface UsageDeps {
   planOf(projectId: string): Promise<Plan>;
 }
 
-const DEFAULT_HOLD_MS = 5 * 60_000;
+/** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
+export const DEFAULT_HOLD_MS = 5 * 60_000;
 const SWEEP_MS = 15_000;
 
 export const recordName = (projectId: string, id: string) => `accounts/${projectId}/usageRecords/${id}`;
@@ -214,7 +215,7 @@ export class Usage {
       const replay = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for a different authorization");
-        return { auth: replay, balance: await ledger.balanceOf(tx, projectId) };
+        return { auth: replay, balance: await this.balanceAfterHold(tx, replay) };
       }
       await this.requireAccount(tx, projectId);
       const est = input.estimate;
@@ -292,6 +293,31 @@ export class Usage {
     return n;
   }
 
+  /**
+   * Returns the credits of this project's holds past their expiry now, so a
+   * reader (GetAccount, VerifyApiKey, eligibility, forecasts, the ledger list)
+   * shows the balance as of this instant rather than as of the last sweep.
+   * One indexed read when nothing is due; a write transaction only when a hold is.
+   */
+  async returnExpiredHolds(projectId: string): Promise<void> {
+    const now = this.deps.clock.now();
+    const due = await this.deps.database.db
+      .selectFrom("usage_authorization")
+      .select("auth_id")
+      .where("project_id", "=", projectId)
+      .where("state", "=", "held")
+      .where("expire_time", "<=", now)
+      .limit(1)
+      .executeTakeFirst();
+    if (due) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), { scope: projectId });
+  }
+
+  /** The balance a hold left when it was placed (what its first answer said). */
+  private async balanceAfterHold(tx: Db, auth: AuthorizationRow): Promise<number> {
+    const entry = await ledger.findByIdempotencyKey(tx, auth.project_id, `hold:${auth.auth_id}`);
+    return entry ? Number(entry.balance_after_micros) : ledger.balanceOf(tx, auth.project_id);
+  }
+
   /** Expired holds of one project, returned inside the caller's transaction (so a check sees them freed). */
   private async expireProjectHolds(tx: Db, projectId: string, now: number): Promise<void> {
     const due = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("state", "=", "held").where("expire_time", "<=", now).execute();
@@ -310,6 +336,7 @@ export class Usage {
     const projectId = this.ownProject(caller, parent);
     const db = this.deps.database.db;
     await this.requireAccount(db, projectId);
+    await this.returnExpiredHolds(projectId);
     const plan = await this.deps.planOf(projectId);
     const now = this.deps.clock.now();
     // Plan credits not yet granted this month count as available (they are granted on first use).
