@@ -24,7 +24,8 @@ import { enqueueMeterEvent } from "../billing/outbox.js";
 import { budgetRefusal, refundBudget, reserveBudget, settleBudget } from "../wallets/wallet-budgets.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
-import { HOUR_MS, floorTo, monthKey } from "./period.js";
+import { monthKey } from "./period.js";
+import { rollUpRecord } from "./usage-rollups.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
 
@@ -176,7 +177,7 @@ export class Usage {
         request_id: input.requestId,
         request_hash: hash,
         kind: input.usage.kind,
-        model: input.usage.kind === "model" ? priced.subject : (input.usage.model ?? null),
+        model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
         agent: input.usage.kind === "agent" ? priced.subject : null,
         operation: input.usage.kind === "agent" ? input.usage.operation : null,
         input_tokens: input.usage.inputTokens ?? 0,
@@ -403,15 +404,18 @@ export class Usage {
     let tokenCost = 0;
     let inputPrice = 0;
     let outputPrice = 0;
+    // The model an agent's tokens are charged at; recorded (and reported under) only when tokens were charged.
+    let tokenModel: string | undefined;
     if (usage.model && (usage.inputTokens || usage.outputTokens)) {
       this.requireWalletModel(caller, usage.model);
       const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
-      if (!price) throw invalidArgument("model", `unknown model ${usage.model}`);
+      if (!price) throw invalidArgument("agent_operation.model", `unknown model ${usage.model}`);
       tokenCost = modelCost(price, usage.inputTokens ?? 0, usage.outputTokens ?? 0);
       inputPrice = price.inputPriceMicrosPerMillion;
       outputPrice = price.outputPriceMicrosPerMillion;
+      tokenModel = price.name;
     }
-    return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros };
+    return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros, tokenModel };
   }
 
   /** A wallet token's `models` claim limits which models it may meter. */
@@ -489,21 +493,9 @@ export class Usage {
     return auth;
   }
 
-  private async rollUp(tx: Db, r: UsageRecordRow): Promise<void> {
-    const hour = floorTo(r.occur_time, HOUR_MS);
-    const subject = r.kind === "agent" ? r.agent! : r.model!;
-    await tx
-      .insertInto("usage_rollup")
-      .values({ project_id: r.project_id, hour, subject_kind: r.kind, subject, input_tokens: r.input_tokens, output_tokens: r.output_tokens, requests: 1, cost_micros: r.cost_micros })
-      .onConflict((oc) =>
-        oc.columns(["project_id", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
-          input_tokens: eb("usage_rollup.input_tokens", "+", r.input_tokens),
-          output_tokens: eb("usage_rollup.output_tokens", "+", r.output_tokens),
-          requests: eb("usage_rollup.requests", "+", 1),
-          cost_micros: eb("usage_rollup.cost_micros", "+", r.cost_micros),
-        })),
-      )
-      .execute();
+  /** The record's report lines into its hour's rollups (the rules: usage-rollups.ts). */
+  private rollUp(tx: Db, r: UsageRecordRow): Promise<void> {
+    return rollUpRecord(tx, r);
   }
 
   private async requireAccount(tx: Db, projectId: string): Promise<void> {

@@ -175,9 +175,10 @@ describe("reports against hand-computed values", () => {
     const ts0 = (min: number) => timestampFromMs(JUNE_10 + min * 60_000);
 
     const s = await usage.getUsageSummary({ parent: "accounts/report", startTime: ts0(0), endTime: ts0(120) });
+    // Highest cost first.
     expect(s.models.map((x) => [x.model, x.inputTokens, x.outputTokens, x.requests, x.costMicros])).toEqual([
-      [m("report", "m1"), 3000n, 500n, 2n, 8_000n],
       [m("report", "m2"), 0n, 1000n, 1n, 10_000n],
+      [m("report", "m1"), 3000n, 500n, 2n, 8_000n],
     ]);
     expect(s.totals).toMatchObject({ inputTokens: 3000n, outputTokens: 1500n, requests: 3n, costMicros: 18_000n });
     // A range with partial hours at both edges: only b (01:15) lies in [00:45, 01:30).
