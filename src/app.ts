@@ -44,6 +44,7 @@ function methodIndex(): Map<string, DescMethod> {
 function priceBook(models: Models, agents: Agents): PriceBook {
   return {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
+    modelPriceAt: (db, projectId, model, at) => models.priceForUsageAt(db, projectId, model, at),
     agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };

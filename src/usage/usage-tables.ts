@@ -3,6 +3,8 @@ export interface UsageRecordTable {
   record_id: string;
   project_id: string;
   request_id: string;
+  /** Whose request id: `usage` (RecordUsage) or `invoke` (InvokeAgent); ids are unique per namespace (migration 0008). */
+  request_namespace: string;
   /** SHA-256 of the request's content, to refuse a reused request_id with other content. */
   request_hash: string;
   /** model or agent. */

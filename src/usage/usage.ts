@@ -26,6 +26,7 @@ import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthKey } from "./period.js";
 import { rollUpRecord } from "./usage-rollups.js";
+import { requireOccurTime } from "./backdating.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
 
@@ -36,6 +37,8 @@ export type Caller = UserPrincipal | ApiKeyPrincipal;
 /** What metering needs from the catalog: current prices of what a project may use, and hires. */
 export interface PriceBook {
   modelPrice(db: Db, projectId: string, model: string): Promise<(ModelPrice & { name: string }) | undefined>;
+  /** The price in force at `at` (epoch ms); undefined also before the model had a price. */
+  modelPriceAt(db: Db, projectId: string, model: string, at: number): Promise<(ModelPrice & { name: string }) | undefined>;
   /** An agent the project has hired and may invoke now. */
   agentPrice(db: Db, projectId: string, agent: string): Promise<{ name: string; pricePerInvocationMicros: number } | undefined>;
   /** For eligibility: whether the project can see the agent, has hired it, and its slot use. */
@@ -72,7 +75,14 @@ export interface RecordInput {
   /** The customer key to attribute and cap the usage by (a gateway's case). */
   apiKey?: string;
   invocation?: string;
+  /** Whose request id this is: RecordUsage's (default) or InvokeAgent's; each replays only its own. */
+  namespace?: RequestNamespace;
 }
+
+export type RequestNamespace = "usage" | "invoke";
+
+/** The ledger idempotency key of a usage debit, per request-id namespace. */
+export const debitKey = (namespace: RequestNamespace, requestId: string) => `${namespace}:${requestId}`;
 
 export interface UsageDeps {
   database: Database;
@@ -124,6 +134,8 @@ export class Usage {
   async record(caller: Caller, parent: string, input: RecordInput): Promise<{ record: UsageRecordRow; balance: number }> {
     const projectId = this.ownProject(caller, parent);
     const now = this.deps.clock.now();
+    const namespace = input.namespace ?? "usage";
+    requireOccurTime(input.occurTime, now);
     const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
     const plan = await this.deps.planOf(projectId);
     // Settling a hold that has expired must fail *and* return its credits: expire due holds in their own
@@ -133,13 +145,19 @@ export class Usage {
     const scope = { scope: projectId };
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
     return this.commits.run(async (tx) => {
-      const replay = await tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
+      const replay = await tx
+        .selectFrom("usage_record")
+        .selectAll()
+        .where("project_id", "=", projectId)
+        .where("request_namespace", "=", namespace)
+        .where("request_id", "=", input.requestId)
+        .executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for different usage");
         return { record: replay, balance: replay.balance_after_micros };
       }
       await this.requireAccount(tx, projectId);
-      const priced = await this.price(tx, caller, projectId, input.usage);
+      const priced = await this.price(tx, caller, projectId, input.usage, input.occurTime);
       const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, input.usage);
       const recordId = newId();
       let authId: string | null = null;
@@ -166,7 +184,7 @@ export class Usage {
       }
       const debit = await ledger.book(
         tx,
-        { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: `usage:${input.requestId}`, usageRecordId: recordId, actor: caller.subject, description: priced.subject },
+        { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: debitKey(namespace, input.requestId), usageRecordId: recordId, actor: caller.subject, description: priced.subject },
         now,
       );
       await enqueueMeterEvent(tx, debit.row, input.occurTime ?? now);
@@ -175,6 +193,7 @@ export class Usage {
         record_id: recordId,
         project_id: projectId,
         request_id: input.requestId,
+        request_namespace: namespace,
         request_hash: hash,
         kind: input.usage.kind,
         model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
@@ -382,15 +401,19 @@ export class Usage {
 
   // ---- checks shared by record, authorize and eligibility ----
 
-  /** Prices usage at the catalog's current price; unknown or invisible is INVALID_ARGUMENT naming the field. */
-  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput) {
+  /**
+   * Prices usage at the catalog's price in force at `at` (a backdated record's
+   * occur_time; undefined = now); unknown or invisible is INVALID_ARGUMENT
+   * naming the field. Agents have no price history: their current
+   * per-invocation price applies.
+   */
+  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number) {
     if (usage.kind === "model") {
       if (caller.kind === "api_key" && !modelAllowed(caller.allowedModels, usage.model)) {
         throw permissionDenied(`this API key may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
       }
       this.requireWalletModel(caller, usage.model);
-      const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
-      if (!price) throw invalidArgument("model_usage.model", `unknown model ${usage.model}`);
+      const price = await this.modelPriceAt(db, projectId, usage.model, at, "model_usage.model");
       return {
         subject: price.name,
         cost: modelCost(price, usage.inputTokens, usage.outputTokens),
@@ -408,14 +431,23 @@ export class Usage {
     let tokenModel: string | undefined;
     if (usage.model && (usage.inputTokens || usage.outputTokens)) {
       this.requireWalletModel(caller, usage.model);
-      const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
-      if (!price) throw invalidArgument("agent_operation.model", `unknown model ${usage.model}`);
+      const price = await this.modelPriceAt(db, projectId, usage.model, at, "agent_operation.model");
       tokenCost = modelCost(price, usage.inputTokens ?? 0, usage.outputTokens ?? 0);
       inputPrice = price.inputPriceMicrosPerMillion;
       outputPrice = price.outputPriceMicrosPerMillion;
       tokenModel = price.name;
     }
     return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros, tokenModel };
+  }
+
+  /** A model's price at `at` (now when undefined): INVALID_ARGUMENT for an unknown model, or a time before its first price. */
+  private async modelPriceAt(db: Db, projectId: string, model: string, at: number | undefined, field: string): Promise<ModelPrice & { name: string }> {
+    const current = await this.deps.prices.modelPrice(db, projectId, model);
+    if (!current) throw invalidArgument(field, `unknown model ${model}`);
+    if (at === undefined) return current;
+    const then = await this.deps.prices.modelPriceAt(db, projectId, model, at);
+    if (!then) throw invalidArgument("occur_time", `${current.name} had no price at ${new Date(at).toISOString()} (it was published later)`);
+    return then;
   }
 
   /** A wallet token's `models` claim limits which models it may meter. */

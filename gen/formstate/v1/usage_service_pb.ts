@@ -393,8 +393,11 @@ export type RecordUsageRequest = Message<"formstate.v1.RecordUsageRequest"> & {
   authorization: string;
 
   /**
-   * When the usage happened: at most 30 days ago and 5 minutes ahead; unset
-   * means now.
+   * When the usage happened: at most 30 days ago (the backdating window) and
+   * 5 minutes ahead, by the server's clock; unset means now. Model tokens are
+   * priced at the model's price in force at that time (INVALID_ARGUMENT
+   * naming occur_time before the model had a price); an agent's
+   * per-invocation price is its current one.
    *
    * @generated from field: google.protobuf.Timestamp occur_time = 6;
    */
