@@ -20,7 +20,7 @@ import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
 import { modelAllowed } from "../keys/model-patterns.js";
 import * as ledger from "../ledger/ledger.js";
-import { enqueueMeterEvent } from "../billing/outbox.js";
+import { invoiceUsage } from "../billing/outbox.js";
 import { budgetRefusal, refundBudget, reserveBudget, settleBudget } from "../wallets/wallet-budgets.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
@@ -187,8 +187,8 @@ export class Usage {
         { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: debitKey(namespace, input.requestId), usageRecordId: recordId, actor: caller.subject, description: priced.subject },
         now,
       );
-      await enqueueMeterEvent(tx, debit.row, input.occurTime ?? now);
       const occur = input.occurTime ?? now;
+      const balance = await invoiceUsage(tx, debit.row, plan, occur);
       const record: UsageRecordRow = {
         record_id: recordId,
         project_id: projectId,
@@ -211,13 +211,13 @@ export class Usage {
         authorization_id: authId,
         invocation: input.invocation ?? null,
         attributes: JSON.stringify(input.attributes),
-        balance_after_micros: debit.row.balance_after_micros,
+        balance_after_micros: balance,
         occur_time: occur,
         create_time: now,
       };
       await tx.insertInto("usage_record").values(record).execute();
       await this.rollUp(tx, record);
-      return { record, balance: debit.row.balance_after_micros };
+      return { record, balance };
     }, scope);
   }
 
