@@ -10,8 +10,12 @@ import { type Kysely, sql } from "kysely";
  *   RecordUsage's behind an `invoke:` prefix, so a RecordUsage id could
  *   block an invocation): usage records are unique per (project, namespace,
  *   request_id), and the debits of invocations are keyed `invoke:{id}`.
+ * - A fulfilled credit purchase keeps its PaymentIntent, so a refund or a
+ *   dispute of its charge finds the credits it bought.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
+  await db.schema.alterTable("checkout_fulfillment").addColumn("payment_intent_id", "text").execute();
+  await db.schema.createIndex("checkout_fulfillment_payment_intent").on("checkout_fulfillment").column("payment_intent_id").execute();
   await db.schema.alterTable("usage_record").addColumn("request_namespace", "text", (c) => c.notNull().defaultTo("usage")).execute();
   await sql`UPDATE credit_transaction SET idempotency_key = 'invoke:' || substr(idempotency_key, 14)
             WHERE idempotency_key LIKE 'usage:invoke:%'
@@ -37,6 +41,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
+  await db.schema.dropIndex("checkout_fulfillment_payment_intent").execute();
+  await db.schema.alterTable("checkout_fulfillment").dropColumn("payment_intent_id").execute();
   await sql`DELETE FROM usage_rollup WHERE subject_kind = 'agent_model'`.execute(db);
   await db.schema.alterTable("usage_rollup").dropColumn("token_cost_micros").execute();
 }
