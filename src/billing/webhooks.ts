@@ -14,7 +14,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as store from "./billing-store.js";
 import type { Checkout } from "./checkout.js";
-import { describe, idOf, type Stripe } from "./stripe-client.js";
+import { describe, idOf, isMissing, type Stripe } from "./stripe-client.js";
 import type { StripeContext } from "./stripe-context.js";
 import { applySubscription, snapshotOf } from "./subscriptions.js";
 import { applyClawbacks } from "./clawbacks.js";
@@ -119,7 +119,13 @@ export class StripeWebhooks {
    */
   private async onCharge(event: Stripe.Event, chargeId: string): Promise<Processed> {
     const { ctx } = this;
-    const charge = await ctx.stripe.charges.retrieve(chargeId);
+    let charge: Stripe.Charge;
+    try {
+      charge = await ctx.stripe.charges.retrieve(chargeId);
+    } catch (err) {
+      if (isMissing(err)) return this.record(event, null, "ignored: unknown charge");
+      throw err;
+    }
     const paymentIntent = idOf(charge.payment_intent);
     const purchase = paymentIntent ? await store.fulfillmentOfPaymentIntent(ctx.database.db, paymentIntent) : undefined;
     if (!purchase) {
