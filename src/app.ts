@@ -44,6 +44,7 @@ function methodIndex(): Map<string, DescMethod> {
 function priceBook(models: Models, agents: Agents): PriceBook {
   return {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
+    modelPriceAt: (db, projectId, model, at) => models.priceForUsageAt(db, projectId, model, at),
     agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
@@ -86,9 +87,11 @@ export class App {
     await shared?.ready();
     let apiKeys: ApiKeys | undefined;
     let agents: Agents | undefined;
+    let usage: Usage | undefined;
     const accounts = new Accounts(database, plans, clock, {
       activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
       activeHires: (db, projectId) => agents!.activeHires(db, projectId),
+      settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
     });
     const models = new Models(database, clock, config.platformProject);
     agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
@@ -98,7 +101,7 @@ export class App {
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
     const limiter = overrides.limiter ?? (shared ? new RedisRateLimiter(shared, new LocalRateLimiter(), log) : new LocalRateLimiter());
-    const usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
     usage.start();
     const billing = new Billing({
       database,
@@ -110,6 +113,7 @@ export class App {
       stripe: config.stripe.secretKey && config.stripe.webhookSecret ? { ...config.stripe, secretKey: config.stripe.secretKey, webhookSecret: config.stripe.webhookSecret } : undefined,
       returnUrlAllowed: (url) => URL.canParse(url) && originAllowed(new URL(url).origin, config.corsOrigins),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
+      settleBalance: (p) => usage.returnExpiredHolds(p),
     });
     billing.start();
     // Sessions and wallet bindings share one invalidation channel; each drops only its own ids.
@@ -120,7 +124,7 @@ export class App {
       sessions.drop(ids);
       wallets.drop(ids);
     });
-    const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
+    const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
     return app;
   }

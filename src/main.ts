@@ -3,6 +3,7 @@ import { App } from "./app.js";
 import { ConfigError, loadConfig } from "./config.js";
 import { redactDatabaseUrl } from "./db/database.js";
 import { startServer } from "./server/server.js";
+import { seedDemoCatalog } from "./seed/demo-catalog.js";
 
 const DEV_ADMIN = "dev-admin";
 
@@ -18,7 +19,10 @@ async function main(): Promise<void> {
     throw err;
   }
   const app = await App.create(config);
-  if (app.devIssuer) await app.accounts.ensure(config.devProject, DEV_ADMIN, "Demo project");
+  if (app.devIssuer) {
+    await app.accounts.ensure(config.devProject, DEV_ADMIN, "Demo project");
+    await seedDemoCatalog(app, config.devProject, DEV_ADMIN);
+  }
   const server = await startServer(app);
   app.log.info({ url: server.url, mode: config.mode, database: redactDatabaseUrl(config.databaseUrl) }, "formstate listening");
 

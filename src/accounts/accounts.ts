@@ -26,6 +26,8 @@ export interface Caller {
 export interface AccountCounters {
   activeApiKeys(db: Db, projectId: string): Promise<number>;
   activeHires(db: Db, projectId: string): Promise<number>;
+  /** Brings the balance up to this instant before it is shown (metering returns expired holds). */
+  settleBalance?(projectId: string): Promise<void>;
 }
 
 /** Until keys and hires exist in the store, a project has none of either. */
@@ -95,6 +97,7 @@ export class Accounts {
 
   async get(caller: Caller, name: string): Promise<AccountView> {
     const projectId = this.ownProject(caller, name);
+    await this.counters.settleBalance?.(projectId);
     return this.view(this.database.db, await this.require(this.database.db, projectId));
   }
 
@@ -184,6 +187,7 @@ export class Accounts {
 
   /** The project's credit balance in micro-USD (0 without an account). */
   async creditBalance(projectId: string): Promise<number> {
+    await this.counters.settleBalance?.(projectId);
     return (await repo.findAccount(this.database.db, projectId))?.credit_balance_micros ?? 0;
   }
 

@@ -20,6 +20,8 @@ const kinds: Record<LedgerKind, CreditTransactionKind> = {
   hold: CreditTransactionKind.HOLD,
   hold_release: CreditTransactionKind.HOLD_RELEASE,
   plan_credits: CreditTransactionKind.PLAN_CREDITS,
+  dispute: CreditTransactionKind.DISPUTE,
+  invoiced: CreditTransactionKind.INVOICED,
 };
 const kindNames = new Map(Object.entries(kinds).map(([k, v]) => [v, k as LedgerKind]));
 

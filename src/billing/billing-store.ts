@@ -66,6 +66,11 @@ export async function recordEvent(tx: Db, e: { id: string; type: string }, proje
   await tx.insertInto("stripe_event").values({ event_id: e.id, type: e.type, project_id: projectId, outcome, process_time: now }).execute();
 }
 
+/** The credit purchase paid by a PaymentIntent, if any. */
+export function fulfillmentOfPaymentIntent(db: Db, paymentIntentId: string): Promise<FulfillmentRow | undefined> {
+  return db.selectFrom("checkout_fulfillment").selectAll().where("payment_intent_id", "=", paymentIntentId).where("kind", "=", "credits").executeTakeFirst();
+}
+
 export function findFulfillment(db: Db, sessionId: string): Promise<FulfillmentRow | undefined> {
   return db.selectFrom("checkout_fulfillment").selectAll().where("session_id", "=", sessionId).executeTakeFirst();
 }

@@ -41,6 +41,8 @@ export interface CheckoutFulfillmentTable {
   /** process_checkout or webhook. */
   fulfilled_by: string;
   create_time: number;
+  /** `pi_...` of a credit purchase: its charge's refunds and disputes take the credits back (migration 0008). */
+  payment_intent_id: string | null;
 }
 
 /** `meter_outbox`: usage debits waiting to be (or already) reported to Stripe as meter events. */

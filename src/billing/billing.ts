@@ -40,6 +40,8 @@ export interface BillingDeps {
   /** Whether a Checkout or portal return URL is on one of the deployment's origins. */
   returnUrlAllowed(url: string): boolean;
   invalidatePlan(projectId: string): void;
+  /** Brings the balance up to this instant before the ledger is read (metering returns expired holds). */
+  settleBalance?(projectId: string): Promise<void>;
 }
 
 /** The Stripe-backed parts, present only with Stripe configured. */
@@ -169,6 +171,7 @@ export class Billing {
 
   async transactions(caller: Caller, parent: string, filter: ledger.LedgerFilter, size: number, token: string) {
     const projectId = this.ownProject(caller, parent);
+    await this.deps.settleBalance?.(projectId);
     const n = pageSize(size);
     const before = decodePageToken(token, ["number"]) as [number] | undefined;
     const rows = await ledger.listEntries(this.deps.database.db, projectId, filter, n + 1, before?.[0]);

@@ -161,7 +161,16 @@ export class Checkout {
       if (!Number.isSafeInteger(grantedMicros) || grantedMicros <= 0) throw failedPrecondition(`checkout session ${session.id} names no credit amount`, "CHECKOUT_NOT_FORMSTATE");
       await ledger.book(tx, { projectId, kind: "purchase", amountMicros: grantedMicros, idempotencyKey: `checkout:${session.id}`, description: `credit pack, Stripe Checkout ${session.id}`, actor }, now);
     }
-    await store.insertFulfillment(tx, { session_id: session.id, project_id: projectId, kind: sub ? "plan" : "credits", plan_id: planId, granted_micros: grantedMicros, fulfilled_by: by.via, create_time: now });
+    await store.insertFulfillment(tx, {
+      session_id: session.id,
+      project_id: projectId,
+      kind: sub ? "plan" : "credits",
+      plan_id: planId,
+      granted_micros: grantedMicros,
+      fulfilled_by: by.via,
+      create_time: now,
+      payment_intent_id: sub ? null : (idOf(session.payment_intent) ?? null),
+    });
     return grantedMicros;
   }
 

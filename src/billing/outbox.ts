@@ -1,7 +1,8 @@
 /**
  * Metered usage to Stripe through an outbox. A usage debit writes its outbox
  * row in the debit's own transaction (for accounts with a Stripe customer),
- * so a report exists exactly when the debit does. A background sender claims
+ * for the part the invoicing rule (invoicing.ts) says Stripe invoices, so a
+ * report exists exactly when the debit does and carries exactly that. A background sender claims
  * due rows under a lease, reports each with `billing.meterEvents.create` and
  * a stable identifier (also the request's idempotency key), so a retry, a
  * crash after Stripe accepted, or a second sender is billed once.
@@ -16,9 +17,11 @@
 import type { Selectable } from "kysely";
 import type { Db } from "../db/database.js";
 import { newId } from "../ids.js";
+import * as ledger from "../ledger/ledger.js";
 import type { LedgerRow } from "../ledger/ledger.js";
 import { DAY_MS } from "../usage/period.js";
 import type { MeterOutboxTable } from "./billing-tables.js";
+import { invoicedPart } from "./invoicing.js";
 import { describe, isRetryable } from "./stripe-client.js";
 import type { StripeContext } from "./stripe-context.js";
 
@@ -38,18 +41,34 @@ const PRUNE_EVERY_MS = 3_600_000;
 export const meterIdentifier = (usageRecordId: string) => `fs-usage-${usageRecordId}`;
 
 /**
- * Writes the outbox row of a usage debit inside the debit's transaction.
- * Accounts without a Stripe customer are not reported (there is no one to bill).
+ * Applies the invoicing rule (invoicing.ts) to a usage debit inside its
+ * transaction: the invoiced part, if any, gets its outbox row and is moved
+ * off the balance by an `invoiced` ledger entry. Accounts without a Stripe
+ * customer are not reported (there is no one to bill). Returns the balance
+ * after both entries.
  */
-export async function enqueueMeterEvent(tx: Db, debit: LedgerRow, occurTime: number): Promise<void> {
-  const value = -debit.amount_micros;
-  if (value <= 0 || !debit.usage_record_id) return;
+export async function invoiceUsage(tx: Db, debit: LedgerRow, plan: { overdraftAllowed: boolean }, occurTime: number): Promise<number> {
+  const balanceAfter = Number(debit.balance_after_micros);
+  const cost = -Number(debit.amount_micros);
+  const value = invoicedPart({ overdraftAllowed: plan.overdraftAllowed, balanceBefore: balanceAfter + cost, cost });
+  if (value <= 0 || !debit.usage_record_id) return balanceAfter;
+  if (!(await enqueueMeterEvent(tx, debit, debit.usage_record_id, value, occurTime))) return balanceAfter;
+  const { row } = await ledger.book(
+    tx,
+    { projectId: debit.project_id, kind: "invoiced", amountMicros: value, idempotencyKey: `invoiced:${debit.usage_record_id}`, usageRecordId: debit.usage_record_id, description: "usage overage billed on the Stripe invoice" },
+    debit.create_time,
+  );
+  return Number(row.balance_after_micros);
+}
+
+/** Writes the outbox row reporting `value` of a usage debit; false when the account has no Stripe customer. */
+async function enqueueMeterEvent(tx: Db, debit: LedgerRow, usageRecordId: string, value: number, occurTime: number): Promise<boolean> {
   const customer = await tx.selectFrom("billing_customer").select("stripe_customer_id").where("project_id", "=", debit.project_id).executeTakeFirst();
-  if (!customer) return;
+  if (!customer) return false;
   await tx
     .insertInto("meter_outbox")
     .values({
-      identifier: meterIdentifier(debit.usage_record_id),
+      identifier: meterIdentifier(usageRecordId),
       project_id: debit.project_id,
       stripe_customer_id: customer.stripe_customer_id,
       value_micros: value,
@@ -64,6 +83,7 @@ export async function enqueueMeterEvent(tx: Db, debit: LedgerRow, occurTime: num
       sent_time: null,
     })
     .execute();
+  return true;
 }
 
 /** The delay before retry number `attempt` (1, 2, ...): base doubling up to max, times 0.8-1.2 (`random` 0.5 = exactly). */

@@ -3,6 +3,8 @@
  * endpoint secret, each applied once (its id recorded in the transaction of
  * its effect). Where order matters the object is read again from Stripe, so
  * late, early or repeated deliveries all end in Stripe's current state.
+ * Refunds and disputes of credit purchases take the credits back
+ * (clawbacks.ts); voided invoices re-read the subscription.
  * Answers: 200 applied or ignored, 400 bad signature (nothing changes),
  * 413 body over 1 MiB, 500 not processed now (Stripe delivers it again),
  * 503 billing not configured.
@@ -12,9 +14,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as store from "./billing-store.js";
 import type { Checkout } from "./checkout.js";
-import { describe, idOf, type Stripe } from "./stripe-client.js";
+import { describe, idOf, isMissing, type Stripe } from "./stripe-client.js";
 import type { StripeContext } from "./stripe-context.js";
 import { applySubscription, snapshotOf } from "./subscriptions.js";
+import { applyClawbacks } from "./clawbacks.js";
 
 export const STRIPE_WEBHOOK_PATH = "/webhooks/stripe";
 export const MAX_WEBHOOK_BYTES = 1024 * 1024;
@@ -70,7 +73,18 @@ export class StripeWebhooks {
       case "customer.subscription.updated":
       case "customer.subscription.deleted":
         return this.onSubscription(event, event.data.object.id, idOf(event.data.object.customer));
+      case "charge.refunded":
+        return this.onCharge(event, event.data.object.id);
+      case "charge.dispute.created":
+      case "charge.dispute.updated":
+      case "charge.dispute.closed":
+      case "charge.dispute.funds_withdrawn":
+      case "charge.dispute.funds_reinstated": {
+        const chargeId = idOf(event.data.object.charge);
+        return chargeId ? this.onCharge(event, chargeId) : this.record(event, null, "ignored: a dispute without a charge");
+      }
       case "invoice.paid":
+      case "invoice.voided":
       case "invoice.payment_failed": {
         const invoice = event.data.object;
         const subscriptionId = subscriptionOfInvoice(invoice);
@@ -95,6 +109,48 @@ export class StripeWebhooks {
       if (err instanceof ConnectError && (err.code === Code.NotFound || err.code === Code.FailedPrecondition)) return this.record(event, null, `ignored: ${err.rawMessage}`);
       throw err;
     }
+  }
+
+  /**
+   * A charge was refunded or disputed: read the charge and its disputes from
+   * Stripe now and bring the credits it bought in line (clawbacks.ts). A
+   * charge that paid no credit pack (a subscription invoice) re-reads the
+   * customer's subscription instead, so the plan follows Stripe.
+   */
+  private async onCharge(event: Stripe.Event, chargeId: string): Promise<Processed> {
+    const { ctx } = this;
+    let charge: Stripe.Charge;
+    try {
+      charge = await ctx.stripe.charges.retrieve(chargeId);
+    } catch (err) {
+      if (isMissing(err)) return this.record(event, null, "ignored: unknown charge");
+      throw err;
+    }
+    const paymentIntent = idOf(charge.payment_intent);
+    const purchase = paymentIntent ? await store.fulfillmentOfPaymentIntent(ctx.database.db, paymentIntent) : undefined;
+    if (!purchase) {
+      const customerId = idOf(charge.customer);
+      const projectId = customerId ? await store.projectOfCustomer(ctx.database.db, customerId) : undefined;
+      const subscriptionId = projectId ? (await store.findCustomer(ctx.database.db, projectId))?.stripe_subscription_id : undefined;
+      if (subscriptionId) return this.onSubscription(event, subscriptionId, customerId);
+      return this.record(event, null, "ignored: not a Formstate credit purchase");
+    }
+    const projectId = purchase.project_id;
+    return ctx.locks.run(`project:${projectId}`, async () => {
+      if (await store.eventSeen(ctx.database.db, event.id)) return { duplicate: true, outcome: "duplicate" };
+      // Read after the lock, so two events of one charge book against the same, latest state.
+      const fresh = await ctx.stripe.charges.retrieve(chargeId);
+      const disputes = await ctx.stripe.disputes.list({ charge: chargeId, limit: 100 });
+      const state = { id: chargeId, amount: fresh.amount, amountRefunded: fresh.amount_refunded, disputes: disputes.data.map((d) => ({ amount: d.amount, status: d.status })) };
+      const now = ctx.clock.now();
+      return ctx.database.transaction(async (tx): Promise<Processed> => {
+        if (await store.eventSeen(tx, event.id)) return { duplicate: true, outcome: "duplicate" };
+        const moved = await applyClawbacks(tx, purchase, state, now);
+        const outcome = moved.refund || moved.dispute ? `applied: credits taken back ${moved.refund} (refund), ${moved.dispute} (dispute)` : "applied: nothing to change";
+        await store.recordEvent(tx, event, projectId, outcome, now);
+        return { duplicate: false, outcome };
+      }, { scope: projectId });
+    });
   }
 
   /** A subscription changed: read it from Stripe now and store that state. */

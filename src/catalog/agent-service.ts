@@ -123,9 +123,10 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
         model = models[0];
       }
       if (model && !models.includes(model)) throw invalidArgument("model", `${model} is not one of ${agentName(agent.agent_id)}'s models`);
-      // Invocations share the usage records' idempotency; the prefix keeps them apart from RecordUsage ids.
+      // Invocations' request ids have their own namespace: a RecordUsage id never answers or blocks one.
       const { record, balance } = await usage.record(caller, req.parent, {
-        requestId: `invoke:${req.requestId}`,
+        requestId: req.requestId,
+        namespace: "invoke",
         usage: { kind: "agent", agent: agentName(agent.agent_id), operation: req.operation, model: model || undefined, inputTokens: Number(req.inputTokens ?? 0n), outputTokens: Number(req.outputTokens ?? 0n) },
         attributes: {},
         apiKey: req.apiKey || undefined,

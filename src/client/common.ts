@@ -8,7 +8,15 @@ import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { AgentService } from "../../gen/formstate/v1/agent_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
-import { type LimitExceeded, LimitExceededSchema, LimitReason, RetryInfoSchema, type UpgradeOption } from "../../gen/formstate/v1/errors_pb.js";
+import {
+  type LimitExceeded,
+  LimitExceededSchema,
+  LimitReason,
+  type PaymentRequired,
+  PaymentRequiredSchema,
+  RetryInfoSchema,
+  type UpgradeOption,
+} from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 
@@ -63,6 +71,17 @@ export interface LimitAdvice {
   upgradeOptions: UpgradeOption[];
   creditsNeededMicros: bigint;
   detail?: LimitExceeded;
+  /** Set when money, not speed, refused the call (FAILED_PRECONDITION, HTTP 402): how much to add and where to pay. */
+  payment?: PaymentRequired;
+}
+
+/**
+ * The PaymentRequired detail of a call refused for money (credits, a key's
+ * spend cap, a wallet budget); undefined for any other error, rate limits
+ * included (those are RESOURCE_EXHAUSTED: wait and retry, do not pay).
+ */
+export function paymentRequired(err: unknown): PaymentRequired | undefined {
+  return ConnectError.from(err).findDetails(PaymentRequiredSchema)[0];
 }
 
 /** Decodes our typed error details; undefined for errors that carry none. */
@@ -70,12 +89,14 @@ export function limitAdvice(err: unknown): LimitAdvice | undefined {
   const ce = ConnectError.from(err);
   const [limit] = ce.findDetails(LimitExceededSchema);
   const [retry] = ce.findDetails(RetryInfoSchema);
-  if (!limit && !retry) return undefined;
+  const [payment] = ce.findDetails(PaymentRequiredSchema);
+  if (!limit && !retry && !payment) return undefined;
   return {
-    reason: limit?.reason ?? LimitReason.RATE_LIMITED,
+    reason: limit?.reason ?? payment?.reason ?? LimitReason.RATE_LIMITED,
     retryDelayMs: retry?.retryDelay ? Number(retry.retryDelay.seconds) * 1000 + Math.floor(retry.retryDelay.nanos / 1e6) : undefined,
     upgradeOptions: limit?.upgradeOptions ?? [],
-    creditsNeededMicros: limit?.creditsNeededMicros ?? 0n,
+    creditsNeededMicros: limit?.creditsNeededMicros ?? payment?.amountMicros ?? 0n,
     detail: limit,
+    payment,
   };
 }

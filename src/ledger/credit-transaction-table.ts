@@ -4,7 +4,7 @@ export interface CreditTransactionTable {
   project_id: string;
   /** Orders a project's entries; balance_after follows it. */
   seq: number;
-  /** grant, purchase, usage_debit, refund, adjustment, hold, hold_release, plan_credits. */
+  /** grant, purchase, usage_debit, refund, adjustment, hold, hold_release, plan_credits, dispute, invoiced. */
   kind: string;
   /** Signed micro-USD: credits positive, debits negative. */
   amount_micros: number;

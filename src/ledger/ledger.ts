@@ -10,7 +10,7 @@ import type { Db } from "../db/database.js";
 import { newId } from "../ids.js";
 import type { CreditTransactionTable } from "./credit-transaction-table.js";
 
-export type LedgerKind = "grant" | "purchase" | "usage_debit" | "refund" | "adjustment" | "hold" | "hold_release" | "plan_credits";
+export type LedgerKind = "grant" | "purchase" | "usage_debit" | "refund" | "adjustment" | "hold" | "hold_release" | "plan_credits" | "dispute" | "invoiced";
 export type LedgerRow = Selectable<CreditTransactionTable>;
 
 export interface LedgerEntry {

@@ -17,6 +17,7 @@ import { serveConsole } from "./console-route.js";
 import { type Listener, listen } from "./listener.js";
 import { createGrpcFastPath } from "./fast-path/grpc-unary.js";
 import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js";
+import { paymentRequiredAs402 } from "./payment-status.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
 
@@ -72,6 +73,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     if ((req.url ?? "/").split("?")[0] === STRIPE_WEBHOOK_PATH) return void serveStripeWebhook(app.billing.webhooks, req, res);
     if (applyCors(req, res, config.corsOrigins)) return;
     if (fast?.(req, res)) return;
+    paymentRequiredAs402(req, res);
     connect(req, res);
   };
 }

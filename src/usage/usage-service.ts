@@ -28,7 +28,12 @@ const keyName = (projectId: string, keyId: string | null) => (keyId ? `accounts/
 
 function usageOf(u: { case: "modelUsage"; value: ModelUsage } | { case: "agentOperation"; value: AgentOperation } | { case: undefined }): UsageInput {
   if (u.case === "modelUsage") return { kind: "model", model: u.value.model, inputTokens: Number(u.value.inputTokens), outputTokens: Number(u.value.outputTokens) };
-  if (u.case === "agentOperation") return { kind: "agent", agent: u.value.agent, operation: u.value.operation };
+  if (u.case === "agentOperation") {
+    const v = u.value;
+    // Tokens only when reported, so the request hash of a plain operation stays what it always was.
+    const tokens = v.model ? { model: v.model, inputTokens: Number(v.inputTokens), outputTokens: Number(v.outputTokens) } : {};
+    return { kind: "agent", agent: v.agent, operation: v.operation, ...tokens };
+  }
   throw new Error("usage is required"); // protovalidate's oneof rule refuses this first
 }
 
@@ -41,7 +46,7 @@ export function toUsageRecord(r: UsageRecordRow): UsageRecord {
     usage:
       r.kind === "model"
         ? { case: "modelUsage", value: { model: r.model!, inputTokens: BigInt(r.input_tokens), outputTokens: BigInt(r.output_tokens) } }
-        : { case: "agentOperation", value: { agent: r.agent!, operation: r.operation ?? "" } },
+        : { case: "agentOperation", value: { agent: r.agent!, operation: r.operation ?? "", model: r.model ?? "", inputTokens: BigInt(r.input_tokens), outputTokens: BigInt(r.output_tokens) } },
     costMicros: BigInt(r.cost_micros),
     price: { inputPriceMicrosPerMillion: BigInt(r.input_price), outputPriceMicrosPerMillion: BigInt(r.output_price), pricePerInvocationMicros: BigInt(r.invocation_price) },
     apiKey: keyName(r.project_id, r.api_key_id),
@@ -151,8 +156,16 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
           outputTokens: BigInt(m.outputTokens),
           requests: BigInt(m.requests),
           costMicros: BigInt(m.costMicros),
+          agentInvocations: BigInt(m.agentInvocations),
         })),
-        agents: s.agents.map((a) => ({ agent: a.agent, invocations: BigInt(a.invocations), costMicros: BigInt(a.costMicros) })),
+        agents: s.agents.map((a) => ({
+          agent: a.agent,
+          invocations: BigInt(a.invocations),
+          costMicros: BigInt(a.costMicros),
+          invocationCostMicros: BigInt(a.invocationCostMicros),
+          inputTokens: BigInt(a.inputTokens),
+          outputTokens: BigInt(a.outputTokens),
+        })),
         totals: {
           inputTokens: BigInt(s.totals.inputTokens),
           outputTokens: BigInt(s.totals.outputTokens),
@@ -183,6 +196,7 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
           inputTokens: BigInt(p.inputTokens),
           outputTokens: BigInt(p.outputTokens),
           requests: BigInt(p.requests),
+          invocations: BigInt(p.invocations),
           costMicros: BigInt(p.costMicros),
         })),
       };

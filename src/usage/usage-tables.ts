@@ -3,6 +3,8 @@ export interface UsageRecordTable {
   record_id: string;
   project_id: string;
   request_id: string;
+  /** Whose request id: `usage` (RecordUsage) or `invoke` (InvokeAgent); ids are unique per namespace (migration 0008). */
+  request_namespace: string;
   /** SHA-256 of the request's content, to refuse a reused request_id with other content. */
   request_hash: string;
   /** model or agent. */
@@ -28,18 +30,23 @@ export interface UsageRecordTable {
   create_time: number;
 }
 
-/** The `usage_rollup` table: hourly totals per model or agent, kept in the same transaction as each record. */
+/**
+ * The `usage_rollup` table: hourly report lines (src/usage/usage-rollups.ts),
+ * kept in the same transaction as each record.
+ */
 export interface UsageRollupTable {
   project_id: string;
   /** The hour's start, epoch ms. */
   hour: number;
-  /** model or agent. */
+  /** model, agent, or agent_model (tokens agents spent on the model). */
   subject_kind: string;
   subject: string;
   input_tokens: number;
   output_tokens: number;
   requests: number;
   cost_micros: number;
+  /** The part of cost_micros paid for tokens (migration 0008). */
+  token_cost_micros: number;
 }
 
 /** The `usage_authorization` table: holds placed before usage and settled by it. */

@@ -6,9 +6,10 @@
  */
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectError } from "@connectrpc/connect";
 import type { Selectable } from "kysely";
-import { LimitExceededSchema, LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { paymentRequired } from "../billing/payment-required.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
@@ -19,11 +20,13 @@ import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
 import { modelAllowed } from "../keys/model-patterns.js";
 import * as ledger from "../ledger/ledger.js";
-import { enqueueMeterEvent } from "../billing/outbox.js";
+import { invoiceUsage } from "../billing/outbox.js";
 import { budgetRefusal, refundBudget, reserveBudget, settleBudget } from "../wallets/wallet-budgets.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
-import { HOUR_MS, floorTo, monthKey } from "./period.js";
+import { monthKey } from "./period.js";
+import { rollUpRecord } from "./usage-rollups.js";
+import { requireOccurTime } from "./backdating.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
 
@@ -34,6 +37,8 @@ export type Caller = UserPrincipal | ApiKeyPrincipal;
 /** What metering needs from the catalog: current prices of what a project may use, and hires. */
 export interface PriceBook {
   modelPrice(db: Db, projectId: string, model: string): Promise<(ModelPrice & { name: string }) | undefined>;
+  /** The price in force at `at` (epoch ms); undefined also before the model had a price. */
+  modelPriceAt(db: Db, projectId: string, model: string, at: number): Promise<(ModelPrice & { name: string }) | undefined>;
   /** An agent the project has hired and may invoke now. */
   agentPrice(db: Db, projectId: string, agent: string): Promise<{ name: string; pricePerInvocationMicros: number } | undefined>;
   /** For eligibility: whether the project can see the agent, has hired it, and its slot use. */
@@ -70,7 +75,14 @@ export interface RecordInput {
   /** The customer key to attribute and cap the usage by (a gateway's case). */
   apiKey?: string;
   invocation?: string;
+  /** Whose request id this is: RecordUsage's (default) or InvokeAgent's; each replays only its own. */
+  namespace?: RequestNamespace;
 }
+
+export type RequestNamespace = "usage" | "invoke";
+
+/** The ledger idempotency key of a usage debit, per request-id namespace. */
+export const debitKey = (namespace: RequestNamespace, requestId: string) => `${namespace}:${requestId}`;
 
 export interface UsageDeps {
   database: Database;
@@ -82,7 +94,8 @@ export interface UsageDeps {
   planOf(projectId: string): Promise<Plan>;
 }
 
-const DEFAULT_HOLD_MS = 5 * 60_000;
+/** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
+export const DEFAULT_HOLD_MS = 5 * 60_000;
 const SWEEP_MS = 15_000;
 
 export const recordName = (projectId: string, id: string) => `accounts/${projectId}/usageRecords/${id}`;
@@ -121,6 +134,8 @@ export class Usage {
   async record(caller: Caller, parent: string, input: RecordInput): Promise<{ record: UsageRecordRow; balance: number }> {
     const projectId = this.ownProject(caller, parent);
     const now = this.deps.clock.now();
+    const namespace = input.namespace ?? "usage";
+    requireOccurTime(input.occurTime, now);
     const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
     const plan = await this.deps.planOf(projectId);
     // Settling a hold that has expired must fail *and* return its credits: expire due holds in their own
@@ -130,13 +145,19 @@ export class Usage {
     const scope = { scope: projectId };
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
     return this.commits.run(async (tx) => {
-      const replay = await tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
+      const replay = await tx
+        .selectFrom("usage_record")
+        .selectAll()
+        .where("project_id", "=", projectId)
+        .where("request_namespace", "=", namespace)
+        .where("request_id", "=", input.requestId)
+        .executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for different usage");
         return { record: replay, balance: replay.balance_after_micros };
       }
       await this.requireAccount(tx, projectId);
-      const priced = await this.price(tx, caller, projectId, input.usage);
+      const priced = await this.price(tx, caller, projectId, input.usage, input.occurTime);
       const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, input.usage);
       const recordId = newId();
       let authId: string | null = null;
@@ -163,18 +184,19 @@ export class Usage {
       }
       const debit = await ledger.book(
         tx,
-        { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: `usage:${input.requestId}`, usageRecordId: recordId, actor: caller.subject, description: priced.subject },
+        { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: debitKey(namespace, input.requestId), usageRecordId: recordId, actor: caller.subject, description: priced.subject },
         now,
       );
-      await enqueueMeterEvent(tx, debit.row, input.occurTime ?? now);
       const occur = input.occurTime ?? now;
+      const balance = await invoiceUsage(tx, debit.row, plan, occur);
       const record: UsageRecordRow = {
         record_id: recordId,
         project_id: projectId,
         request_id: input.requestId,
+        request_namespace: namespace,
         request_hash: hash,
         kind: input.usage.kind,
-        model: input.usage.kind === "model" ? priced.subject : (input.usage.model ?? null),
+        model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
         agent: input.usage.kind === "agent" ? priced.subject : null,
         operation: input.usage.kind === "agent" ? input.usage.operation : null,
         input_tokens: input.usage.inputTokens ?? 0,
@@ -189,13 +211,13 @@ export class Usage {
         authorization_id: authId,
         invocation: input.invocation ?? null,
         attributes: JSON.stringify(input.attributes),
-        balance_after_micros: debit.row.balance_after_micros,
+        balance_after_micros: balance,
         occur_time: occur,
         create_time: now,
       };
       await tx.insertInto("usage_record").values(record).execute();
       await this.rollUp(tx, record);
-      return { record, balance: debit.row.balance_after_micros };
+      return { record, balance };
     }, scope);
   }
 
@@ -213,7 +235,7 @@ export class Usage {
       const replay = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for a different authorization");
-        return { auth: replay, balance: await ledger.balanceOf(tx, projectId) };
+        return { auth: replay, balance: await this.balanceAfterHold(tx, replay) };
       }
       await this.requireAccount(tx, projectId);
       const est = input.estimate;
@@ -291,6 +313,31 @@ export class Usage {
     return n;
   }
 
+  /**
+   * Returns the credits of this project's holds past their expiry now, so a
+   * reader (GetAccount, VerifyApiKey, eligibility, forecasts, the ledger list)
+   * shows the balance as of this instant rather than as of the last sweep.
+   * One indexed read when nothing is due; a write transaction only when a hold is.
+   */
+  async returnExpiredHolds(projectId: string): Promise<void> {
+    const now = this.deps.clock.now();
+    const due = await this.deps.database.db
+      .selectFrom("usage_authorization")
+      .select("auth_id")
+      .where("project_id", "=", projectId)
+      .where("state", "=", "held")
+      .where("expire_time", "<=", now)
+      .limit(1)
+      .executeTakeFirst();
+    if (due) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), { scope: projectId });
+  }
+
+  /** The balance a hold left when it was placed (what its first answer said). */
+  private async balanceAfterHold(tx: Db, auth: AuthorizationRow): Promise<number> {
+    const entry = await ledger.findByIdempotencyKey(tx, auth.project_id, `hold:${auth.auth_id}`);
+    return entry ? Number(entry.balance_after_micros) : ledger.balanceOf(tx, auth.project_id);
+  }
+
   /** Expired holds of one project, returned inside the caller's transaction (so a check sees them freed). */
   private async expireProjectHolds(tx: Db, projectId: string, now: number): Promise<void> {
     const due = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("state", "=", "held").where("expire_time", "<=", now).execute();
@@ -309,6 +356,7 @@ export class Usage {
     const projectId = this.ownProject(caller, parent);
     const db = this.deps.database.db;
     await this.requireAccount(db, projectId);
+    await this.returnExpiredHolds(projectId);
     const plan = await this.deps.planOf(projectId);
     const now = this.deps.clock.now();
     // Plan credits not yet granted this month count as available (they are granted on first use).
@@ -344,7 +392,7 @@ export class Usage {
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
     }
     if (!plan.overdraftAllowed && balance < cost) {
-      const err = this.creditsExhausted(plan, balance, cost);
+      const err = this.creditsExhausted(plan, balance, cost, projectId);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
       return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - balance };
     }
@@ -353,15 +401,19 @@ export class Usage {
 
   // ---- checks shared by record, authorize and eligibility ----
 
-  /** Prices usage at the catalog's current price; unknown or invisible is INVALID_ARGUMENT naming the field. */
-  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput) {
+  /**
+   * Prices usage at the catalog's price in force at `at` (a backdated record's
+   * occur_time; undefined = now); unknown or invisible is INVALID_ARGUMENT
+   * naming the field. Agents have no price history: their current
+   * per-invocation price applies.
+   */
+  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number) {
     if (usage.kind === "model") {
       if (caller.kind === "api_key" && !modelAllowed(caller.allowedModels, usage.model)) {
         throw permissionDenied(`this API key may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
       }
       this.requireWalletModel(caller, usage.model);
-      const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
-      if (!price) throw invalidArgument("model_usage.model", `unknown model ${usage.model}`);
+      const price = await this.modelPriceAt(db, projectId, usage.model, at, "model_usage.model");
       return {
         subject: price.name,
         cost: modelCost(price, usage.inputTokens, usage.outputTokens),
@@ -375,15 +427,27 @@ export class Usage {
     let tokenCost = 0;
     let inputPrice = 0;
     let outputPrice = 0;
+    // The model an agent's tokens are charged at; recorded (and reported under) only when tokens were charged.
+    let tokenModel: string | undefined;
     if (usage.model && (usage.inputTokens || usage.outputTokens)) {
       this.requireWalletModel(caller, usage.model);
-      const price = await this.deps.prices.modelPrice(db, projectId, usage.model);
-      if (!price) throw invalidArgument("model", `unknown model ${usage.model}`);
+      const price = await this.modelPriceAt(db, projectId, usage.model, at, "agent_operation.model");
       tokenCost = modelCost(price, usage.inputTokens ?? 0, usage.outputTokens ?? 0);
       inputPrice = price.inputPriceMicrosPerMillion;
       outputPrice = price.outputPriceMicrosPerMillion;
+      tokenModel = price.name;
     }
-    return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros };
+    return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros, tokenModel };
+  }
+
+  /** A model's price at `at` (now when undefined): INVALID_ARGUMENT for an unknown model, or a time before its first price. */
+  private async modelPriceAt(db: Db, projectId: string, model: string, at: number | undefined, field: string): Promise<ModelPrice & { name: string }> {
+    const current = await this.deps.prices.modelPrice(db, projectId, model);
+    if (!current) throw invalidArgument(field, `unknown model ${model}`);
+    if (at === undefined) return current;
+    const then = await this.deps.prices.modelPriceAt(db, projectId, model, at);
+    if (!then) throw invalidArgument("occur_time", `${current.name} had no price at ${new Date(at).toISOString()} (it was published later)`);
+    return then;
   }
 
   /** A wallet token's `models` claim limits which models it may meter. */
@@ -410,18 +474,22 @@ export class Usage {
     await this.grantPlanCredits(tx, projectId, plan);
     const balance = await ledger.balanceOf(tx, projectId);
     if (plan.overdraftAllowed || balance >= cost) return;
-    throw this.creditsExhausted(plan, balance, cost);
+    throw this.creditsExhausted(plan, balance, cost, projectId);
   }
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
     const refusal = await this.deps.keys.spendRefusal(tx, keyId, cost);
     if (!refusal) return;
-    throw new ConnectError(
-      `spend cap reached for ${refusal.keyName}: ${refusal.spent} of ${refusal.cap} micro-USD spent, this call needs ${cost}`,
-      Code.ResourceExhausted,
-      undefined,
-      [{ desc: LimitExceededSchema, value: create(LimitExceededSchema, { reason: LimitReason.SPEND_CAP, limit: BigInt(refusal.cap), used: BigInt(refusal.spent), requested: BigInt(cost) }) }],
-    );
+    throw paymentRequired({
+      reason: LimitReason.SPEND_CAP,
+      projectId: refusal.keyName.split("/")[1],
+      requestedMicros: cost,
+      availableMicros: refusal.cap - refusal.spent,
+      limitedResource: refusal.keyName,
+      limitMicros: refusal.cap,
+      usedMicros: refusal.spent,
+      message: `spend cap reached for ${refusal.keyName}: ${refusal.spent} of ${refusal.cap} micro-USD spent, this call needs ${cost}`,
+    });
   }
 
   /** The plan's included credits for the current month, granted once (lazily, on first use in the month). */
@@ -431,24 +499,20 @@ export class Usage {
     await ledger.book(tx, { projectId, kind: "plan_credits", amountMicros: plan.includedCreditsMicros, idempotencyKey: `plan-credits:${month}`, description: `${plan.displayName} included credits ${month}` }, this.deps.clock.now());
   }
 
-  /** RESOURCE_EXHAUSTED with the credits detail: how much is missing and which plans include more. */
-  creditsExhausted(plan: Plan, balance: number, cost: number): ConnectError {
+  /** Payment required (FAILED_PRECONDITION + PaymentRequired): how much is missing and which plans include more. */
+  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string): ConnectError {
     const needed = cost - balance;
     const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
-    const detail = create(LimitExceededSchema, {
+    return paymentRequired({
       reason: LimitReason.CREDITS_EXHAUSTED,
-      limit: BigInt(Math.max(balance, 0)),
-      used: 0n,
-      requested: BigInt(cost),
-      creditsNeededMicros: BigInt(needed),
-      upgradeOptions: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.includedCreditsMicros), unlimited: p.overdraftAllowed })),
+      projectId,
+      requestedMicros: cost,
+      availableMicros: balance,
+      limitMicros: Math.max(balance, 0),
+      usedMicros: 0,
+      upgrades: upgrades.map((p) => create(UpgradeOptionSchema, { tier: p.tier, limit: BigInt(p.includedCreditsMicros), unlimited: p.overdraftAllowed })),
+      message: `credits exhausted: the balance is ${balance} micro-USD and this call costs ${cost}; add ${needed} micro-USD of credits or upgrade`,
     });
-    return new ConnectError(
-      `credits exhausted: the balance is ${balance} micro-USD and this call costs ${cost}; add ${needed} micro-USD of credits or upgrade`,
-      Code.ResourceExhausted,
-      undefined,
-      [{ desc: LimitExceededSchema, value: detail }],
-    );
   }
 
   private async heldAuthorization(tx: Db, projectId: string, name: string, now: number): Promise<AuthorizationRow> {
@@ -461,21 +525,9 @@ export class Usage {
     return auth;
   }
 
-  private async rollUp(tx: Db, r: UsageRecordRow): Promise<void> {
-    const hour = floorTo(r.occur_time, HOUR_MS);
-    const subject = r.kind === "agent" ? r.agent! : r.model!;
-    await tx
-      .insertInto("usage_rollup")
-      .values({ project_id: r.project_id, hour, subject_kind: r.kind, subject, input_tokens: r.input_tokens, output_tokens: r.output_tokens, requests: 1, cost_micros: r.cost_micros })
-      .onConflict((oc) =>
-        oc.columns(["project_id", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
-          input_tokens: eb("usage_rollup.input_tokens", "+", r.input_tokens),
-          output_tokens: eb("usage_rollup.output_tokens", "+", r.output_tokens),
-          requests: eb("usage_rollup.requests", "+", 1),
-          cost_micros: eb("usage_rollup.cost_micros", "+", r.cost_micros),
-        })),
-      )
-      .execute();
+  /** The record's report lines into its hour's rollups (the rules: usage-rollups.ts). */
+  private rollUp(tx: Db, r: UsageRecordRow): Promise<void> {
+    return rollUpRecord(tx, r);
   }
 
   private async requireAccount(tx: Db, projectId: string): Promise<void> {

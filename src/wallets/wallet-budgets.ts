@@ -7,10 +7,10 @@
  * that many seconds (the window starts at first use and renews when it ends).
  */
 import { createHash } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectError } from "@connectrpc/connect";
 import { sql } from "kysely";
-import { LimitExceededSchema, LimitReason } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitReason } from "../../gen/formstate/v1/errors_pb.js";
+import { paymentRequired } from "../billing/payment-required.js";
 import type { Db } from "../db/database.js";
 import type { WalletBudgetClaim } from "./wallet-token.js";
 
@@ -51,7 +51,7 @@ export async function ensureBudget(tx: Db, budget: BudgetRef, now: number): Prom
     .execute();
 }
 
-/** Reserves `cost` (and one round) or throws RESOURCE_EXHAUSTED with the spend-cap reason. */
+/** Reserves `cost` (and one round) or throws payment required (FAILED_PRECONDITION) with the spend-cap reason. */
 export async function reserveBudget(tx: Db, budget: BudgetRef, cost: number, now: number): Promise<void> {
   const { claim } = budget;
   await ensureBudget(tx, budget, now);
@@ -95,9 +95,15 @@ function windowLabel(budget: BudgetRef): string {
 async function budgetExhausted(tx: Db, budget: BudgetRef, cost: number, now: number): Promise<ConnectError> {
   const row = await tx.selectFrom("wallet_budget").select(["spent_micros"]).where("budget_id", "=", budget.id).executeTakeFirstOrThrow();
   const message = (await budgetRefusal(tx, budget, cost, now)) ?? `wallet token budget reached for this call of ${cost} micro-USD`;
-  return new ConnectError(message, Code.ResourceExhausted, undefined, [
-    { desc: LimitExceededSchema, value: create(LimitExceededSchema, { reason: LimitReason.SPEND_CAP, limit: BigInt(budget.claim.limitMicros), used: BigInt(row.spent_micros), requested: BigInt(cost) }) },
-  ]);
+  return paymentRequired({
+    reason: LimitReason.SPEND_CAP,
+    projectId: budget.projectId,
+    requestedMicros: cost,
+    availableMicros: budget.claim.limitMicros - row.spent_micros,
+    limitMicros: budget.claim.limitMicros,
+    usedMicros: row.spent_micros,
+    message,
+  });
 }
 
 /** Gives back a released or expired hold's amount and round (never below zero). */

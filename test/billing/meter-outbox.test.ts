@@ -20,6 +20,7 @@ import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { ManualClock } from "../../src/clock.js";
 import { meterIdentifier } from "../../src/billing/outbox.js";
 import { DAY_MS } from "../../src/usage/period.js";
+import { Plans, defaultPlans } from "../../src/plans/plans.js";
 import { FakeStripe, METER_EVENT } from "../support/fake-stripe.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
 
@@ -37,6 +38,12 @@ const log = pino(
   }),
 );
 
+/**
+ * Every plan billed in arrears with no included credits and no credits granted: all usage is overage,
+ * so all of it is metered (the invoicing rule itself: test/billing/invoicing.test.ts).
+ */
+const arrears = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, overdraftAllowed: true })));
+
 /** Backoff of 1 s doubling to 8 s; requests time out after 300 ms; no automatic passes. */
 const env = (extra: Record<string, string> = {}) =>
   fake.env({ STRIPE_API_TIMEOUT_MS: "300", STRIPE_METER_INTERVAL_MS: "600000", STRIPE_METER_BACKOFF_MS: "1000", STRIPE_METER_BACKOFF_MAX_MS: "8000", ...extra });
@@ -50,13 +57,14 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** An account with credits, a priced model, and (unless `customer` is false) a Stripe customer. */
+/** An account without credits (all usage is overage), a priced model, and (unless `customer` is false) a Stripe customer. */
 async function setup(ts: TestServer, projectId: string, customer = true) {
   const admin = await ts.token({ projectId, role: "admin", subject: `${projectId}-admin` });
   await createClient(AccountService, ts.grpc(admin)).createAccount({ account: {} });
   const billing = createClient(BillingService, ts.grpc(admin));
-  await billing.addCredits({ parent: `accounts/${projectId}`, amountMicros: 100_000_000n, reason: "test", requestId: "seed" });
   await createClient(ModelService, ts.grpc(admin)).createModel({ modelId: `${projectId}/m`, model: { inputPriceMicrosPerMillion: 1_000_000n, outputPriceMicrosPerMillion: 3_000_000n, visibility: ModelVisibility.PRIVATE } });
+  // The price has been in force for a month, so backdated usage is priced (usage is priced at occur_time).
+  await ts.app.database.db.updateTable("model_price").set({ effective_from: clock.now() - 31 * DAY_MS }).where("model_id", "=", `${projectId}/m`).execute();
   if (customer) {
     await billing.createCheckoutSession({ parent: `accounts/${projectId}`, item: { case: "creditAmountMicros", value: 1_000_000n }, successUrl: "http://localhost:3000/ok", cancelUrl: "http://localhost:3000/no" });
   }
@@ -80,7 +88,7 @@ const attemptsOf = (identifier: string) => fake.meterAttempts.filter((a) => a.id
 
 describe("the outbox row", () => {
   it("is written with the usage debit, once per record, only for accounts with a Stripe customer", async () => {
-    const ts = await startTestServer(env(), { clock });
+    const ts = await startTestServer(env(), { clock, plans: arrears });
     try {
       const { use, customerId } = await setup(ts, "metered");
       const a = await use("r1", 1200);
@@ -93,8 +101,8 @@ describe("the outbox row", () => {
       ]);
       expect(a.cost).toBe(1200);
 
-      // A usage refused for credits rolls back its debit, and the outbox row with it.
-      await expect(use("too-much", 0, undefined, 100_000_000)).rejects.toThrow(/credits exhausted/);
+      // A usage refused (here: outside the backdating window) rolls back its debit, and the outbox row with it.
+      await expect(use("refused", 10, clock.now() - 40 * DAY_MS)).rejects.toThrow(/occur_time/);
       expect(await rows(ts, "metered")).toHaveLength(2);
 
       const { use: freeUse } = await setup(ts, "unbilled", false);
@@ -109,7 +117,7 @@ describe("the outbox row", () => {
 describe("the sender", () => {
   it("through 500s, timeouts and a restart reports every usage exactly once, with the same identifier on every try", async () => {
     const dbFile = join(dir, "restart.db");
-    let ts = await startTestServer(env({ DATABASE_URL: dbFile }), { clock });
+    let ts = await startTestServer(env({ DATABASE_URL: dbFile }), { clock, plans: arrears });
     const { use, customerId } = await setup(ts, "outage");
     const used = [];
     const recordedAt = clock.now();
@@ -145,7 +153,7 @@ describe("the sender", () => {
     const attemptsAtClose = fake.meterAttempts.length;
 
     // After the restart a crashed sender's lease is honoured until it runs out.
-    ts = await startTestServer(env({ DATABASE_URL: dbFile }), { clock });
+    ts = await startTestServer(env({ DATABASE_URL: dbFile }), { clock, plans: arrears });
     outbox = await rows(ts, "outage");
     expect(outbox.filter((r) => r.last_error === "StripeConnectionError: Request aborted due to timeout being reached (300ms)")).toHaveLength(hung);
     expect(outbox.every((r) => r.status === "pending" && r.lease_owner === null)).toBe(true);
@@ -178,7 +186,7 @@ describe("the sender", () => {
   });
 
   it("usage older than Stripe's 35 days is a failed report with an error logged, not dropped silently", async () => {
-    const ts = await startTestServer(env(), { clock, log });
+    const ts = await startTestServer(env(), { clock, log, plans: arrears });
     try {
       const { use } = await setup(ts, "late");
       const old = await use("old", 900, clock.now() - 29 * DAY_MS);
@@ -201,7 +209,7 @@ describe("the sender", () => {
   });
 
   it("a report Stripe refuses as it is (400) is marked failed with Stripe's reason and not retried", async () => {
-    const ts = await startTestServer(env({ STRIPE_METER_EVENT_NAME: "no_such_meter" }), { clock });
+    const ts = await startTestServer(env({ STRIPE_METER_EVENT_NAME: "no_such_meter" }), { clock, plans: arrears });
     try {
       const { use } = await setup(ts, "refused");
       const u = await use("a", 600);
@@ -218,7 +226,7 @@ describe("the sender", () => {
   });
 
   it("the background loop reports on its own after an outage, and stops on close", async () => {
-    const ts = await startTestServer(fake.env({ STRIPE_API_TIMEOUT_MS: "300", STRIPE_METER_INTERVAL_MS: "20", STRIPE_METER_BACKOFF_MS: "50", STRIPE_METER_BACKOFF_MAX_MS: "200" }));
+    const ts = await startTestServer(fake.env({ STRIPE_API_TIMEOUT_MS: "300", STRIPE_METER_INTERVAL_MS: "20", STRIPE_METER_BACKOFF_MS: "50", STRIPE_METER_BACKOFF_MAX_MS: "200" }), { plans: arrears });
     let closed = false;
     try {
       const { use } = await setup(ts, "looped");

@@ -298,9 +298,12 @@ describe("subscription webhooks", () => {
 
     const stranger = fake.event("customer.subscription.updated", { ...sub, customer: "cus_somebodyelse" });
     expect((await deliverEvent(ts.url, stranger)).body.outcome).toBe("ignored: unknown customer");
-    const other = fake.event("charge.refunded", { id: "ch_1", object: "charge" });
-    expect((await deliverEvent(ts.url, other)).body.outcome).toBe("ignored: charge.refunded is not handled");
-    expect(await storedEvent(String(other.id))).toMatchObject({ type: "charge.refunded", project_id: null });
+    const other = fake.event("payment_intent.created", { id: "pi_1", object: "payment_intent" });
+    expect((await deliverEvent(ts.url, other)).body.outcome).toBe("ignored: payment_intent.created is not handled");
+    expect(await storedEvent(String(other.id))).toMatchObject({ type: "payment_intent.created", project_id: null });
+    // A refund of a charge Stripe does not know for this account: recorded, changes nothing.
+    const unknown = fake.event("charge.refunded", { id: "ch_1", object: "charge" });
+    expect((await deliverEvent(ts.url, unknown)).body.outcome).toBe("ignored: unknown charge");
   });
 
   it("Stripe unreachable while applying: 500, nothing recorded; the redelivery applies", async () => {
@@ -355,7 +358,7 @@ describe("webhook signatures", () => {
     });
     expect(preflight.status).toBe(405);
     expect(preflight.headers.get("access-control-allow-origin")).toBeNull();
-    const event = fake.event("charge.refunded", { id: "ch_2", object: "charge" });
+    const event = fake.event("payment_intent.created", { id: "pi_2", object: "payment_intent" });
     const payload = JSON.stringify(event);
     const withOrigin = await fetch(`${ts.url}/webhooks/stripe`, { method: "POST", headers: { origin: "http://localhost:3000", "stripe-signature": signatureFor(payload) }, body: payload });
     expect(withOrigin.status).toBe(200);

@@ -11,7 +11,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
-import { ErrorInfoSchema, LimitExceededSchema, LimitReason, RetryInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { ErrorInfoSchema, LimitExceededSchema, LimitReason, PaymentRequiredSchema, RetryInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
 import { grpcStatusDetails } from "../../docs/examples/grpc-js-status-details.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
@@ -75,7 +75,7 @@ describe("@grpc/grpc-js reads typed error details from the status", () => {
     expect(err.metadata.get("retry-after")).toHaveLength(1);
   });
 
-  it("LimitExceeded(CREDITS_EXHAUSTED) with credits needed and upgrade options, authenticated by a bearer token", async () => {
+  it("payment required: FAILED_PRECONDITION with PaymentRequired and LimitExceeded(CREDITS_EXHAUSTED), credits needed and upgrade options, authenticated by a bearer token", async () => {
     const usage = new pkg.formstate.v1.UsageService(`127.0.0.1:${ts.server.port}`, grpc.credentials.createInsecure());
     const md = new grpc.Metadata();
     md.add("authorization", `Bearer ${token}`);
@@ -83,10 +83,13 @@ describe("@grpc/grpc-js reads typed error details from the status", () => {
       call(usage, "recordUsage", { parent: "accounts/grpcjs", requestId: "too-big", modelUsage: { model: "models/grpcjs/big-1", inputTokens: "100000", outputTokens: "0" } }, md),
     );
     usage.close();
-    expect(err.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(err.code).toBe(grpc.status.FAILED_PRECONDITION);
     const [limit] = grpcStatusDetails(err.metadata).filter((d) => isMessage(d, LimitExceededSchema));
     if (!limit || !isMessage(limit, LimitExceededSchema)) throw new Error("no LimitExceeded detail");
     expect(limit.reason).toBe(LimitReason.CREDITS_EXHAUSTED);
+    const [payment] = grpcStatusDetails(err.metadata).filter((d) => isMessage(d, PaymentRequiredSchema));
+    if (!payment || !isMessage(payment, PaymentRequiredSchema)) throw new Error("no PaymentRequired detail");
+    expect(payment).toMatchObject({ reason: LimitReason.CREDITS_EXHAUSTED, amountMicros: 5_000_000n, requestedMicros: 10_000_000n, account: "accounts/grpcjs" });
     // $10 asked, the month's $5 of Free credits available.
     expect(limit.creditsNeededMicros).toBe(5_000_000n);
     expect(limit.upgradeOptions.map((o) => o.tier)).toContain(PlanTier.ENTERPRISE);

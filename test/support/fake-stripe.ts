@@ -1,10 +1,10 @@
 /**
  * A local Stripe API for tests: just the endpoints Formstate's billing calls
  * through the real `stripe` SDK (customers, Checkout sessions, portal
- * sessions, subscriptions, meter events), form-encoded requests as the SDK
+ * sessions, subscriptions, charges and disputes, meter events), form-encoded requests as the SDK
  * sends them, Stripe-shaped JSON and errors, and idempotency-key replay.
  * Tests drive it from the outside: mark a session paid, change a
- * subscription, make meter events fail with 500 or hang, read every meter
+ * subscription, refund or dispute a charge, make meter events fail with 500 or hang, read every meter
  * identifier it was sent and accepted.
  */
 import { randomBytes } from "node:crypto";
@@ -58,6 +58,8 @@ export class FakeStripe {
   readonly customers = new Map<string, Obj>();
   readonly sessions = new Map<string, Obj>();
   readonly subscriptions = new Map<string, Obj>();
+  readonly charges = new Map<string, Obj>();
+  readonly disputes = new Map<string, Obj>();
   readonly meterAttempts: MeterAttempt[] = [];
   readonly accepted = new Map<string, AcceptedMeterEvent>();
   /** Every request as `METHOD /path`. */
@@ -99,11 +101,17 @@ export class FakeStripe {
   }
 
   /** The customer pays: the session completes; a subscription session gets an active subscription. */
-  completeSession(sessionId: string): { session: Obj; subscription?: Obj } {
+  completeSession(sessionId: string): { session: Obj; subscription?: Obj; charge?: Obj } {
     const session = this.sessions.get(sessionId);
     if (!session) throw new Error(`fake Stripe: no session ${sessionId}`);
     Object.assign(session, { status: "complete", payment_status: "paid" });
-    if (session.mode !== "subscription") return { session };
+    if (session.mode !== "subscription") {
+      // A one-off payment: a PaymentIntent and its Charge, which refunds and disputes are about.
+      const charge: Obj = { id: id("ch"), object: "charge", amount: session.amount_total, amount_refunded: 0, refunded: false, disputed: false, currency: "usd", customer: session.customer, payment_intent: id("pi"), created: nowSec() };
+      this.charges.set(String(charge.id), charge);
+      session.payment_intent = charge.payment_intent;
+      return { session, charge };
+    }
     const price = String(this.lineItems.get(sessionId)![0].price);
     const subscription = this.createSubscription(String(session.customer), price, (this.subscriptionData.get(sessionId)?.metadata as Obj) ?? {});
     session.subscription = subscription.id;
@@ -136,6 +144,30 @@ export class FakeStripe {
     return structuredClone(sub);
   }
 
+  /** Refunds `cents` more of a charge (as the Dashboard or API would); returns the charge. */
+  refund(chargeId: string, cents: number): Obj {
+    const charge = this.charges.get(chargeId)!;
+    charge.amount_refunded = Math.min(Number(charge.amount), Number(charge.amount_refunded) + cents);
+    charge.refunded = charge.amount_refunded === charge.amount;
+    return structuredClone(charge);
+  }
+
+  /** The cardholder disputes `cents` of a charge (default all of it); returns the dispute. */
+  dispute(chargeId: string, cents?: number): Obj {
+    const charge = this.charges.get(chargeId)!;
+    const dispute: Obj = { id: id("dp"), object: "dispute", charge: chargeId, amount: cents ?? charge.amount, currency: "usd", status: "needs_response", reason: "fraudulent", created: nowSec() };
+    this.disputes.set(String(dispute.id), dispute);
+    charge.disputed = true;
+    return structuredClone(dispute);
+  }
+
+  /** A dispute ends: `won` (the money comes back), `lost`, or `warning_closed` (an inquiry closed). */
+  closeDispute(disputeId: string, status: "won" | "lost" | "warning_closed"): Obj {
+    const dispute = this.disputes.get(disputeId)!;
+    dispute.status = status;
+    return structuredClone(dispute);
+  }
+
   /** A Stripe event envelope around an object. */
   event(type: string, object: Obj): Obj {
     return { id: id("evt"), object: "event", api_version: Stripe.API_VERSION, created: nowSec(), livemode: false, pending_webhooks: 1, request: { id: null, idempotency_key: null }, type, data: { object: structuredClone(object) } };
@@ -150,7 +182,7 @@ export class FakeStripe {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
-      const path = (req.url ?? "/").split("?")[0];
+      const [path, query = ""] = (req.url ?? "/").split("?");
       this.requests.push(`${req.method} ${path}`);
       const reply = (status: number, body: unknown) => {
         res.writeHead(status, { "content-type": "application/json", "request-id": id("req") });
@@ -161,7 +193,7 @@ export class FakeStripe {
       }
       const key = req.method === "POST" && typeof req.headers["idempotency-key"] === "string" ? `${path} ${req.headers["idempotency-key"]}` : undefined;
       const replay = key ? this.replays.get(key) : undefined;
-      const form = parseForm(Buffer.concat(chunks).toString("utf8"));
+      const form = parseForm(req.method === "GET" ? query : Buffer.concat(chunks).toString("utf8"));
       if (path === "/v1/billing/meter_events" && req.method === "POST") {
         const identifier = String(form.identifier);
         if (replay) {
@@ -231,6 +263,16 @@ export class FakeStripe {
       if (!this.customers.has(String(form.customer))) return missing("customer", String(form.customer));
       const portalId = id("bps");
       return [200, { id: portalId, object: "billing_portal.session", customer: form.customer, return_url: form.return_url, url: `${this.url}/portal/${portalId}` }];
+    }
+    if (method === "GET" && (m = /^\/v1\/charges\/([^/]+)$/.exec(path))) {
+      return this.charges.has(m[1]) ? [200, this.charges.get(m[1])] : missing("charge", m[1]);
+    }
+    if (method === "GET" && (m = /^\/v1\/disputes\/([^/]+)$/.exec(path))) {
+      return this.disputes.has(m[1]) ? [200, this.disputes.get(m[1])] : missing("dispute", m[1]);
+    }
+    if (method === "GET" && path === "/v1/disputes") {
+      const data = [...this.disputes.values()].filter((d) => !form.charge || d.charge === form.charge);
+      return [200, { object: "list", url: "/v1/disputes", has_more: false, data }];
     }
     if (method === "GET" && (m = /^\/v1\/subscriptions\/([^/]+)$/.exec(path))) {
       return this.subscriptions.has(m[1]) ? [200, this.subscriptions.get(m[1])] : missing("subscription", m[1]);

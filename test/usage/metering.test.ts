@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
-import { LimitExceededSchema, LimitReason } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitExceededSchema, LimitReason, PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService, ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
 import { AuthorizationState, UsageGranularity, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { ManualClock } from "../../src/clock.js";
@@ -70,7 +70,7 @@ describe("credits under concurrency", () => {
             ok++;
           } catch (err) {
             const ce = ConnectError.from(err);
-            if (ce.code === Code.ResourceExhausted && ce.findDetails(LimitExceededSchema)[0]?.reason === LimitReason.CREDITS_EXHAUSTED) exhausted++;
+            if (ce.code === Code.FailedPrecondition && ce.findDetails(PaymentRequiredSchema)[0]?.reason === LimitReason.CREDITS_EXHAUSTED) exhausted++;
             else other.push(ce.message);
           }
         }
@@ -117,7 +117,7 @@ describe("holds", () => {
     );
     const held = results.filter((r) => r.status === "fulfilled").map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof usage.authorizeUsage>>>).value);
     expect(held).toHaveLength(3);
-    for (const r of results.filter((r) => r.status === "rejected")) expect(ConnectError.from((r as PromiseRejectedResult).reason).code).toBe(Code.ResourceExhausted);
+    for (const r of results.filter((r) => r.status === "rejected")) expect(ConnectError.from((r as PromiseRejectedResult).reason).code).toBe(Code.FailedPrecondition);
     expect(await balanceAndLedger("holds")).toEqual({ balance: 1_000, ledgerSum: 1_000 });
 
     // Settle the first at an actual cost of 1,000 (500 input tokens of m1): 2,000 comes back.
@@ -175,9 +175,10 @@ describe("reports against hand-computed values", () => {
     const ts0 = (min: number) => timestampFromMs(JUNE_10 + min * 60_000);
 
     const s = await usage.getUsageSummary({ parent: "accounts/report", startTime: ts0(0), endTime: ts0(120) });
+    // Highest cost first.
     expect(s.models.map((x) => [x.model, x.inputTokens, x.outputTokens, x.requests, x.costMicros])).toEqual([
-      [m("report", "m1"), 3000n, 500n, 2n, 8_000n],
       [m("report", "m2"), 0n, 1000n, 1n, 10_000n],
+      [m("report", "m1"), 3000n, 500n, 2n, 8_000n],
     ]);
     expect(s.totals).toMatchObject({ inputTokens: 3000n, outputTokens: 1500n, requests: 3n, costMicros: 18_000n });
     // A range with partial hours at both edges: only b (01:15) lies in [00:45, 01:30).
@@ -248,8 +249,9 @@ describe("keys on the metering path", () => {
     const asChild = createClient(UsageService, createGrpcTransport({ baseUrl: ts.url, interceptors: [(next) => (req) => (req.header.set("x-api-key", child.secret), next(req))] }));
     const rec = (id: string, model: string, tokens: bigint) => asChild.recordUsage({ parent: "accounts/capped", requestId: id, usage: { case: "modelUsage", value: { model: m("capped", model), inputTokens: tokens } } });
     await rec("c1", "m1", 2000n); // 4,000
-    const err = await expectCode(rec("c2", "m1", 1000n), Code.ResourceExhausted, /spend cap/);
+    const err = await expectCode(rec("c2", "m1", 1000n), Code.FailedPrecondition, /spend cap/);
     expect(err.findDetails(LimitExceededSchema)[0]).toMatchObject({ reason: LimitReason.SPEND_CAP, limit: 5_000n, used: 4_000n, requested: 2_000n });
+    expect(err.findDetails(PaymentRequiredSchema)[0]).toMatchObject({ reason: LimitReason.SPEND_CAP, amountMicros: 1_000n, requestedMicros: 2_000n, availableMicros: 1_000n, account: "accounts/capped", limitedResource: child.apiKey!.name });
     await expectCode(rec("c3", "m2", 1n), Code.PermissionDenied, /may not use/);
     const parentNow = await keys.getApiKey({ name: parent.apiKey!.name });
     expect(parentNow.apiKey?.spentMicros).toBe(4_000n);

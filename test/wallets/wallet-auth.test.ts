@@ -208,7 +208,7 @@ describe("wallet tokens on the wire", () => {
 });
 
 describe("wallet budgets", () => {
-  it("per session over rounds: exactly `count` calls, then RESOURCE_EXHAUSTED with the spend-cap reason", async () => {
+  it("per session over rounds: exactly `count` calls, then payment required (FAILED_PRECONDITION) with the spend-cap reason", async () => {
     const { dev } = await setup("rounds");
     const w = ethWallet();
     await bind(dev, "rounds", w);
@@ -216,7 +216,7 @@ describe("wallet budgets", () => {
     const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => record(token, "rounds", `r${i}`)));
     expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(3);
     for (const r of results.filter((r): r is PromiseRejectedResult => r.status === "rejected")) {
-      expect(ConnectError.from(r.reason).code).toBe(Code.ResourceExhausted);
+      expect(ConnectError.from(r.reason).code).toBe(Code.FailedPrecondition);
       expect(reasonOf(r.reason)).toBe(LimitReason.SPEND_CAP);
       expect(ConnectError.from(r.reason).rawMessage).toMatch(/covers 3 rounds/);
     }
@@ -237,7 +237,7 @@ describe("wallet budgets", () => {
     const flipped = Buffer.concat([bytes.subarray(0, 32), Buffer.from((n - s).toString(16).padStart(64, "0"), "hex"), Buffer.from([bytes[64] === 27 ? 28 : 27])]);
     const malleated = `${h}.${p}.${flipped.toString("base64url")}`;
     expect(malleated).not.toBe(token);
-    const err = await expectCode(record(malleated, "malleate", "twice"), Code.ResourceExhausted, /covers 1 rounds/);
+    const err = await expectCode(record(malleated, "malleate", "twice"), Code.FailedPrecondition, /covers 1 rounds/);
     expect(reasonOf(err)).toBe(LimitReason.SPEND_CAP);
   });
 
@@ -252,7 +252,7 @@ describe("wallet budgets", () => {
     expect(await ts.app.accounts.creditBalance("exact")).toBe(1_000_000 - 10_000);
     expect(await ledger.ledgerSum(ts.app.database.db, "exact")).toBe(1_000_000 - 10_000);
     // A second token of the same session shares the budget.
-    await expectCode(record(walletToken(w, { iat: nowS(), scope: "api", sid: "run-1", budget: 10_000 }), "exact", "same-session"), Code.ResourceExhausted, /10000 of 10000 micro-USD spent/);
+    await expectCode(record(walletToken(w, { iat: nowS(), scope: "api", sid: "run-1", budget: 10_000 }), "exact", "same-session"), Code.FailedPrecondition, /10000 of 10000 micro-USD spent/);
   });
 
   it("over a duration: a budget per window that renews when the window ends", async () => {
@@ -262,11 +262,11 @@ describe("wallet budgets", () => {
     const token = walletToken(w, { iat: nowS(), scope: "api", budget: 2_000, budget_range: { type: "duration", seconds: 60 } });
     await record(token, "window", "w1");
     await record(token, "window", "w2");
-    await expectCode(record(token, "window", "w3"), Code.ResourceExhausted, /in this 60-second window/);
+    await expectCode(record(token, "window", "w3"), Code.FailedPrecondition, /in this 60-second window/);
     clock.advance(60_000);
     await record(token, "window", "w4");
     await record(token, "window", "w5");
-    await expectCode(record(token, "window", "w6"), Code.ResourceExhausted);
+    await expectCode(record(token, "window", "w6"), Code.FailedPrecondition);
   });
 
   it("per account: every session of the wallet shares it, exactly, under concurrency", async () => {
@@ -287,13 +287,13 @@ describe("wallet budgets", () => {
     const usage = usageAs(token);
     const hold = (id: string, micros: bigint) => usage.authorizeUsage({ parent: "accounts/holdb", requestId: id, estimate: { case: "estimatedCostMicros", value: micros } });
     const h1 = await hold("h1", 4_000n);
-    await expectCode(hold("h2", 2_000n), Code.ResourceExhausted, /4000 of 5000 micro-USD spent/);
+    await expectCode(hold("h2", 2_000n), Code.FailedPrecondition, /4000 of 5000 micro-USD spent/);
     await usage.releaseAuthorization({ name: h1.authorization!.name });
     const h3 = await hold("h3", 4_000n);
     // Settling at the actual 1,000 returns 3,000 to the budget.
     await usage.recordUsage({ parent: "accounts/holdb", requestId: "settle", authorization: h3.authorization!.name, usage: { case: "modelUsage", value: { model: m("holdb", "m1"), inputTokens: 500n } } });
     await hold("h4", 4_000n);
-    await expectCode(hold("h5", 1n), Code.ResourceExhausted);
+    await expectCode(hold("h5", 1n), Code.FailedPrecondition);
   });
 
   it("CheckEligibility reports an exhausted budget without spending", async () => {

@@ -1065,8 +1065,9 @@ export const AgentService: GenService<{
    * Errors: NOT_FOUND (hire or agent); FAILED_PRECONDITION for a released
    * hire, no active hire of the agent, or a disabled agent;
    * INVALID_ARGUMENT for tokens without a model the agent lists;
-   * RESOURCE_EXHAUSTED with LimitExceeded (LIMIT_REASON_CREDITS_EXHAUSTED,
-   * LIMIT_REASON_SPEND_CAP).
+   * FAILED_PRECONDITION with PaymentRequired and LimitExceeded
+   * (LIMIT_REASON_CREDITS_EXHAUSTED, LIMIT_REASON_SPEND_CAP) when credits or
+   * a spend cap cannot pay (HTTP 402 over plain HTTP).
    *
    * @generated from rpc formstate.v1.AgentService.InvokeAgent
    */

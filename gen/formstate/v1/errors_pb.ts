@@ -48,8 +48,9 @@ export const UpgradeOptionSchema: GenMessage<UpgradeOption> = /*@__PURE__*/
   messageDesc(file_formstate_v1_errors, 0);
 
 /**
- * Sent with RESOURCE_EXHAUSTED (and FAILED_PRECONDITION for plan limits):
- * which limit, how much is used, and how to get more.
+ * Sent with RESOURCE_EXHAUSTED (rate limits, agent slots), and with
+ * FAILED_PRECONDITION beside PaymentRequired (credits, spend caps) and for
+ * plan limits: which limit, how much is used, and how to get more.
  *
  * @generated from message formstate.v1.LimitExceeded
  */

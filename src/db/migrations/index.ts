@@ -17,6 +17,7 @@ import * as m0004 from "./0004-catalog.js";
 import * as m0005 from "./0005-billing.js";
 import * as m0006 from "./0006-catalog-prices.js";
 import * as m0007 from "./0007-wallets-sessions.js";
+import * as m0008 from "./0008-finance.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
@@ -26,6 +27,7 @@ const migrations: Record<string, Migration> = {
   "0005-billing": m0005,
   "0006-catalog-prices": m0006,
   "0007-wallets-sessions": m0007,
+  "0008-finance": m0008,
 };
 
 export const migrationProvider: MigrationProvider = {
