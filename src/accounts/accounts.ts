@@ -12,6 +12,7 @@ import { ownChild, ownProject } from "../auth/project-scope.js";
 import { alreadyExists, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import * as repo from "./account-repository.js";
+import { accountName, memberName } from "../names/names.js";
 
 /** Whoever acts on an account: a user or a key, already authenticated. */
 export interface Caller {
@@ -48,8 +49,7 @@ export interface AccountChanges {
   billingEmail?: string;
 }
 
-export const accountName = (projectId: string) => `accounts/${projectId}`;
-export const memberName = (projectId: string, userId: string) => `accounts/${projectId}/members/${userId}`;
+export { accountName, memberName };
 
 const PLAN_CACHE_MS = 5_000;
 

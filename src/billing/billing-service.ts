@@ -10,6 +10,7 @@ import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
 import type { CheckoutItem } from "./checkout.js";
+import { authorizationName, creditTransactionName, isKeyName, recordName } from "../names/names.js";
 
 const kinds: Record<LedgerKind, CreditTransactionKind> = {
   grant: CreditTransactionKind.GRANT,
@@ -42,15 +43,15 @@ export function toPlan(p: Plan, stripePriceId = "") {
 
 function toTransaction(r: LedgerRow): CreditTransaction {
   return create(CreditTransactionSchema, {
-    name: `accounts/${r.project_id}/creditTransactions/${r.tx_id}`,
+    name: creditTransactionName(r.project_id, r.tx_id),
     kind: kinds[r.kind as LedgerKind] ?? CreditTransactionKind.UNSPECIFIED,
     amountMicros: BigInt(r.amount_micros),
     balanceAfterMicros: BigInt(r.balance_after_micros),
     idempotencyKey: r.idempotency_key,
     description: r.description,
-    usageRecord: r.usage_record_id ? `accounts/${r.project_id}/usageRecords/${r.usage_record_id}` : "",
-    authorization: r.authorization_id ? `accounts/${r.project_id}/authorizations/${r.authorization_id}` : "",
-    actor: r.actor ? create(ActorSchema, { kind: r.actor.startsWith("accounts/") ? { case: "apiKey", value: r.actor } : { case: "userId", value: r.actor } }) : create(ActorSchema, { kind: { case: "system", value: "formstate" } }),
+    usageRecord: r.usage_record_id ? recordName(r.project_id, r.usage_record_id) : "",
+    authorization: r.authorization_id ? authorizationName(r.project_id, r.authorization_id) : "",
+    actor: r.actor ? create(ActorSchema, { kind: isKeyName(r.actor) ? { case: "apiKey", value: r.actor } : { case: "userId", value: r.actor } }) : create(ActorSchema, { kind: { case: "system", value: "formstate" } }),
     createTime: timestampFromMs(r.create_time),
   });
 }

@@ -18,6 +18,7 @@ import { invalidArgument } from "../errors.js";
 import type { Plan } from "../plans/plans.js";
 import { BALANCE_HEADER } from "../usage/usage-service.js";
 import { type Usage, recordName } from "../usage/usage.js";
+import { invocationName, isKeyName, keyName } from "../names/names.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
 import { type AgentFields, type AgentOrder, type AgentRow, type Agents, type HireRow, agentName, hireName } from "./agents.js";
 import { etagOf } from "./etag.js";
@@ -49,7 +50,7 @@ function toHire(h: HireRow): Hire {
     name: hireName(h.project_id, h.hire_id),
     agent: agentName(h.agent_id),
     state: h.state === "active" ? HireState.ACTIVE : HireState.RELEASED,
-    hiredBy: create(ActorSchema, { kind: h.hired_by.startsWith("accounts/") ? { case: "apiKey", value: h.hired_by } : { case: "userId", value: h.hired_by } }),
+    hiredBy: create(ActorSchema, { kind: isKeyName(h.hired_by) ? { case: "apiKey", value: h.hired_by } : { case: "userId", value: h.hired_by } }),
     createTime: timestampFromMs(h.create_time),
     releaseTime: h.release_time === null ? undefined : timestampFromMs(h.release_time),
   });
@@ -136,7 +137,7 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
       const tokenCost = record.cost_micros - record.invocation_price;
       return {
         invocation: {
-          name: `accounts/${projectId}/invocations/${record.record_id}`,
+          name: invocationName(projectId, record.record_id),
           agent: record.agent ?? "",
           hire: record.invocation ?? "",
           operation: record.operation ?? "",
@@ -148,7 +149,7 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
           costMicros: BigInt(record.cost_micros),
           requestId: req.requestId,
           usageRecord: recordName(projectId, record.record_id),
-          apiKey: record.api_key_id ? `accounts/${projectId}/apiKeys/${record.api_key_id}` : "",
+          apiKey: record.api_key_id ? keyName(projectId, record.api_key_id) : "",
           createTime: timestampFromMs(record.create_time),
         },
         balanceMicros: BigInt(balance),

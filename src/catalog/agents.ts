@@ -21,6 +21,7 @@ import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import * as repo from "./agent-repository.js";
 import type { AgentRow, HireRow } from "./agent-repository.js";
+import { agentIdOf, agentName, hireName, parseChildName } from "../names/names.js";
 import { checkEtag } from "./etag.js";
 import { catalogOrders, listedStatuses } from "./keyset.js";
 import type { Models } from "./models.js";
@@ -47,9 +48,8 @@ export interface InvocationPrice {
   hireName: string;
 }
 
-export const agentName = (id: string) => `agents/${id}`;
-export const hireName = (projectId: string, id: string) => `accounts/${projectId}/hires/${id}`;
-const idOf = (name: string) => (name.startsWith("agents/") ? name.slice("agents/".length) : name);
+export { agentName, hireName };
+const idOf = agentIdOf;
 const list = (json: string) => JSON.parse(json) as string[];
 
 const orders = catalogOrders("price_per_invocation");
@@ -219,8 +219,8 @@ export class Agents {
   async forInvocation(db: Db, projectId: string, target: { hire?: string; agent?: string }) {
     let hire: HireRow | undefined;
     if (target.hire) {
-      const m = /^accounts\/([^/]+)\/hires\/([^/]+)$/.exec(target.hire);
-      hire = m && m[1] === projectId ? await repo.findHire(db, projectId, m[2]) : undefined;
+      const ref = parseChildName(target.hire, "hires");
+      hire = ref && ref.project === projectId ? await repo.findHire(db, projectId, ref.id) : undefined;
       if (!hire) throw notFound(`hire "${target.hire}"`);
       if (hire.state !== "active") throw failedPrecondition(`${target.hire} is released`, "HIRE_RELEASED");
     }

@@ -31,6 +31,7 @@ import { ipAllowed, normalizeIp } from "./ip-allowlist.js";
 import { patternCovered } from "./model-patterns.js";
 import * as repo from "./api-key-repository.js";
 import type { ApiKeyRow } from "./api-key-repository.js";
+import { keyName } from "../names/names.js";
 
 /** The one message for an unknown key, a wrong secret and a bad checksum: a prober learns nothing. */
 export const INVALID_KEY = "invalid API key";
@@ -78,7 +79,7 @@ export function statusOf(row: ApiKeyRow, now: number): KeyStatus {
   return row.status === "rotated" ? "rotated" : "active";
 }
 
-export const keyName = (projectId: string, keyId: string) => `accounts/${projectId}/apiKeys/${keyId}`;
+export { keyName };
 export const scopesOf = (row: ApiKeyRow): Scope[] => row.scopes.split(",").filter(Boolean).map((s) => scopeNames[s]);
 export const maxScope = (scopes: Scope[]): Scope => scopes.reduce((a, b) => (b > a ? b : a), Scope.UNSPECIFIED);
 export const listOf = (json: string): string[] => JSON.parse(json) as string[];

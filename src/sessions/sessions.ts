@@ -19,6 +19,7 @@ import type { AuthSessionTable } from "./session-tables.js";
 import type { Selectable } from "kysely";
 import type { KeyInvalidation } from "../cluster/key-invalidation.js";
 import { type BudgetRef, ensureBudget } from "../wallets/wallet-budgets.js";
+import { sessionName } from "../names/names.js";
 
 export type SessionRow = Selectable<AuthSessionTable>;
 export type SessionKind = "idp" | "wallet";
@@ -65,7 +66,7 @@ export function sessionIdOf(kind: SessionKind, scope: string, key: string): stri
   return `${kind === "idp" ? "i" : "w"}${createHash("sha256").update(`${kind}\n${scope}\n${key}`).digest("hex").slice(0, 31)}`;
 }
 
-export const sessionName = (projectId: string, id: string) => `accounts/${projectId}/sessions/${id}`;
+export { sessionName };
 
 const LAST_SEEN_WRITE_MS = 30_000;
 

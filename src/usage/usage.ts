@@ -29,6 +29,7 @@ import { rollUpRecord } from "./usage-rollups.js";
 import { requireOccurTime } from "./backdating.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
+import { accountName, authorizationName, recordName } from "../names/names.js";
 
 export type UsageRecordRow = Selectable<UsageRecordTable>;
 export type AuthorizationRow = Selectable<UsageAuthorizationTable>;
@@ -98,8 +99,7 @@ export interface UsageDeps {
 export const DEFAULT_HOLD_MS = 5 * 60_000;
 const SWEEP_MS = 15_000;
 
-export const recordName = (projectId: string, id: string) => `accounts/${projectId}/usageRecords/${id}`;
-export const authorizationName = (projectId: string, id: string) => `accounts/${projectId}/authorizations/${id}`;
+export { authorizationName, recordName };
 
 function requestHash(parts: unknown): string {
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
@@ -532,7 +532,7 @@ export class Usage {
 
   private async requireAccount(tx: Db, projectId: string): Promise<void> {
     const row = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
-    if (!row) throw notFound(`account "accounts/${projectId}"`);
+    if (!row) throw notFound(`account "${accountName(projectId)}"`);
   }
 
   ownProject(caller: Caller, name: string): string {

@@ -18,6 +18,7 @@ import { fromBase58, fromHex, recoverEthSigner, verifyEd25519 } from "./signatur
 import type { WalletBindingTable } from "./wallet-tables.js";
 import type { Selectable } from "kysely";
 import type { KeyInvalidation } from "../cluster/key-invalidation.js";
+import { accountName, bindingName } from "../names/names.js";
 
 export type BindingRow = Selectable<WalletBindingTable>;
 
@@ -41,7 +42,7 @@ export interface WalletBindingsDeps {
 }
 
 export const CHALLENGE_TTL_MS = 5 * 60_000;
-export const bindingName = (projectId: string, id: string) => `accounts/${projectId}/wallets/${id}`;
+export { bindingName };
 
 function parse(accountId: string): WalletAccount {
   try {
@@ -53,7 +54,7 @@ function parse(accountId: string): WalletAccount {
 
 /** The text a wallet signs to bind itself; SIWE (EIP-4361) for eip155. */
 export function challengeMessage(o: { domain: string; account: WalletAccount; projectId: string; nonce: string; issuedAt: number; expiresAt: number }): string {
-  const statement = `Bind this wallet to the Formstate account accounts/${o.projectId}.`;
+  const statement = `Bind this wallet to the Formstate account ${accountName(o.projectId)}.`;
   const times = `Nonce: ${o.nonce}\nIssued At: ${new Date(o.issuedAt).toISOString()}\nExpiration Time: ${new Date(o.expiresAt).toISOString()}`;
   if (o.account.namespace === "eip155") {
     return `${o.domain} wants you to sign in with your Ethereum account:\n${checksumAddress(o.account.address)}\n\n${statement}\n\nURI: https://${o.domain}/accounts/${o.projectId}\nVersion: 1\nChain ID: ${o.account.reference}\n${times}`;
