@@ -19,6 +19,7 @@ import type { Plan } from "../plans/plans.js";
 import { BALANCE_HEADER } from "../usage/usage-service.js";
 import { type Usage, recordName } from "../usage/usage.js";
 import { invocationName, isKeyName, keyName } from "../names/names.js";
+import { childOf, projectOf } from "../auth/tenancy.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
 import { type AgentFields, type AgentOrder, type AgentRow, type Agents, type HireRow, agentName, hireName } from "./agents.js";
 import { etagOf } from "./etag.js";
@@ -101,20 +102,20 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
       return {};
     },
     async hireAgent(req, ctx) {
-      const r = await agents.hire(callerOf(ctx), req.parent, req.agent, req.requestId);
+      const r = await agents.hire(callerOf(ctx), projectOf(ctx), req.agent, req.requestId);
       return { hire: toHire(r.hire), agentSlots: slots(r.used, r.plan) };
     },
     async releaseAgent(req, ctx) {
-      const r = await agents.release(callerOf(ctx), req.name);
+      const r = await agents.release(callerOf(ctx), childOf(ctx, "hires"));
       return { hire: toHire(r.hire), agentSlots: slots(r.used, r.plan) };
     },
     async listHires(req, ctx) {
-      const page = await agents.hires(callerOf(ctx), req.parent, req.includeReleased, req.pageSize, req.pageToken);
+      const page = await agents.hires(callerOf(ctx), projectOf(ctx), req.includeReleased, req.pageSize, req.pageToken);
       return { hires: page.items.map(toHire), nextPageToken: page.nextPageToken };
     },
     async invokeAgent(req, ctx) {
       const caller = callerOf(ctx);
-      const projectId = usage.ownProject(caller, req.parent);
+      const projectId = projectOf(ctx);
       const target = req.target.case === "hire" ? { hire: req.target.value } : { agent: req.target.value };
       const { agent, hire, models } = await agents.forInvocation(usage.database(), projectId, target);
       const tokens = req.inputTokens !== undefined || req.outputTokens !== undefined;

@@ -17,6 +17,7 @@ import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
 import { accountName } from "../names/names.js";
+import { operatorProject } from "../auth/tenancy.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -142,7 +143,7 @@ async function main(argv: string[]): Promise<number> {
       return withApp(async (app) => {
         // The operator acts as an admin of the platform project, as AddCredits requires in production.
         const platformAdmin = { ...operator(app.config.platformProject) };
-        const { row, balance } = await app.billing.addCredits(platformAdmin, accountName(projectId), amount, reason, values["request-id"] ?? `cli-${Date.now()}`);
+        const { row, balance } = await app.billing.addCredits(platformAdmin, operatorProject(projectId), amount, reason, values["request-id"] ?? `cli-${Date.now()}`);
         print(json, { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, `granted ${amount} micro-USD to ${accountName(projectId)}; balance ${balance}`);
         return 0;
       });

@@ -20,6 +20,7 @@ import { durationMs } from "../wire/duration.js";
 import type { UsageReports } from "./usage-reports.js";
 import { type AuthorizationRow, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
 import { keyName } from "../names/names.js";
+import { projectOf } from "../auth/tenancy.js";
 
 /** Every metered answer also carries the balance as a header, for clients that only read headers. */
 export const BALANCE_HEADER = "x-credit-balance-micros";
@@ -146,7 +147,7 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async getUsageSummary(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
+      const projectId = projectOf(ctx);
       const s = await reports.summary(projectId, tsMs(req.startTime), tsMs(req.endTime));
       return {
         startTime: timestampFromMs(s.start),
@@ -177,13 +178,13 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async listUsageRecords(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
+      const projectId = projectOf(ctx);
       const keyId = req.apiKey ? req.apiKey.split("/").pop() : undefined;
       const page = await reports.list(projectId, { start: tsMs(req.startTime), end: tsMs(req.endTime), model: req.model || undefined, agent: req.agent || undefined, apiKeyId: keyId }, req.pageSize, req.pageToken);
       return { usageRecords: page.items.map(toUsageRecord), nextPageToken: page.nextPageToken };
     },
     async getUsageTimeseries(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
+      const projectId = projectOf(ctx);
       const points = await reports.timeseries(
         projectId,
         req.granularity === UsageGranularity.HOUR ? "hour" : "day",
@@ -203,7 +204,7 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async forecastUsage(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
+      const projectId = projectOf(ctx);
       const f = await reports.forecast(projectId);
       return {
         periodStartTime: timestampFromMs(f.start),
