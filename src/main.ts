@@ -4,6 +4,7 @@ import { ConfigError, loadConfig } from "./config.js";
 import { redactDatabaseUrl } from "./db/database.js";
 import { startServer } from "./server/server.js";
 import { seedDemoCatalog } from "./seed/demo-catalog.js";
+import { accountName } from "./names/names.js";
 
 const DEV_ADMIN = "dev-admin";
 
@@ -38,7 +39,7 @@ async function main(): Promise<void> {
         "",
         "Try it:",
         "",
-        `npx buf curl --http2-prior-knowledge -H "Authorization: Bearer $FORMSTATE_TOKEN" -d '{"name":"accounts/${config.devProject}"}' ${server.url}/formstate.v1.AccountService/GetAccount`,
+        `npx buf curl --http2-prior-knowledge -H "Authorization: Bearer $FORMSTATE_TOKEN" -d '{"name":"${accountName(config.devProject)}"}' ${server.url}/formstate.v1.AccountService/GetAccount`,
         "",
         ...(config.console ? [`Console: ${server.url}/console/ (paste the token to sign in)`, ""] : []),
       ].join("\n"),

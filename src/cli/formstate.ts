@@ -16,6 +16,8 @@ import { ConfigError, loadConfig } from "../config.js";
 import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
+import { accountName } from "../names/names.js";
+import { operatorProject } from "../auth/tenancy.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -118,9 +120,9 @@ async function main(argv: string[]): Promise<number> {
       if (sub !== "show") throw new UsageError("accounts takes: show");
       const projectId = need(values.project, "--project");
       return withApp(async (app) => {
-        const v = await app.accounts.get(operator(projectId), `accounts/${projectId}`);
+        const v = await app.accounts.get(operator(projectId), accountName(projectId));
         const out = {
-          name: `accounts/${projectId}`,
+          name: accountName(projectId),
           displayName: v.row.display_name,
           plan: v.plan.id,
           subscriptionStatus: v.row.subscription_status,
@@ -141,8 +143,8 @@ async function main(argv: string[]): Promise<number> {
       return withApp(async (app) => {
         // The operator acts as an admin of the platform project, as AddCredits requires in production.
         const platformAdmin = { ...operator(app.config.platformProject) };
-        const { row, balance } = await app.billing.addCredits(platformAdmin, `accounts/${projectId}`, amount, reason, values["request-id"] ?? `cli-${Date.now()}`);
-        print(json, { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, `granted ${amount} micro-USD to accounts/${projectId}; balance ${balance}`);
+        const { row, balance } = await app.billing.addCredits(platformAdmin, operatorProject(projectId), amount, reason, values["request-id"] ?? `cli-${Date.now()}`);
+        print(json, { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, `granted ${amount} micro-USD to ${accountName(projectId)}; balance ${balance}`);
         return 0;
       });
     }
@@ -156,12 +158,12 @@ async function main(argv: string[]): Promise<number> {
             if (!scope) throw new UsageError(`unknown scope ${JSON.stringify(s)}: use read, write, admin`);
             return scope;
           });
-          const { row, secret } = await app.apiKeys.create(caller, `accounts/${projectId}`, { displayName: values.name ?? "", scopes, environment: "live", expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] }, "", "");
+          const { row, secret } = await app.apiKeys.create(caller, accountName(projectId), { displayName: values.name ?? "", scopes, environment: "live", expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] }, "", "");
           print(json, { name: keyName(projectId, row.key_id), secret }, `${keyName(projectId, row.key_id)}\n${secret}\n(the secret is shown only now)`);
           return 0;
         }
         if (sub === "list") {
-          const page = await app.apiKeys.list(caller, `accounts/${projectId}`, [], true, 1000, "");
+          const page = await app.apiKeys.list(caller, accountName(projectId), [], true, 1000, "");
           const now = Date.now();
           const keys = page.items.map((r) => ({ name: keyName(projectId, r.key_id), displayName: r.display_name, status: statusOf(r, now), kind: r.kind, scopes: scopesOf(r).map((s) => Scope[s].toLowerCase()) }));
           print(json, keys, keys.map((k) => `${k.name}\t${k.status}\t${k.kind}\t${k.scopes.join(",")}\t${k.displayName}`).join("\n") || "no keys");
