@@ -14,6 +14,7 @@ import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { ownProject } from "../auth/project-scope.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
+import type { Micros } from "../ledger/micros.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthOf } from "../usage/period.js";
@@ -145,7 +146,7 @@ export class Billing {
   }
 
   /** An operator's grant, idempotent by request id (a retry books nothing more). */
-  async addCredits(caller: Caller, parent: string, amountMicros: number, reason: string, requestId: string) {
+  async addCredits(caller: Caller, parent: string, amountMicros: Micros, reason: string, requestId: string) {
     const target = parent.slice("accounts/".length);
     const platformAdmin = actsForPlatform(caller, this.deps.platformProject) && caller.role === Role.ADMIN;
     if (!platformAdmin) {
