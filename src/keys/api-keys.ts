@@ -194,6 +194,7 @@ export class ApiKeys {
       allowedModels: listOf(row.allowed_models),
       rateLimit: row.rate_limit_rps === null ? undefined : { requestsPerSecond: row.rate_limit_rps, burst: row.rate_limit_burst ?? row.rate_limit_rps },
       parentKeyId: row.parent_key_id ?? undefined,
+      environment: row.environment === "test" ? "test" : "live",
     };
   }
 
