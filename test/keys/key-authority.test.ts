@@ -6,7 +6,7 @@
  * a key's identity for VerifyApiKey as for authentication.
  */
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, createClient } from "@connectrpc/connect";
+import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
@@ -28,7 +28,7 @@ function withKey(key: string) {
 }
 const keysAs = async (projectId: string, role: "admin" | "developer" | "user") => ts.client(ApiKeyService, ts.grpc(await ts.token({ projectId, role })));
 const ts_ = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: 0 });
-const reasonOf = (err: { findDetails: (s: typeof ErrorInfoSchema) => { reason: string }[] }) => err.findDetails(ErrorInfoSchema)[0]?.reason;
+const reasonOf = (err: ConnectError) => err.findDetails(ErrorInfoSchema)[0]?.reason;
 
 async function newAccount(projectId: string) {
   const token = await ts.token({ projectId, role: "admin", subject: `${projectId}-admin` });
@@ -81,7 +81,13 @@ describe("UpdateApiKey never widens a scoped key", () => {
     const admin = await newAccount("widen");
     const parent = await admin.createApiKey({
       parent: "accounts/widen",
-      apiKey: { scopes: [Scope.READ, Scope.WRITE], allowedModels: ["openai/*"], spendCapMicros: 5_000_000n, expireTime: ts_(clock.now() + 3_600_000) },
+      apiKey: {
+        scopes: [Scope.READ, Scope.WRITE],
+        allowedModels: ["openai/*"],
+        spendCapMicros: 5_000_000n,
+        expireTime: ts_(clock.now() + 3_600_000),
+        rateLimit: { requestsPerSecond: 2, burst: 4 },
+      },
     });
     const child = await admin.createScopedKey({
       parent: "accounts/widen",
@@ -103,7 +109,8 @@ describe("UpdateApiKey never widens a scoped key", () => {
     await expectCode(widen(["allowed_models"], { allowedModels: ["openai/*"] }), Code.InvalidArgument, /allowed_models/); // the parent's, wider than its own
     await expectCode(widen(["spend_cap_micros"], { spendCapMicros: 10_000_000n }), Code.InvalidArgument, /spend_cap_micros/);
     await expectCode(widen(["spend_cap_micros"], {}), Code.InvalidArgument, /spend_cap_micros/); // cleared: uncapped
-    await expectCode(widen(["rate_limit"], { rateLimit: { requestsPerSecond: 5, burst: 5 } }), Code.InvalidArgument, /rate_limit/);
+    await expectCode(widen(["rate_limit"], { rateLimit: { requestsPerSecond: 2, burst: 5 } }), Code.InvalidArgument, /rate_limit: a burst of 5/);
+    await expectCode(widen(["rate_limit"], {}), Code.InvalidArgument, /rate_limit/); // cleared: the plan's, above the parent's
 
     const before = (await admin.getApiKey({ name })).apiKey!;
     expect(before.expireTime).toEqual(child.expireTime);
