@@ -627,7 +627,7 @@ export class ApiKeys {
     const ids: string[] = [];
     for (const id of await repo.childKeyIds(tx, parent.key_id)) {
       const child = await repo.findKey(tx, id);
-      if (!child || child.status === "revoked") continue;
+      if (!child) continue;
       const changes = narrowedChild(child, parent);
       if (Object.keys(changes).length === 0) continue;
       await repo.updateKey(tx, id, { ...changes, update_time: now });
