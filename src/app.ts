@@ -81,7 +81,7 @@ export class App {
     const log = overrides.log ?? createLogger(config.logLevel);
     const clock = overrides.clock ?? systemClock;
     const plans = overrides.plans ?? loadPlans(config.plansFile);
-    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize });
+    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize, synchronous: config.sqliteSynchronous });
     // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
     const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;
     await shared?.ready();

@@ -32,6 +32,8 @@ export interface Config {
   redisPrefix: string;
   /** Connections per instance to PostgreSQL. */
   databasePoolSize: number;
+  /** SQLite's `synchronous` pragma: FULL (acknowledged writes survive power loss) or NORMAL (only a process crash). */
+  sqliteSynchronous: "full" | "normal";
   stripe: StripeConfig;
   logLevel: string;
   tls?: { certFile: string; keyFile: string };
@@ -188,6 +190,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
 
+  const syncRaw = (str("FORMSTATE_SQLITE_SYNCHRONOUS") ?? "full").toLowerCase();
+  if (syncRaw !== "full" && syncRaw !== "normal") problems.push("FORMSTATE_SQLITE_SYNCHRONOUS must be full or normal");
+
   const stripeSecretKey = str("STRIPE_SECRET_KEY");
   const stripeWebhookSecret = str("STRIPE_WEBHOOK_SECRET");
   if (Boolean(stripeSecretKey) !== Boolean(stripeWebhookSecret)) problems.push("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be set together");
@@ -220,6 +225,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     redisUrl: url("REDIS_URL", ["redis:", "rediss:"]),
     redisPrefix: str("FORMSTATE_REDIS_PREFIX") ?? "formstate:",
     databasePoolSize: int("FORMSTATE_DB_POOL_SIZE", 10, 1, 1000),
+    sqliteSynchronous: syncRaw === "normal" ? "normal" : "full",
     stripe: {
       secretKey: stripeSecretKey,
       webhookSecret: stripeWebhookSecret,

@@ -19,6 +19,7 @@ import { type Listener, listen } from "./listener.js";
 import { createGrpcFastPath } from "./fast-path/grpc-unary.js";
 import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
+import { createLatencyInterceptor, serverLatency } from "./latency.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
 
@@ -42,6 +43,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
+      createLatencyInterceptor(),
       createRequestLogInterceptor(app.log),
       createAuthenticateInterceptor({
         jwt: () => app.jwt(),
@@ -87,6 +89,12 @@ function plainRoute(app: App, req: Req, res: Res): void {
   const path = (req.url ?? "/").split("?")[0];
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
+  }
+  // Server-side latency per method (src/server/latency.ts) for the bench; `?reset=1` starts a new round. Off unless asked.
+  if (req.method === "GET" && path === "/debug/latency" && process.env.FORMSTATE_DEBUG_LATENCY === "1") {
+    const snapshot = serverLatency.snapshot();
+    if ((req.url ?? "").includes("reset=1")) serverLatency.reset();
+    return json(res, 200, snapshot);
   }
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
