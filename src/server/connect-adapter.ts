@@ -17,6 +17,7 @@ import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { type ConnectNodeAdapterOptions, compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Logger } from "../logger.js";
+import { fixGrpcMessage } from "./grpc-message.js";
 import type { ProtocolFailure } from "./protocol-failure.js";
 import { callSeenKey, requestIdKey } from "./request-id.js";
 import { type NodeRequest, type NodeResponse, bodyFormat, bodyTooLarge, checkDecodable, isBodyTooLarge, readBodyCapped, stopReading } from "./request-body.js";
@@ -84,6 +85,7 @@ export function guardedConnectAdapter(options: GuardedAdapterOptions): NodeHandl
       .then((uRes) => {
         // Calls the interceptors saw carry their id already; one refused before them gets it here.
         const answered = values?.get(callSeenKey).seen ? { ...uRes } : withRequestId(uRes, requestId);
+        if (uHandler.protocolNames.includes("grpc")) grpcMessageAsSpecified(answered, uRes);
         // RESOURCE_EXHAUSTED maps to 429 over HTTP; a body too large is 413, not rate limiting.
         if (failure && isBodyTooLarge(failure) && answered.status === 429) answered.status = 413;
         return universalResponseToNodeResponse(answered, res as never).then(() => answered);
@@ -107,6 +109,17 @@ export function guardedConnectAdapter(options: GuardedAdapterOptions): NodeHandl
         log.warn({ requestId, err: reason }, "could not write the answer");
       });
   };
+}
+
+/** gRPC trailers are final only after the body is written: re-encode grpc-message when they are read. */
+function grpcMessageAsSpecified(answered: UniversalServerResponse, uRes: UniversalServerResponse): void {
+  fixGrpcMessage(answered.header);
+  Object.defineProperty(answered, "trailer", {
+    get() {
+      fixGrpcMessage(uRes.trailer);
+      return uRes.trailer;
+    },
+  });
 }
 
 function withRequestId(uRes: UniversalServerResponse, requestId: string | undefined): UniversalServerResponse {

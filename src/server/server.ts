@@ -3,7 +3,6 @@
  * (with the interceptor chain), CORS, and the plain HTTP routes.
  */
 import type http from "node:http";
-import { createValidateInterceptor } from "@connectrpc/validate";
 import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
@@ -21,6 +20,7 @@ import { logProtocolFailure } from "./protocol-failure.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
+import { createValidationInterceptor } from "./validate.js";
 
 type NodeHandler = ReturnType<typeof guardedConnectAdapter>;
 type Req = Parameters<NodeHandler>[0];
@@ -58,7 +58,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         planOf: (p) => app.accounts.planOf(p),
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
-      createValidateInterceptor(),
+      createValidationInterceptor(),
     ],
     contextValues: requestContextValues,
     readMaxBytes: config.maxMessageBytes,

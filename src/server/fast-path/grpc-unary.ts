@@ -17,9 +17,10 @@ import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { type Compression, compressionNegotiate, createMethodSerializationLookup, validateUniversalHandlerOptions } from "@connectrpc/connect/protocol";
-import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { bodyTooLarge, isBodyTooLarge, messageTooLarge, malformed, parseBinary, stopReading } from "../request-body.js";
+import { setGrpcStatus } from "../grpc-message.js";
 import type { ProtocolFailure } from "../protocol-failure.js";
 import { requestIdKey } from "../request-id.js";
 import { LightHeaders } from "./light-headers.js";
@@ -210,7 +211,7 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
     if (!reached && e instanceof ConnectError) {
       env.onProtocolFailure?.({ method: p.route.method, protocol: "grpc", code: e.code, message: e.rawMessage, requestId: values?.get(requestIdKey), contentType: h["content-type"] });
     }
-    setTrailerStatus(responseTrailer, e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e));
+    setGrpcStatus(responseTrailer, e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e));
     respond(res, responseHeader, responseTrailer, undefined);
   }
 }
