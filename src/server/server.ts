@@ -3,8 +3,6 @@
  * (with the interceptor chain), CORS, and the plain HTTP routes.
  */
 import type http from "node:http";
-import { createValidateInterceptor } from "@connectrpc/validate";
-import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
@@ -14,16 +12,19 @@ import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
 import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
+import { type GuardedAdapterOptions, guardedConnectAdapter } from "./connect-adapter.js";
 import { serveConsole } from "./console-route.js";
 import { type Listener, listen } from "./listener.js";
 import { createGrpcFastPath } from "./fast-path/grpc-unary.js";
 import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js";
+import { logProtocolFailure } from "./protocol-failure.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
 import { createLatencyInterceptor, serverLatency } from "./latency.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
+import { createValidationInterceptor } from "./validate.js";
 
-type NodeHandler = ReturnType<typeof connectNodeAdapter>;
+type NodeHandler = ReturnType<typeof guardedConnectAdapter>;
 type Req = Parameters<NodeHandler>[0];
 type Res = Parameters<NodeHandler>[1];
 
@@ -39,7 +40,8 @@ export interface RunningServer {
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
-  const options: ConnectNodeAdapterOptions = {
+  const options: GuardedAdapterOptions = {
+    log: app.log,
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
@@ -59,7 +61,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         planOf: (p) => app.accounts.planOf(p),
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
-      createValidateInterceptor(),
+      createValidationInterceptor(),
       // Tenancy reads the validated request: which project it reaches, refused here if not the caller's.
       createTenancyInterceptor(config.platformProject),
     ],
@@ -67,9 +69,10 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
-    fallback: (req, res) => plainRoute(app, req, res),
+    onProtocolFailure: (f) => logProtocolFailure(app.log, f),
+    fallback: (req, res) => plainRoute(app, req as Req, res as Res),
   };
-  const connect = connectNodeAdapter(options);
+  const connect = guardedConnectAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
   // implementations and interceptors run. FORMSTATE_GRPC_FAST_PATH=0 sends everything through Connect.
   const fast = process.env.FORMSTATE_GRPC_FAST_PATH === "0" ? undefined : createGrpcFastPath({ ...options, routes: unaryRoutes, interceptors: options.interceptors ?? [] });
