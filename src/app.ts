@@ -27,6 +27,8 @@ import { HealthStatus } from "./server/health.js";
 import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
 import { UsageReports } from "./usage/usage-reports.js";
+import { X402Rail } from "./x402/x402-topups.js";
+import { httpFacilitator } from "./x402/facilitator.js";
 
 export interface AppOverrides {
   clock?: Clock;
@@ -54,6 +56,8 @@ export class App {
   private verifier?: JwtVerifier;
   /** Redis, when REDIS_URL is set: rate limits and key invalidations shared with other instances. */
   sharedState?: SharedState;
+  /** x402 top-ups, when a facilitator and pay-to address are configured (issue 18). */
+  x402?: X402Rail;
 
   private constructor(
     readonly config: Config,
@@ -126,6 +130,7 @@ export class App {
     });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
+    if (config.x402) app.x402 = new X402Rail({ database, clock, log, config: config.x402, facilitator: httpFacilitator(config.x402.facilitatorUrl, config.x402.facilitatorTimeoutMs) });
     return app;
   }
 

@@ -3,6 +3,7 @@
  * collected and reported at once, so an operator fixes them in one go.
  */
 import { resolve } from "node:path";
+import { type X402Config, readX402Config } from "./x402/x402-config.js";
 
 export type Mode = "development" | "production";
 
@@ -51,6 +52,8 @@ export interface Config {
   walletDomain: string;
   /** Serve the browser console at /console/ (built with esbuild on first request). */
   console: boolean;
+  /** x402 top-ups (issue 18); undefined = off. */
+  x402?: X402Config;
 }
 
 /** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
@@ -230,6 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     platformProject,
     walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
+    x402: readX402Config(env, problems),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -6,7 +6,9 @@ import type http from "node:http";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { App } from "../app.js";
-import { createAuthenticateInterceptor } from "../auth/authenticate.js";
+import { type AuthenticateDeps, credentialOf, createAuthenticateInterceptor, resolve } from "../auth/authenticate.js";
+import { createX402OfferInterceptor } from "../x402/x402-offer-interceptor.js";
+import { isTopUpPath, serveTopUp } from "../x402/x402-route.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
 import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
@@ -37,18 +39,20 @@ export interface RunningServer {
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
+  const authDeps: AuthenticateDeps = {
+    jwt: () => app.jwt(),
+    memberRole: (p, u) => app.accounts.memberRole(p, u),
+    apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
+    walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+    admitSession: (seen) => app.sessions.admit(seen),
+  };
   const options: ConnectNodeAdapterOptions = {
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input.
     interceptors: [
       createRequestLogInterceptor(app.log),
-      createAuthenticateInterceptor({
-        jwt: () => app.jwt(),
-        memberRole: (p, u) => app.accounts.memberRole(p, u),
-        apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
-        walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
-        admitSession: (seen) => app.sessions.admit(seen),
-      }),
+      createX402OfferInterceptor(() => app.x402),
+      createAuthenticateInterceptor(authDeps),
       createAuthorizeInterceptor(),
       createRateLimitInterceptor({
         limiter: app.limiter,
@@ -62,7 +66,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
-    fallback: (req, res) => plainRoute(app, req, res),
+    fallback: (req, res) => plainRoute(app, authDeps, req, res),
   };
   const connect = connectNodeAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
@@ -79,9 +83,16 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 }
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
-function plainRoute(app: App, req: Req, res: Res): void {
+function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): void {
   if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
+  if (isTopUpPath(path)) {
+    const authenticate = async (h: Headers, ip: string) => {
+      const credential = credentialOf(h);
+      return credential === undefined ? undefined : resolve(authDeps, credential, ip);
+    };
+    return void serveTopUp({ rail: app.x402, authenticate }, req as http.IncomingMessage, res as http.ServerResponse);
+  }
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
   }
