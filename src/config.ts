@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import { type X402Config, readX402Config } from "./x402/x402-config.js";
+import { type AlertConfig, readAlertConfig } from "./alerts/alert-config.js";
 
 export type Mode = "development" | "production";
 
@@ -54,6 +55,8 @@ export interface Config {
   console: boolean;
   /** x402 top-ups (issue 18); undefined = off. */
   x402?: X402Config;
+  /** Spend alerts and their webhooks (issue 18). */
+  alerts: AlertConfig;
 }
 
 /** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
@@ -234,6 +237,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
     x402: readX402Config(env, problems),
+    alerts: readAlertConfig(env, problems),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

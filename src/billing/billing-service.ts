@@ -10,6 +10,7 @@ import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
 import type { CheckoutItem } from "./checkout.js";
+import type { ReceiptMethods } from "../receipts/receipt-service.js";
 
 const kinds: Record<LedgerKind, CreditTransactionKind> = {
   grant: CreditTransactionKind.GRANT,
@@ -55,7 +56,7 @@ function toTransaction(r: LedgerRow): CreditTransaction {
   });
 }
 
-export function billingService(billing: Billing): ServiceImpl<typeof BillingService> {
+export function billingService(billing: Billing): Omit<ServiceImpl<typeof BillingService>, keyof ReceiptMethods> {
   return {
     listPlans() {
       return { plans: billing.plans().map((p) => toPlan(p, billing.priceIdOf(p))) };

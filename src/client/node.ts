@@ -10,6 +10,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { type Credentials, type FormstateClients, authInterceptor, clientsFor } from "./common.js";
 
 export * from "./common.js";
+export * from "./webhooks.js";
 
 // Node 20 has the symbol; older runtimes get the well-known registry symbol TypeScript's downlevel uses.
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");

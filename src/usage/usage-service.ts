@@ -18,6 +18,7 @@ import {
 import { callerOf } from "../auth/principal.js";
 import { durationMs } from "../wire/duration.js";
 import type { UsageReports } from "./usage-reports.js";
+import type { AlertMethods } from "../alerts/alert-service.js";
 import { type AuthorizationRow, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
 
 /** Every metered answer also carries the balance as a header, for clients that only read headers. */
@@ -89,7 +90,7 @@ function withBalance<T>(ctx: HandlerContext, balance: number, res: T): T {
 }
 
 /** The UsageService implementation over the metering domain. */
-export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<typeof UsageService> {
+export function usageService(usage: Usage, reports: UsageReports): Omit<ServiceImpl<typeof UsageService>, keyof AlertMethods> {
   return {
     async recordUsage(req, ctx) {
       const { record, balance } = await usage.record(callerOf(ctx), req.parent, {

@@ -18,7 +18,373 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file formstate/v1/usage_service.proto.
  */
 export const file_formstate_v1_usage_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBmb3Jtc3RhdGUvdjEvdXNhZ2Vfc2VydmljZS5wcm90bxIMZm9ybXN0YXRlLnYxIqkBCgpNb2RlbFVzYWdlElIKBW1vZGVsGAEgASgJQkO6SEByPjI8Xm1vZGVscy9bYS16MC05XVthLXowLTkuXy1dezAsNjJ9L1thLXowLTldW2EtejAtOS5fLV17MCw2Mn0kEiIKDGlucHV0X3Rva2VucxgCIAEoA0IMukgJIgcYgMLXLygAEiMKDW91dHB1dF90b2tlbnMYAyABKANCDLpICSIHGIDC1y8oACK/AwoOQWdlbnRPcGVyYXRpb24SNgoFYWdlbnQYASABKAlCJ7pIJHIiMiBeYWdlbnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIzCglvcGVyYXRpb24YAiABKAlCILpIHcgBAXIYGIABMhNeW0EtWmEtejAtOS5fOi8tXSskElUKBW1vZGVsGAMgASgJQka6SEPYAQFyPjI8Xm1vZGVscy9bYS16MC05XVthLXowLTkuXy1dezAsNjJ9L1thLXowLTldW2EtejAtOS5fLV17MCw2Mn0kEiIKDGlucHV0X3Rva2VucxgEIAEoA0IMukgJIgcYgMLXLygAEiMKDW91dHB1dF90b2tlbnMYBSABKANCDLpICSIHGIDC1y8oADqfAbpImwEamAEKIWFnZW50X29wZXJhdGlvbi50b2tlbnNfbmVlZF9tb2RlbBIqbW9kZWwgaXMgcmVxdWlyZWQgd2hlbiB0b2tlbnMgYXJlIHJlcG9ydGVkGkd0aGlzLm1vZGVsICE9ICcnIHx8ICh0aGlzLmlucHV0X3Rva2VucyA9PSAwICYmIHRoaXMub3V0cHV0X3Rva2VucyA9PSAwKSKCAQoKVXNhZ2VQcmljZRImCh5pbnB1dF9wcmljZV9taWNyb3NfcGVyX21pbGxpb24YASABKAMSJwofb3V0cHV0X3ByaWNlX21pY3Jvc19wZXJfbWlsbGlvbhgCIAEoAxIjChtwcmljZV9wZXJfaW52b2NhdGlvbl9taWNyb3MYAyABKAMimQQKC1VzYWdlUmVjb3JkEgwKBG5hbWUYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIvCgttb2RlbF91c2FnZRgDIAEoCzIYLmZvcm1zdGF0ZS52MS5Nb2RlbFVzYWdlSAASNwoPYWdlbnRfb3BlcmF0aW9uGAQgASgLMhwuZm9ybXN0YXRlLnYxLkFnZW50T3BlcmF0aW9uSAASEwoLY29zdF9taWNyb3MYBSABKAMSJwoFcHJpY2UYBiABKAsyGC5mb3Jtc3RhdGUudjEuVXNhZ2VQcmljZRIPCgdhcGlfa2V5GAcgASgJEigKC3JlY29yZGVkX2J5GAggASgLMhMuZm9ybXN0YXRlLnYxLkFjdG9yEhUKDWF1dGhvcml6YXRpb24YCSABKAkSEgoKaW52b2NhdGlvbhgKIAEoCRIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKb2NjdXJfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASPQoKYXR0cmlidXRlcxgNIAMoCzIpLmZvcm1zdGF0ZS52MS5Vc2FnZVJlY29yZC5BdHRyaWJ1dGVzRW50cnkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFdXNhZ2Ui5gIKDUF1dGhvcml6YXRpb24SDAoEbmFtZRgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEhMKC2hlbGRfbWljcm9zGAMgASgDEhYKDnNldHRsZWRfbWljcm9zGAQgASgDEi8KBXN0YXRlGAUgASgOMiAuZm9ybXN0YXRlLnYxLkF1dGhvcml6YXRpb25TdGF0ZRINCgVtb2RlbBgGIAEoCRINCgVhZ2VudBgHIAEoCRIPCgdhcGlfa2V5GAggASgJEhQKDHVzYWdlX3JlY29yZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNsb3NlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItAGChJSZWNvcmRVc2FnZVJlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIdCgpyZXF1ZXN0X2lkGAIgASgJQgm6SAZyBBABGEASLwoLbW9kZWxfdXNhZ2UYAyABKAsyGC5mb3Jtc3RhdGUudjEuTW9kZWxVc2FnZUgAEjcKD2FnZW50X29wZXJhdGlvbhgEIAEoCzIcLmZvcm1zdGF0ZS52MS5BZ2VudE9wZXJhdGlvbkgAEmoKDWF1dGhvcml6YXRpb24YBSABKAlCU7pIUNgBAXJLMkleYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0vYXV0aG9yaXphdGlvbnMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEvMBCgpvY2N1cl90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcELCAbpIvgG6AWQKFW9jY3VyX3RpbWUubm90X2Z1dHVyZRItbXVzdCBub3QgYmUgbW9yZSB0aGFuIDUgbWludXRlcyBpbiB0aGUgZnV0dXJlGhx0aGlzIDw9IG5vdyArIGR1cmF0aW9uKCc1bScpugFUChFvY2N1cl90aW1lLnJlY2VudBIfbXVzdCBiZSB3aXRoaW4gdGhlIGxhc3QgMzAgZGF5cxoedGhpcyA+PSBub3cgLSBkdXJhdGlvbignNzIwaCcpEnIKCmF0dHJpYnV0ZXMYByADKAsyMC5mb3Jtc3RhdGUudjEuUmVjb3JkVXNhZ2VSZXF1ZXN0LkF0dHJpYnV0ZXNFbnRyeUIsukgpmgEmEBAiG3IZEAEYQDITXltBLVphLXowLTkuXzovLV0rJCoFcgMYgAISXQoHYXBpX2tleRgIIAEoCUJMukhJ2AEBckQyQl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9hcGlLZXlzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgV1c2FnZRIFukgCCAEiXgoTUmVjb3JkVXNhZ2VSZXNwb25zZRIvCgx1c2FnZV9yZWNvcmQYASABKAsyGS5mb3Jtc3RhdGUudjEuVXNhZ2VSZWNvcmQSFgoOYmFsYW5jZV9taWNyb3MYAiABKAMitwMKFUF1dGhvcml6ZVVzYWdlUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh0KCnJlcXVlc3RfaWQYAiABKAlCCbpIBnIEEAEYQBIvCgttb2RlbF91c2FnZRgDIAEoCzIYLmZvcm1zdGF0ZS52MS5Nb2RlbFVzYWdlSAASNwoPYWdlbnRfb3BlcmF0aW9uGAQgASgLMhwuZm9ybXN0YXRlLnYxLkFnZW50T3BlcmF0aW9uSAASLwoVZXN0aW1hdGVkX2Nvc3RfbWljcm9zGAUgASgDQg66SAsiCRiAoJSljR0gAEgAEjcKA3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIPukgMqgEJIgMIkBwyAggBEl0KB2FwaV9rZXkYByABKAlCTLpISdgBAXJEMkJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0vYXBpS2V5cy9bYS16MC05XVthLXowLTktXXswLDYyfSRCEQoIZXN0aW1hdGUSBbpIAggBImQKFkF1dGhvcml6ZVVzYWdlUmVzcG9uc2USMgoNYXV0aG9yaXphdGlvbhgBIAEoCzIbLmZvcm1zdGF0ZS52MS5BdXRob3JpemF0aW9uEhYKDmJhbGFuY2VfbWljcm9zGAIgASgDIn0KG1JlbGVhc2VBdXRob3JpemF0aW9uUmVxdWVzdBJeCgRuYW1lGAEgASgJQlC6SE1ySzJJXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L2F1dGhvcml6YXRpb25zL1thLXowLTldW2EtejAtOS1dezAsNjJ9JCJqChxSZWxlYXNlQXV0aG9yaXphdGlvblJlc3BvbnNlEjIKDWF1dGhvcml6YXRpb24YASABKAsyGy5mb3Jtc3RhdGUudjEuQXV0aG9yaXphdGlvbhIWCg5iYWxhbmNlX21pY3JvcxgCIAEoAyKVAgoXQ2hlY2tFbGlnaWJpbGl0eVJlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIvCgttb2RlbF91c2FnZRgCIAEoCzIYLmZvcm1zdGF0ZS52MS5Nb2RlbFVzYWdlSAASPQoKaGlyZV9hZ2VudBgDIAEoCUInukgkciIyIF5hZ2VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kSAASPwoMaW52b2tlX2FnZW50GAQgASgJQie6SCRyIjIgXmFnZW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSRIAEIOCgVjaGVjaxIFukgCCAEiiwIKGENoZWNrRWxpZ2liaWxpdHlSZXNwb25zZRIQCghlbGlnaWJsZRgBIAEoCBIpCgZyZWFzb24YAiABKA4yGS5mb3Jtc3RhdGUudjEuTGltaXRSZWFzb24SDwoHbWVzc2FnZRgDIAEoCRIdChVlc3RpbWF0ZWRfY29zdF9taWNyb3MYBCABKAMSNAoPdXBncmFkZV9vcHRpb25zGAUgAygLMhsuZm9ybXN0YXRlLnYxLlVwZ3JhZGVPcHRpb24SFgoOYmFsYW5jZV9taWNyb3MYBiABKAMSHQoVY3JlZGl0c19uZWVkZWRfbWljcm9zGAcgASgDEhUKDWhpcmVfcmVxdWlyZWQYCCABKAgiyQIKFkdldFVzYWdlU3VtbWFyeVJlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6lQG6SJEBGo4BChh1c2FnZV9zdW1tYXJ5LnRpbWVfb3JkZXISIWVuZF90aW1lIG11c3QgYmUgYWZ0ZXIgc3RhcnRfdGltZRpPIWhhcyh0aGlzLnN0YXJ0X3RpbWUpIHx8ICFoYXModGhpcy5lbmRfdGltZSkgfHwgdGhpcy5lbmRfdGltZSA+IHRoaXMuc3RhcnRfdGltZSKPAQoPTW9kZWxVc2FnZVRvdGFsEg0KBW1vZGVsGAEgASgJEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhAKCHJlcXVlc3RzGAQgASgDEhMKC2Nvc3RfbWljcm9zGAUgASgDEhkKEWFnZW50X2ludm9jYXRpb25zGAYgASgDIpcBCg9BZ2VudFVzYWdlVG90YWwSDQoFYWdlbnQYASABKAkSEwoLaW52b2NhdGlvbnMYAiABKAMSEwoLY29zdF9taWNyb3MYAyABKAMSHgoWaW52b2NhdGlvbl9jb3N0X21pY3JvcxgEIAEoAxIUCgxpbnB1dF90b2tlbnMYBSABKAMSFQoNb3V0cHV0X3Rva2VucxgGIAEoAyJ2CgtVc2FnZVRvdGFscxIUCgxpbnB1dF90b2tlbnMYASABKAMSFQoNb3V0cHV0X3Rva2VucxgCIAEoAxIQCghyZXF1ZXN0cxgDIAEoAxITCgtpbnZvY2F0aW9ucxgEIAEoAxITCgtjb3N0X21pY3JvcxgFIAEoAyKAAgoXR2V0VXNhZ2VTdW1tYXJ5UmVzcG9uc2USLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KBm1vZGVscxgDIAMoCzIdLmZvcm1zdGF0ZS52MS5Nb2RlbFVzYWdlVG90YWwSLQoGYWdlbnRzGAQgAygLMh0uZm9ybXN0YXRlLnYxLkFnZW50VXNhZ2VUb3RhbBIpCgZ0b3RhbHMYBSABKAsyGS5mb3Jtc3RhdGUudjEuVXNhZ2VUb3RhbHMi/QQKF0xpc3RVc2FnZVJlY29yZHNSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIAEEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJVCgVtb2RlbBgGIAEoCUJGukhD2AEBcj4yPF5tb2RlbHMvW2EtejAtOV1bYS16MC05Ll8tXXswLDYyfS9bYS16MC05XVthLXowLTkuXy1dezAsNjJ9JBI5CgVhZ2VudBgHIAEoCUIqukgn2AEBciIyIF5hZ2VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEl0KB2FwaV9rZXkYCCABKAlCTLpISdgBAXJEMkJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0vYXBpS2V5cy9bYS16MC05XVthLXowLTktXXswLDYyfSQ6mgG6SJYBGpMBCh1saXN0X3VzYWdlX3JlY29yZHMudGltZV9vcmRlchIhZW5kX3RpbWUgbXVzdCBiZSBhZnRlciBzdGFydF90aW1lGk8haGFzKHRoaXMuc3RhcnRfdGltZSkgfHwgIWhhcyh0aGlzLmVuZF90aW1lKSB8fCB0aGlzLmVuZF90aW1lID4gdGhpcy5zdGFydF90aW1lImUKGExpc3RVc2FnZVJlY29yZHNSZXNwb25zZRIwCg11c2FnZV9yZWNvcmRzGAEgAygLMhkuZm9ybXN0YXRlLnYxLlVzYWdlUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLgBwoZR2V0VXNhZ2VUaW1lc2VyaWVzUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjYKCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj8KC2dyYW51bGFyaXR5GAQgASgOMh4uZm9ybXN0YXRlLnYxLlVzYWdlR3JhbnVsYXJpdHlCCrpIB4IBBBABIAASVQoFbW9kZWwYBSABKAlCRrpIQ9gBAXI+MjxebW9kZWxzL1thLXowLTldW2EtejAtOS5fLV17MCw2Mn0vW2EtejAtOV1bYS16MC05Ll8tXXswLDYyfSQSOQoFYWdlbnQYBiABKAlCKrpIJ9gBAXIiMiBeYWdlbnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JDrOBLpIygQaeAobdXNhZ2VfdGltZXNlcmllcy50aW1lX29yZGVyEiFlbmRfdGltZSBtdXN0IGJlIGFmdGVyIHN0YXJ0X3RpbWUaNiFoYXModGhpcy5lbmRfdGltZSkgfHwgdGhpcy5lbmRfdGltZSA+IHRoaXMuc3RhcnRfdGltZRqvAQoddXNhZ2VfdGltZXNlcmllcy5ob3VybHlfcmFuZ2USI2hvdXJseSBidWNrZXRzIHNwYW4gYXQgbW9zdCAzMSBkYXlzGml0aGlzLmdyYW51bGFyaXR5ICE9IDEgfHwgKGhhcyh0aGlzLmVuZF90aW1lKSA/IHRoaXMuZW5kX3RpbWUgOiBub3cpIC0gdGhpcy5zdGFydF90aW1lIDw9IGR1cmF0aW9uKCc3NDRoJykarwEKHHVzYWdlX3RpbWVzZXJpZXMuZGFpbHlfcmFuZ2USI2RhaWx5IGJ1Y2tldHMgc3BhbiBhdCBtb3N0IDM2NiBkYXlzGmp0aGlzLmdyYW51bGFyaXR5ICE9IDIgfHwgKGhhcyh0aGlzLmVuZF90aW1lKSA/IHRoaXMuZW5kX3RpbWUgOiBub3cpIC0gdGhpcy5zdGFydF90aW1lIDw9IGR1cmF0aW9uKCc4Nzg0aCcpGmoKG3VzYWdlX3RpbWVzZXJpZXMub25lX2ZpbHRlchIlZmlsdGVyIGJ5IG1vZGVsIG9yIGJ5IGFnZW50LCBub3QgYm90aBokdGhpcy5tb2RlbCA9PSAnJyB8fCB0aGlzLmFnZW50ID09ICcnIq8BChRVc2FnZVRpbWVzZXJpZXNQb2ludBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxpbnB1dF90b2tlbnMYAiABKAMSFQoNb3V0cHV0X3Rva2VucxgDIAEoAxIQCghyZXF1ZXN0cxgEIAEoAxITCgtpbnZvY2F0aW9ucxgFIAEoAxITCgtjb3N0X21pY3JvcxgGIAEoAyJQChpHZXRVc2FnZVRpbWVzZXJpZXNSZXNwb25zZRIyCgZwb2ludHMYASADKAsyIi5mb3Jtc3RhdGUudjEuVXNhZ2VUaW1lc2VyaWVzUG9pbnQiUQoURm9yZWNhc3RVc2FnZVJlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JCLWAgoVRm9yZWNhc3RVc2FnZVJlc3BvbnNlEjUKEXBlcmlvZF9zdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9wZXJpb2RfZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFHNwZW50X3RvX2RhdGVfbWljcm9zGAMgASgDEh4KFnByb2plY3RlZF9zcGVuZF9taWNyb3MYBCABKAMSHgoWcHJvamVjdGVkX2lucHV0X3Rva2VucxgFIAEoAxIfChdwcm9qZWN0ZWRfb3V0cHV0X3Rva2VucxgGIAEoAxIWCg5iYWxhbmNlX21pY3JvcxgHIAEoAxI6ChZjcmVkaXRzX2V4aGF1c3RlZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCq7AQoSQXV0aG9yaXphdGlvblN0YXRlEiMKH0FVVEhPUklaQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIcChhBVVRIT1JJWkFUSU9OX1NUQVRFX0hFTEQQARIfChtBVVRIT1JJWkFUSU9OX1NUQVRFX1NFVFRMRUQQAhIgChxBVVRIT1JJWkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHwobQVVUSE9SSVpBVElPTl9TVEFURV9FWFBJUkVEEAQqbAoQVXNhZ2VHcmFudWxhcml0eRIhCh1VU0FHRV9HUkFOVUxBUklUWV9VTlNQRUNJRklFRBAAEhoKFlVTQUdFX0dSQU5VTEFSSVRZX0hPVVIQARIZChVVU0FHRV9HUkFOVUxBUklUWV9EQVkQAjLvBgoMVXNhZ2VTZXJ2aWNlEl4KC1JlY29yZFVzYWdlEiAuZm9ybXN0YXRlLnYxLlJlY29yZFVzYWdlUmVxdWVzdBohLmZvcm1zdGF0ZS52MS5SZWNvcmRVc2FnZVJlc3BvbnNlIgrK8xgGEAIYAiABEmcKDkF1dGhvcml6ZVVzYWdlEiMuZm9ybXN0YXRlLnYxLkF1dGhvcml6ZVVzYWdlUmVxdWVzdBokLmZvcm1zdGF0ZS52MS5BdXRob3JpemVVc2FnZVJlc3BvbnNlIgrK8xgGEAIYAiABEnkKFFJlbGVhc2VBdXRob3JpemF0aW9uEikuZm9ybXN0YXRlLnYxLlJlbGVhc2VBdXRob3JpemF0aW9uUmVxdWVzdBoqLmZvcm1zdGF0ZS52MS5SZWxlYXNlQXV0aG9yaXphdGlvblJlc3BvbnNlIgrK8xgGEAIYAiABEm0KEENoZWNrRWxpZ2liaWxpdHkSJS5mb3Jtc3RhdGUudjEuQ2hlY2tFbGlnaWJpbGl0eVJlcXVlc3QaJi5mb3Jtc3RhdGUudjEuQ2hlY2tFbGlnaWJpbGl0eVJlc3BvbnNlIgrK8xgGEAEYASABEmgKD0dldFVzYWdlU3VtbWFyeRIkLmZvcm1zdGF0ZS52MS5HZXRVc2FnZVN1bW1hcnlSZXF1ZXN0GiUuZm9ybXN0YXRlLnYxLkdldFVzYWdlU3VtbWFyeVJlc3BvbnNlIgjK8xgEEAEYARJrChBMaXN0VXNhZ2VSZWNvcmRzEiUuZm9ybXN0YXRlLnYxLkxpc3RVc2FnZVJlY29yZHNSZXF1ZXN0GiYuZm9ybXN0YXRlLnYxLkxpc3RVc2FnZVJlY29yZHNSZXNwb25zZSIIyvMYBBABGAEScQoSR2V0VXNhZ2VUaW1lc2VyaWVzEicuZm9ybXN0YXRlLnYxLkdldFVzYWdlVGltZXNlcmllc1JlcXVlc3QaKC5mb3Jtc3RhdGUudjEuR2V0VXNhZ2VUaW1lc2VyaWVzUmVzcG9uc2UiCMrzGAQQARgBEmIKDUZvcmVjYXN0VXNhZ2USIi5mb3Jtc3RhdGUudjEuRm9yZWNhc3RVc2FnZVJlcXVlc3QaIy5mb3Jtc3RhdGUudjEuRm9yZWNhc3RVc2FnZVJlc3BvbnNlIgjK8xgEEAEYAWIGcHJvdG8z", [file_buf_validate_validate, file_formstate_v1_access, file_formstate_v1_common, file_formstate_v1_errors, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBmb3Jtc3RhdGUvdjEvdXNhZ2Vfc2VydmljZS5wcm90bxIMZm9ybXN0YXRlLnYxItUCCgpTcGVuZEFsZXJ0EgwKBG5hbWUYASABKAkSXQoHYXBpX2tleRgCIAEoCUJMukhJ2AEBckQyQl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9hcGlLZXlzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIsChB0aHJlc2hvbGRfbWljcm9zGAMgASgDQhC6SA0iCxiAgJqm6q/jASAASAASJgoRdGhyZXNob2xkX3BlcmNlbnQYBCABKAVCCbpIBhoEGGQoAUgAEiAKDGVuZHBvaW50X3VybBgFIAEoCUIKukgHcgUQCBiAEBIdCgtkZXNjcmlwdGlvbhgGIAEoCUIIukgFcgMYgAISLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQhIKCXRocmVzaG9sZBIFukgCCAEiiwEKF0NyZWF0ZVNwZW5kQWxlcnRSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSNQoLc3BlbmRfYWxlcnQYAiABKAsyGC5mb3Jtc3RhdGUudjEuU3BlbmRBbGVydEIGukgDyAEBImEKGENyZWF0ZVNwZW5kQWxlcnRSZXNwb25zZRItCgtzcGVuZF9hbGVydBgBIAEoCzIYLmZvcm1zdGF0ZS52MS5TcGVuZEFsZXJ0EhYKDnNpZ25pbmdfc2VjcmV0GAIgASgJIpABChZMaXN0U3BlbmRBbGVydHNSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIAEImIKF0xpc3RTcGVuZEFsZXJ0c1Jlc3BvbnNlEi4KDHNwZW5kX2FsZXJ0cxgBIAMoCzIYLmZvcm1zdGF0ZS52MS5TcGVuZEFsZXJ0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJtChdEZWxldGVTcGVuZEFsZXJ0UmVxdWVzdBJSCgRuYW1lGAEgASgJQkS6SEFyPzI9XmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L3NwZW5kQWxlcnRzL1thLXowLTldezEsNjR9JCIaChhEZWxldGVTcGVuZEFsZXJ0UmVzcG9uc2Ui+AIKDUFsZXJ0RGVsaXZlcnkSDAoEbmFtZRgBIAEoCRITCgtzcGVuZF9hbGVydBgCIAEoCRISCgpldmVudF90eXBlGAMgASgJEhQKDGVuZHBvaW50X3VybBgEIAEoCRIvCgVzdGF0ZRgFIAEoDjIgLmZvcm1zdGF0ZS52MS5BbGVydERlbGl2ZXJ5U3RhdGUSEAoIYXR0ZW1wdHMYBiABKAUSGAoQbGFzdF9zdGF0dXNfY29kZRgHIAEoBRISCgpsYXN0X2Vycm9yGAggASgJEg8KB3BheWxvYWQYCSABKAkSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlbGl2ZXJfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpQBChpMaXN0QWxlcnREZWxpdmVyaWVzUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCJtChtMaXN0QWxlcnREZWxpdmVyaWVzUmVzcG9uc2USNQoQYWxlcnRfZGVsaXZlcmllcxgBIAMoCzIbLmZvcm1zdGF0ZS52MS5BbGVydERlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKpAQoKTW9kZWxVc2FnZRJSCgVtb2RlbBgBIAEoCUJDukhAcj4yPF5tb2RlbHMvW2EtejAtOV1bYS16MC05Ll8tXXswLDYyfS9bYS16MC05XVthLXowLTkuXy1dezAsNjJ9JBIiCgxpbnB1dF90b2tlbnMYAiABKANCDLpICSIHGIDC1y8oABIjCg1vdXRwdXRfdG9rZW5zGAMgASgDQgy6SAkiBxiAwtcvKAAivwMKDkFnZW50T3BlcmF0aW9uEjYKBWFnZW50GAEgASgJQie6SCRyIjIgXmFnZW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSMwoJb3BlcmF0aW9uGAIgASgJQiC6SB3IAQFyGBiAATITXltBLVphLXowLTkuXzovLV0rJBJVCgVtb2RlbBgDIAEoCUJGukhD2AEBcj4yPF5tb2RlbHMvW2EtejAtOV1bYS16MC05Ll8tXXswLDYyfS9bYS16MC05XVthLXowLTkuXy1dezAsNjJ9JBIiCgxpbnB1dF90b2tlbnMYBCABKANCDLpICSIHGIDC1y8oABIjCg1vdXRwdXRfdG9rZW5zGAUgASgDQgy6SAkiBxiAwtcvKAA6nwG6SJsBGpgBCiFhZ2VudF9vcGVyYXRpb24udG9rZW5zX25lZWRfbW9kZWwSKm1vZGVsIGlzIHJlcXVpcmVkIHdoZW4gdG9rZW5zIGFyZSByZXBvcnRlZBpHdGhpcy5tb2RlbCAhPSAnJyB8fCAodGhpcy5pbnB1dF90b2tlbnMgPT0gMCAmJiB0aGlzLm91dHB1dF90b2tlbnMgPT0gMCkiggEKClVzYWdlUHJpY2USJgoeaW5wdXRfcHJpY2VfbWljcm9zX3Blcl9taWxsaW9uGAEgASgDEicKH291dHB1dF9wcmljZV9taWNyb3NfcGVyX21pbGxpb24YAiABKAMSIwobcHJpY2VfcGVyX2ludm9jYXRpb25fbWljcm9zGAMgASgDIpkECgtVc2FnZVJlY29yZBIMCgRuYW1lGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSLwoLbW9kZWxfdXNhZ2UYAyABKAsyGC5mb3Jtc3RhdGUudjEuTW9kZWxVc2FnZUgAEjcKD2FnZW50X29wZXJhdGlvbhgEIAEoCzIcLmZvcm1zdGF0ZS52MS5BZ2VudE9wZXJhdGlvbkgAEhMKC2Nvc3RfbWljcm9zGAUgASgDEicKBXByaWNlGAYgASgLMhguZm9ybXN0YXRlLnYxLlVzYWdlUHJpY2USDwoHYXBpX2tleRgHIAEoCRIoCgtyZWNvcmRlZF9ieRgIIAEoCzITLmZvcm1zdGF0ZS52MS5BY3RvchIVCg1hdXRob3JpemF0aW9uGAkgASgJEhIKCmludm9jYXRpb24YCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCm9jY3VyX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj0KCmF0dHJpYnV0ZXMYDSADKAsyKS5mb3Jtc3RhdGUudjEuVXNhZ2VSZWNvcmQuQXR0cmlidXRlc0VudHJ5GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBXVzYWdlIuYCCg1BdXRob3JpemF0aW9uEgwKBG5hbWUYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRITCgtoZWxkX21pY3JvcxgDIAEoAxIWCg5zZXR0bGVkX21pY3JvcxgEIAEoAxIvCgVzdGF0ZRgFIAEoDjIgLmZvcm1zdGF0ZS52MS5BdXRob3JpemF0aW9uU3RhdGUSDQoFbW9kZWwYBiABKAkSDQoFYWdlbnQYByABKAkSDwoHYXBpX2tleRgIIAEoCRIUCgx1c2FnZV9yZWNvcmQYCSABKAkSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjbG9zZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLQBgoSUmVjb3JkVXNhZ2VSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSHQoKcmVxdWVzdF9pZBgCIAEoCUIJukgGcgQQARhAEi8KC21vZGVsX3VzYWdlGAMgASgLMhguZm9ybXN0YXRlLnYxLk1vZGVsVXNhZ2VIABI3Cg9hZ2VudF9vcGVyYXRpb24YBCABKAsyHC5mb3Jtc3RhdGUudjEuQWdlbnRPcGVyYXRpb25IABJqCg1hdXRob3JpemF0aW9uGAUgASgJQlO6SFDYAQFySzJJXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L2F1dGhvcml6YXRpb25zL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBLzAQoKb2NjdXJfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCwgG6SL4BugFkChVvY2N1cl90aW1lLm5vdF9mdXR1cmUSLW11c3Qgbm90IGJlIG1vcmUgdGhhbiA1IG1pbnV0ZXMgaW4gdGhlIGZ1dHVyZRocdGhpcyA8PSBub3cgKyBkdXJhdGlvbignNW0nKboBVAoRb2NjdXJfdGltZS5yZWNlbnQSH211c3QgYmUgd2l0aGluIHRoZSBsYXN0IDMwIGRheXMaHnRoaXMgPj0gbm93IC0gZHVyYXRpb24oJzcyMGgnKRJyCgphdHRyaWJ1dGVzGAcgAygLMjAuZm9ybXN0YXRlLnYxLlJlY29yZFVzYWdlUmVxdWVzdC5BdHRyaWJ1dGVzRW50cnlCLLpIKZoBJhAQIhtyGRABGEAyE15bQS1aYS16MC05Ll86Ly1dKyQqBXIDGIACEl0KB2FwaV9rZXkYCCABKAlCTLpISdgBAXJEMkJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0vYXBpS2V5cy9bYS16MC05XVthLXowLTktXXswLDYyfSQaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoFdXNhZ2USBbpIAggBIl4KE1JlY29yZFVzYWdlUmVzcG9uc2USLwoMdXNhZ2VfcmVjb3JkGAEgASgLMhkuZm9ybXN0YXRlLnYxLlVzYWdlUmVjb3JkEhYKDmJhbGFuY2VfbWljcm9zGAIgASgDIrcDChVBdXRob3JpemVVc2FnZVJlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIdCgpyZXF1ZXN0X2lkGAIgASgJQgm6SAZyBBABGEASLwoLbW9kZWxfdXNhZ2UYAyABKAsyGC5mb3Jtc3RhdGUudjEuTW9kZWxVc2FnZUgAEjcKD2FnZW50X29wZXJhdGlvbhgEIAEoCzIcLmZvcm1zdGF0ZS52MS5BZ2VudE9wZXJhdGlvbkgAEi8KFWVzdGltYXRlZF9jb3N0X21pY3JvcxgFIAEoA0IOukgLIgkYgKCUpY0dIABIABI3CgN0dGwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CD7pIDKoBCSIDCJAcMgIIARJdCgdhcGlfa2V5GAcgASgJQky6SEnYAQFyRDJCXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L2FwaUtleXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kQhEKCGVzdGltYXRlEgW6SAIIASJkChZBdXRob3JpemVVc2FnZVJlc3BvbnNlEjIKDWF1dGhvcml6YXRpb24YASABKAsyGy5mb3Jtc3RhdGUudjEuQXV0aG9yaXphdGlvbhIWCg5iYWxhbmNlX21pY3JvcxgCIAEoAyJ9ChtSZWxlYXNlQXV0aG9yaXphdGlvblJlcXVlc3QSXgoEbmFtZRgBIAEoCUJQukhNcksySV5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9hdXRob3JpemF0aW9ucy9bYS16MC05XVthLXowLTktXXswLDYyfSQiagocUmVsZWFzZUF1dGhvcml6YXRpb25SZXNwb25zZRIyCg1hdXRob3JpemF0aW9uGAEgASgLMhsuZm9ybXN0YXRlLnYxLkF1dGhvcml6YXRpb24SFgoOYmFsYW5jZV9taWNyb3MYAiABKAMilQIKF0NoZWNrRWxpZ2liaWxpdHlSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSLwoLbW9kZWxfdXNhZ2UYAiABKAsyGC5mb3Jtc3RhdGUudjEuTW9kZWxVc2FnZUgAEj0KCmhpcmVfYWdlbnQYAyABKAlCJ7pIJHIiMiBeYWdlbnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JEgAEj8KDGludm9rZV9hZ2VudBgEIAEoCUInukgkciIyIF5hZ2VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kSABCDgoFY2hlY2sSBbpIAggBIosCChhDaGVja0VsaWdpYmlsaXR5UmVzcG9uc2USEAoIZWxpZ2libGUYASABKAgSKQoGcmVhc29uGAIgASgOMhkuZm9ybXN0YXRlLnYxLkxpbWl0UmVhc29uEg8KB21lc3NhZ2UYAyABKAkSHQoVZXN0aW1hdGVkX2Nvc3RfbWljcm9zGAQgASgDEjQKD3VwZ3JhZGVfb3B0aW9ucxgFIAMoCzIbLmZvcm1zdGF0ZS52MS5VcGdyYWRlT3B0aW9uEhYKDmJhbGFuY2VfbWljcm9zGAYgASgDEh0KFWNyZWRpdHNfbmVlZGVkX21pY3JvcxgHIAEoAxIVCg1oaXJlX3JlcXVpcmVkGAggASgIIskCChZHZXRVc2FnZVN1bW1hcnlSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOpUBukiRARqOAQoYdXNhZ2Vfc3VtbWFyeS50aW1lX29yZGVyEiFlbmRfdGltZSBtdXN0IGJlIGFmdGVyIHN0YXJ0X3RpbWUaTyFoYXModGhpcy5zdGFydF90aW1lKSB8fCAhaGFzKHRoaXMuZW5kX3RpbWUpIHx8IHRoaXMuZW5kX3RpbWUgPiB0aGlzLnN0YXJ0X3RpbWUijwEKD01vZGVsVXNhZ2VUb3RhbBINCgVtb2RlbBgBIAEoCRIUCgxpbnB1dF90b2tlbnMYAiABKAMSFQoNb3V0cHV0X3Rva2VucxgDIAEoAxIQCghyZXF1ZXN0cxgEIAEoAxITCgtjb3N0X21pY3JvcxgFIAEoAxIZChFhZ2VudF9pbnZvY2F0aW9ucxgGIAEoAyKXAQoPQWdlbnRVc2FnZVRvdGFsEg0KBWFnZW50GAEgASgJEhMKC2ludm9jYXRpb25zGAIgASgDEhMKC2Nvc3RfbWljcm9zGAMgASgDEh4KFmludm9jYXRpb25fY29zdF9taWNyb3MYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMidgoLVXNhZ2VUb3RhbHMSFAoMaW5wdXRfdG9rZW5zGAEgASgDEhUKDW91dHB1dF90b2tlbnMYAiABKAMSEAoIcmVxdWVzdHMYAyABKAMSEwoLaW52b2NhdGlvbnMYBCABKAMSEwoLY29zdF9taWNyb3MYBSABKAMigAIKF0dldFVzYWdlU3VtbWFyeVJlc3BvbnNlEi4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgZtb2RlbHMYAyADKAsyHS5mb3Jtc3RhdGUudjEuTW9kZWxVc2FnZVRvdGFsEi0KBmFnZW50cxgEIAMoCzIdLmZvcm1zdGF0ZS52MS5BZ2VudFVzYWdlVG90YWwSKQoGdG90YWxzGAUgASgLMhkuZm9ybXN0YXRlLnYxLlVzYWdlVG90YWxzIv0EChdMaXN0VXNhZ2VSZWNvcmRzUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABBIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASVQoFbW9kZWwYBiABKAlCRrpIQ9gBAXI+MjxebW9kZWxzL1thLXowLTldW2EtejAtOS5fLV17MCw2Mn0vW2EtejAtOV1bYS16MC05Ll8tXXswLDYyfSQSOQoFYWdlbnQYByABKAlCKrpIJ9gBAXIiMiBeYWdlbnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBJdCgdhcGlfa2V5GAggASgJQky6SEnYAQFyRDJCXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L2FwaUtleXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kOpoBukiWARqTAQodbGlzdF91c2FnZV9yZWNvcmRzLnRpbWVfb3JkZXISIWVuZF90aW1lIG11c3QgYmUgYWZ0ZXIgc3RhcnRfdGltZRpPIWhhcyh0aGlzLnN0YXJ0X3RpbWUpIHx8ICFoYXModGhpcy5lbmRfdGltZSkgfHwgdGhpcy5lbmRfdGltZSA+IHRoaXMuc3RhcnRfdGltZSJlChhMaXN0VXNhZ2VSZWNvcmRzUmVzcG9uc2USMAoNdXNhZ2VfcmVjb3JkcxgBIAMoCzIZLmZvcm1zdGF0ZS52MS5Vc2FnZVJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki4AcKGUdldFVzYWdlVGltZXNlcmllc1JlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBI2CgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIGukgDyAEBEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/CgtncmFudWxhcml0eRgEIAEoDjIeLmZvcm1zdGF0ZS52MS5Vc2FnZUdyYW51bGFyaXR5Qgq6SAeCAQQQASAAElUKBW1vZGVsGAUgASgJQka6SEPYAQFyPjI8Xm1vZGVscy9bYS16MC05XVthLXowLTkuXy1dezAsNjJ9L1thLXowLTldW2EtejAtOS5fLV17MCw2Mn0kEjkKBWFnZW50GAYgASgJQiq6SCfYAQFyIjIgXmFnZW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQ6zgS6SMoEGngKG3VzYWdlX3RpbWVzZXJpZXMudGltZV9vcmRlchIhZW5kX3RpbWUgbXVzdCBiZSBhZnRlciBzdGFydF90aW1lGjYhaGFzKHRoaXMuZW5kX3RpbWUpIHx8IHRoaXMuZW5kX3RpbWUgPiB0aGlzLnN0YXJ0X3RpbWUarwEKHXVzYWdlX3RpbWVzZXJpZXMuaG91cmx5X3JhbmdlEiNob3VybHkgYnVja2V0cyBzcGFuIGF0IG1vc3QgMzEgZGF5cxppdGhpcy5ncmFudWxhcml0eSAhPSAxIHx8IChoYXModGhpcy5lbmRfdGltZSkgPyB0aGlzLmVuZF90aW1lIDogbm93KSAtIHRoaXMuc3RhcnRfdGltZSA8PSBkdXJhdGlvbignNzQ0aCcpGq8BChx1c2FnZV90aW1lc2VyaWVzLmRhaWx5X3JhbmdlEiNkYWlseSBidWNrZXRzIHNwYW4gYXQgbW9zdCAzNjYgZGF5cxpqdGhpcy5ncmFudWxhcml0eSAhPSAyIHx8IChoYXModGhpcy5lbmRfdGltZSkgPyB0aGlzLmVuZF90aW1lIDogbm93KSAtIHRoaXMuc3RhcnRfdGltZSA8PSBkdXJhdGlvbignODc4NGgnKRpqCht1c2FnZV90aW1lc2VyaWVzLm9uZV9maWx0ZXISJWZpbHRlciBieSBtb2RlbCBvciBieSBhZ2VudCwgbm90IGJvdGgaJHRoaXMubW9kZWwgPT0gJycgfHwgdGhpcy5hZ2VudCA9PSAnJyKvAQoUVXNhZ2VUaW1lc2VyaWVzUG9pbnQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSEAoIcmVxdWVzdHMYBCABKAMSEwoLaW52b2NhdGlvbnMYBSABKAMSEwoLY29zdF9taWNyb3MYBiABKAMiUAoaR2V0VXNhZ2VUaW1lc2VyaWVzUmVzcG9uc2USMgoGcG9pbnRzGAEgAygLMiIuZm9ybXN0YXRlLnYxLlVzYWdlVGltZXNlcmllc1BvaW50IlEKFEZvcmVjYXN0VXNhZ2VSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQi1gIKFUZvcmVjYXN0VXNhZ2VSZXNwb25zZRI1ChFwZXJpb2Rfc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPcGVyaW9kX2VuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcChRzcGVudF90b19kYXRlX21pY3JvcxgDIAEoAxIeChZwcm9qZWN0ZWRfc3BlbmRfbWljcm9zGAQgASgDEh4KFnByb2plY3RlZF9pbnB1dF90b2tlbnMYBSABKAMSHwoXcHJvamVjdGVkX291dHB1dF90b2tlbnMYBiABKAMSFgoOYmFsYW5jZV9taWNyb3MYByABKAMSOgoWY3JlZGl0c19leGhhdXN0ZWRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqoQEKEkFsZXJ0RGVsaXZlcnlTdGF0ZRIkCiBBTEVSVF9ERUxJVkVSWV9TVEFURV9VTlNQRUNJRklFRBAAEiAKHEFMRVJUX0RFTElWRVJZX1NUQVRFX1BFTkRJTkcQARIiCh5BTEVSVF9ERUxJVkVSWV9TVEFURV9ERUxJVkVSRUQQAhIfChtBTEVSVF9ERUxJVkVSWV9TVEFURV9GQUlMRUQQAyq7AQoSQXV0aG9yaXphdGlvblN0YXRlEiMKH0FVVEhPUklaQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIcChhBVVRIT1JJWkFUSU9OX1NUQVRFX0hFTEQQARIfChtBVVRIT1JJWkFUSU9OX1NUQVRFX1NFVFRMRUQQAhIgChxBVVRIT1JJWkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHwobQVVUSE9SSVpBVElPTl9TVEFURV9FWFBJUkVEEAQqbAoQVXNhZ2VHcmFudWxhcml0eRIhCh1VU0FHRV9HUkFOVUxBUklUWV9VTlNQRUNJRklFRBAAEhoKFlVTQUdFX0dSQU5VTEFSSVRZX0hPVVIQARIZChVVU0FHRV9HUkFOVUxBUklUWV9EQVkQAjKpCgoMVXNhZ2VTZXJ2aWNlEl4KC1JlY29yZFVzYWdlEiAuZm9ybXN0YXRlLnYxLlJlY29yZFVzYWdlUmVxdWVzdBohLmZvcm1zdGF0ZS52MS5SZWNvcmRVc2FnZVJlc3BvbnNlIgrK8xgGEAIYAiABEmcKDkF1dGhvcml6ZVVzYWdlEiMuZm9ybXN0YXRlLnYxLkF1dGhvcml6ZVVzYWdlUmVxdWVzdBokLmZvcm1zdGF0ZS52MS5BdXRob3JpemVVc2FnZVJlc3BvbnNlIgrK8xgGEAIYAiABEnkKFFJlbGVhc2VBdXRob3JpemF0aW9uEikuZm9ybXN0YXRlLnYxLlJlbGVhc2VBdXRob3JpemF0aW9uUmVxdWVzdBoqLmZvcm1zdGF0ZS52MS5SZWxlYXNlQXV0aG9yaXphdGlvblJlc3BvbnNlIgrK8xgGEAIYAiABEm0KEENoZWNrRWxpZ2liaWxpdHkSJS5mb3Jtc3RhdGUudjEuQ2hlY2tFbGlnaWJpbGl0eVJlcXVlc3QaJi5mb3Jtc3RhdGUudjEuQ2hlY2tFbGlnaWJpbGl0eVJlc3BvbnNlIgrK8xgGEAEYASABEmgKD0dldFVzYWdlU3VtbWFyeRIkLmZvcm1zdGF0ZS52MS5HZXRVc2FnZVN1bW1hcnlSZXF1ZXN0GiUuZm9ybXN0YXRlLnYxLkdldFVzYWdlU3VtbWFyeVJlc3BvbnNlIgjK8xgEEAEYARJrChBMaXN0VXNhZ2VSZWNvcmRzEiUuZm9ybXN0YXRlLnYxLkxpc3RVc2FnZVJlY29yZHNSZXF1ZXN0GiYuZm9ybXN0YXRlLnYxLkxpc3RVc2FnZVJlY29yZHNSZXNwb25zZSIIyvMYBBABGAEScQoSR2V0VXNhZ2VUaW1lc2VyaWVzEicuZm9ybXN0YXRlLnYxLkdldFVzYWdlVGltZXNlcmllc1JlcXVlc3QaKC5mb3Jtc3RhdGUudjEuR2V0VXNhZ2VUaW1lc2VyaWVzUmVzcG9uc2UiCMrzGAQQARgBEmIKDUZvcmVjYXN0VXNhZ2USIi5mb3Jtc3RhdGUudjEuRm9yZWNhc3RVc2FnZVJlcXVlc3QaIy5mb3Jtc3RhdGUudjEuRm9yZWNhc3RVc2FnZVJlc3BvbnNlIgjK8xgEEAEYARJrChBDcmVhdGVTcGVuZEFsZXJ0EiUuZm9ybXN0YXRlLnYxLkNyZWF0ZVNwZW5kQWxlcnRSZXF1ZXN0GiYuZm9ybXN0YXRlLnYxLkNyZWF0ZVNwZW5kQWxlcnRSZXNwb25zZSIIyvMYBBADGAMSaAoPTGlzdFNwZW5kQWxlcnRzEiQuZm9ybXN0YXRlLnYxLkxpc3RTcGVuZEFsZXJ0c1JlcXVlc3QaJS5mb3Jtc3RhdGUudjEuTGlzdFNwZW5kQWxlcnRzUmVzcG9uc2UiCMrzGAQQAhgBEmsKEERlbGV0ZVNwZW5kQWxlcnQSJS5mb3Jtc3RhdGUudjEuRGVsZXRlU3BlbmRBbGVydFJlcXVlc3QaJi5mb3Jtc3RhdGUudjEuRGVsZXRlU3BlbmRBbGVydFJlc3BvbnNlIgjK8xgEEAMYAxJ0ChNMaXN0QWxlcnREZWxpdmVyaWVzEiguZm9ybXN0YXRlLnYxLkxpc3RBbGVydERlbGl2ZXJpZXNSZXF1ZXN0GikuZm9ybXN0YXRlLnYxLkxpc3RBbGVydERlbGl2ZXJpZXNSZXNwb25zZSIIyvMYBBACGAFiBnByb3RvMw", [file_buf_validate_validate, file_formstate_v1_access, file_formstate_v1_common, file_formstate_v1_errors, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * A spend threshold and where to tell when it is crossed. An account alert
+ * (no api_key) watches the account's usage debits in the calendar month
+ * (UTC): threshold_micros fires when they reach the amount,
+ * threshold_percent when they reach that share of the month's credits
+ * (spent this month + the balance). A key alert watches the key's usage in
+ * the month (threshold_micros) or its spend against its spend cap
+ * (threshold_percent; it fires once per cap value). Each alert fires at most
+ * once per period, as a `spend_alert.triggered` webhook signed with HMAC-SHA256
+ * (header `Formstate-Signature: t={unix seconds},v1={hex}` over
+ * `{t}.{body}`; verify with the Node client's verifyWebhookSignature).
+ *
+ * @generated from message formstate.v1.SpendAlert
+ */
+export type SpendAlert = Message<"formstate.v1.SpendAlert"> & {
+  /**
+   * `accounts/{project}/spendAlerts/{alert_id}`. Output only.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The key watched, `accounts/{project}/apiKeys/{key_id}`; empty for the account.
+   *
+   * @generated from field: string api_key = 2;
+   */
+  apiKey: string;
+
+  /**
+   * The threshold: an amount or a percentage.
+   *
+   * @generated from oneof formstate.v1.SpendAlert.threshold
+   */
+  threshold: {
+    /**
+     * Spend in micro-USD.
+     *
+     * @generated from field: int64 threshold_micros = 3;
+     */
+    value: bigint;
+    case: "thresholdMicros";
+  } | {
+    /**
+     * Percent of the month's credits (account) or of the spend cap (key).
+     *
+     * @generated from field: int32 threshold_percent = 4;
+     */
+    value: number;
+    case: "thresholdPercent";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Where the webhook is posted: https (http only in development).
+   *
+   * @generated from field: string endpoint_url = 5;
+   */
+  endpointUrl: string;
+
+  /**
+   * For people.
+   *
+   * @generated from field: string description = 6;
+   */
+  description: string;
+
+  /**
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 7;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.SpendAlert.
+ * Use `create(SpendAlertSchema)` to create a new message.
+ */
+export const SpendAlertSchema: GenMessage<SpendAlert> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 0);
+
+/**
+ * @generated from message formstate.v1.CreateSpendAlertRequest
+ */
+export type CreateSpendAlertRequest = Message<"formstate.v1.CreateSpendAlertRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * @generated from field: formstate.v1.SpendAlert spend_alert = 2;
+   */
+  spendAlert?: SpendAlert | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.CreateSpendAlertRequest.
+ * Use `create(CreateSpendAlertRequestSchema)` to create a new message.
+ */
+export const CreateSpendAlertRequestSchema: GenMessage<CreateSpendAlertRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 1);
+
+/**
+ * @generated from message formstate.v1.CreateSpendAlertResponse
+ */
+export type CreateSpendAlertResponse = Message<"formstate.v1.CreateSpendAlertResponse"> & {
+  /**
+   * @generated from field: formstate.v1.SpendAlert spend_alert = 1;
+   */
+  spendAlert?: SpendAlert | undefined;
+
+  /**
+   * The HMAC-SHA256 key of this alert's webhooks (`whsec_...`). Shown once.
+   *
+   * @generated from field: string signing_secret = 2;
+   */
+  signingSecret: string;
+};
+
+/**
+ * Describes the message formstate.v1.CreateSpendAlertResponse.
+ * Use `create(CreateSpendAlertResponseSchema)` to create a new message.
+ */
+export const CreateSpendAlertResponseSchema: GenMessage<CreateSpendAlertResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 2);
+
+/**
+ * @generated from message formstate.v1.ListSpendAlertsRequest
+ */
+export type ListSpendAlertsRequest = Message<"formstate.v1.ListSpendAlertsRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * At most this many; 0 means 50. The most is 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListSpendAlertsRequest.
+ * Use `create(ListSpendAlertsRequestSchema)` to create a new message.
+ */
+export const ListSpendAlertsRequestSchema: GenMessage<ListSpendAlertsRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 3);
+
+/**
+ * @generated from message formstate.v1.ListSpendAlertsResponse
+ */
+export type ListSpendAlertsResponse = Message<"formstate.v1.ListSpendAlertsResponse"> & {
+  /**
+   * @generated from field: repeated formstate.v1.SpendAlert spend_alerts = 1;
+   */
+  spendAlerts: SpendAlert[];
+
+  /**
+   * Empty when there are no more pages.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListSpendAlertsResponse.
+ * Use `create(ListSpendAlertsResponseSchema)` to create a new message.
+ */
+export const ListSpendAlertsResponseSchema: GenMessage<ListSpendAlertsResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 4);
+
+/**
+ * @generated from message formstate.v1.DeleteSpendAlertRequest
+ */
+export type DeleteSpendAlertRequest = Message<"formstate.v1.DeleteSpendAlertRequest"> & {
+  /**
+   * `accounts/{project}/spendAlerts/{alert_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message formstate.v1.DeleteSpendAlertRequest.
+ * Use `create(DeleteSpendAlertRequestSchema)` to create a new message.
+ */
+export const DeleteSpendAlertRequestSchema: GenMessage<DeleteSpendAlertRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 5);
+
+/**
+ * @generated from message formstate.v1.DeleteSpendAlertResponse
+ */
+export type DeleteSpendAlertResponse = Message<"formstate.v1.DeleteSpendAlertResponse"> & {
+};
+
+/**
+ * Describes the message formstate.v1.DeleteSpendAlertResponse.
+ * Use `create(DeleteSpendAlertResponseSchema)` to create a new message.
+ */
+export const DeleteSpendAlertResponseSchema: GenMessage<DeleteSpendAlertResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 6);
+
+/**
+ * One webhook and its delivery.
+ *
+ * @generated from message formstate.v1.AlertDelivery
+ */
+export type AlertDelivery = Message<"formstate.v1.AlertDelivery"> & {
+  /**
+   * `accounts/{project}/alertDeliveries/{event_id}`; the event id is also the
+   * body's `id`, for receivers to de-duplicate.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * `accounts/{project}/spendAlerts/{alert_id}`.
+   *
+   * @generated from field: string spend_alert = 2;
+   */
+  spendAlert: string;
+
+  /**
+   * `spend_alert.triggered`.
+   *
+   * @generated from field: string event_type = 3;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: string endpoint_url = 4;
+   */
+  endpointUrl: string;
+
+  /**
+   * @generated from field: formstate.v1.AlertDeliveryState state = 5;
+   */
+  state: AlertDeliveryState;
+
+  /**
+   * @generated from field: int32 attempts = 6;
+   */
+  attempts: number;
+
+  /**
+   * The endpoint's last HTTP status; 0 when it gave no answer.
+   *
+   * @generated from field: int32 last_status_code = 7;
+   */
+  lastStatusCode: number;
+
+  /**
+   * Why the last attempt failed, if it did.
+   *
+   * @generated from field: string last_error = 8;
+   */
+  lastError: string;
+
+  /**
+   * The JSON body posted.
+   *
+   * @generated from field: string payload = 9;
+   */
+  payload: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 10;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When the endpoint accepted it.
+   *
+   * @generated from field: google.protobuf.Timestamp deliver_time = 11;
+   */
+  deliverTime?: Timestamp | undefined;
+
+  /**
+   * When it is tried next, while pending.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 12;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.AlertDelivery.
+ * Use `create(AlertDeliverySchema)` to create a new message.
+ */
+export const AlertDeliverySchema: GenMessage<AlertDelivery> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 7);
+
+/**
+ * @generated from message formstate.v1.ListAlertDeliveriesRequest
+ */
+export type ListAlertDeliveriesRequest = Message<"formstate.v1.ListAlertDeliveriesRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * At most this many; 0 means 50. The most is 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListAlertDeliveriesRequest.
+ * Use `create(ListAlertDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListAlertDeliveriesRequestSchema: GenMessage<ListAlertDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 8);
+
+/**
+ * @generated from message formstate.v1.ListAlertDeliveriesResponse
+ */
+export type ListAlertDeliveriesResponse = Message<"formstate.v1.ListAlertDeliveriesResponse"> & {
+  /**
+   * @generated from field: repeated formstate.v1.AlertDelivery alert_deliveries = 1;
+   */
+  alertDeliveries: AlertDelivery[];
+
+  /**
+   * Empty when there are no more pages.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListAlertDeliveriesResponse.
+ * Use `create(ListAlertDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListAlertDeliveriesResponseSchema: GenMessage<ListAlertDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_usage_service, 9);
 
 /**
  * Tokens used with one model.
@@ -53,7 +419,7 @@ export type ModelUsage = Message<"formstate.v1.ModelUsage"> & {
  * Use `create(ModelUsageSchema)` to create a new message.
  */
 export const ModelUsageSchema: GenMessage<ModelUsage> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 0);
+  messageDesc(file_formstate_v1_usage_service, 10);
 
 /**
  * One operation of an agent, charged at the agent's per-invocation price,
@@ -105,7 +471,7 @@ export type AgentOperation = Message<"formstate.v1.AgentOperation"> & {
  * Use `create(AgentOperationSchema)` to create a new message.
  */
 export const AgentOperationSchema: GenMessage<AgentOperation> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 1);
+  messageDesc(file_formstate_v1_usage_service, 11);
 
 /**
  * The prices a usage record was charged at, copied from the catalog when it
@@ -141,7 +507,7 @@ export type UsagePrice = Message<"formstate.v1.UsagePrice"> & {
  * Use `create(UsagePriceSchema)` to create a new message.
  */
 export const UsagePriceSchema: GenMessage<UsagePrice> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 2);
+  messageDesc(file_formstate_v1_usage_service, 12);
 
 /**
  * One priced use of a model or an agent.
@@ -251,7 +617,7 @@ export type UsageRecord = Message<"formstate.v1.UsageRecord"> & {
  * Use `create(UsageRecordSchema)` to create a new message.
  */
 export const UsageRecordSchema: GenMessage<UsageRecord> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 3);
+  messageDesc(file_formstate_v1_usage_service, 13);
 
 /**
  * Credits held for usage about to happen.
@@ -345,7 +711,7 @@ export type Authorization = Message<"formstate.v1.Authorization"> & {
  * Use `create(AuthorizationSchema)` to create a new message.
  */
 export const AuthorizationSchema: GenMessage<Authorization> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 4);
+  messageDesc(file_formstate_v1_usage_service, 14);
 
 /**
  * @generated from message formstate.v1.RecordUsageRequest
@@ -426,7 +792,7 @@ export type RecordUsageRequest = Message<"formstate.v1.RecordUsageRequest"> & {
  * Use `create(RecordUsageRequestSchema)` to create a new message.
  */
 export const RecordUsageRequestSchema: GenMessage<RecordUsageRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 5);
+  messageDesc(file_formstate_v1_usage_service, 15);
 
 /**
  * @generated from message formstate.v1.RecordUsageResponse
@@ -452,7 +818,7 @@ export type RecordUsageResponse = Message<"formstate.v1.RecordUsageResponse"> & 
  * Use `create(RecordUsageResponseSchema)` to create a new message.
  */
 export const RecordUsageResponseSchema: GenMessage<RecordUsageResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 6);
+  messageDesc(file_formstate_v1_usage_service, 16);
 
 /**
  * @generated from message formstate.v1.AuthorizeUsageRequest
@@ -524,7 +890,7 @@ export type AuthorizeUsageRequest = Message<"formstate.v1.AuthorizeUsageRequest"
  * Use `create(AuthorizeUsageRequestSchema)` to create a new message.
  */
 export const AuthorizeUsageRequestSchema: GenMessage<AuthorizeUsageRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 7);
+  messageDesc(file_formstate_v1_usage_service, 17);
 
 /**
  * @generated from message formstate.v1.AuthorizeUsageResponse
@@ -550,7 +916,7 @@ export type AuthorizeUsageResponse = Message<"formstate.v1.AuthorizeUsageRespons
  * Use `create(AuthorizeUsageResponseSchema)` to create a new message.
  */
 export const AuthorizeUsageResponseSchema: GenMessage<AuthorizeUsageResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 8);
+  messageDesc(file_formstate_v1_usage_service, 18);
 
 /**
  * @generated from message formstate.v1.ReleaseAuthorizationRequest
@@ -569,7 +935,7 @@ export type ReleaseAuthorizationRequest = Message<"formstate.v1.ReleaseAuthoriza
  * Use `create(ReleaseAuthorizationRequestSchema)` to create a new message.
  */
 export const ReleaseAuthorizationRequestSchema: GenMessage<ReleaseAuthorizationRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 9);
+  messageDesc(file_formstate_v1_usage_service, 19);
 
 /**
  * @generated from message formstate.v1.ReleaseAuthorizationResponse
@@ -595,7 +961,7 @@ export type ReleaseAuthorizationResponse = Message<"formstate.v1.ReleaseAuthoriz
  * Use `create(ReleaseAuthorizationResponseSchema)` to create a new message.
  */
 export const ReleaseAuthorizationResponseSchema: GenMessage<ReleaseAuthorizationResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 10);
+  messageDesc(file_formstate_v1_usage_service, 20);
 
 /**
  * @generated from message formstate.v1.CheckEligibilityRequest
@@ -645,7 +1011,7 @@ export type CheckEligibilityRequest = Message<"formstate.v1.CheckEligibilityRequ
  * Use `create(CheckEligibilityRequestSchema)` to create a new message.
  */
 export const CheckEligibilityRequestSchema: GenMessage<CheckEligibilityRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 11);
+  messageDesc(file_formstate_v1_usage_service, 21);
 
 /**
  * @generated from message formstate.v1.CheckEligibilityResponse
@@ -714,7 +1080,7 @@ export type CheckEligibilityResponse = Message<"formstate.v1.CheckEligibilityRes
  * Use `create(CheckEligibilityResponseSchema)` to create a new message.
  */
 export const CheckEligibilityResponseSchema: GenMessage<CheckEligibilityResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 12);
+  messageDesc(file_formstate_v1_usage_service, 22);
 
 /**
  * @generated from message formstate.v1.GetUsageSummaryRequest
@@ -747,7 +1113,7 @@ export type GetUsageSummaryRequest = Message<"formstate.v1.GetUsageSummaryReques
  * Use `create(GetUsageSummaryRequestSchema)` to create a new message.
  */
 export const GetUsageSummaryRequestSchema: GenMessage<GetUsageSummaryRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 13);
+  messageDesc(file_formstate_v1_usage_service, 23);
 
 /**
  * Usage of one model over a range: every token charged at the model's
@@ -804,7 +1170,7 @@ export type ModelUsageTotal = Message<"formstate.v1.ModelUsageTotal"> & {
  * Use `create(ModelUsageTotalSchema)` to create a new message.
  */
 export const ModelUsageTotalSchema: GenMessage<ModelUsageTotal> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 14);
+  messageDesc(file_formstate_v1_usage_service, 24);
 
 /**
  * Usage of one agent over a range.
@@ -859,7 +1225,7 @@ export type AgentUsageTotal = Message<"formstate.v1.AgentUsageTotal"> & {
  * Use `create(AgentUsageTotalSchema)` to create a new message.
  */
 export const AgentUsageTotalSchema: GenMessage<AgentUsageTotal> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 15);
+  messageDesc(file_formstate_v1_usage_service, 25);
 
 /**
  * Usage of everything over a range. Sums of the records: cost_micros equals
@@ -907,7 +1273,7 @@ export type UsageTotals = Message<"formstate.v1.UsageTotals"> & {
  * Use `create(UsageTotalsSchema)` to create a new message.
  */
 export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 16);
+  messageDesc(file_formstate_v1_usage_service, 26);
 
 /**
  * @generated from message formstate.v1.GetUsageSummaryResponse
@@ -952,7 +1318,7 @@ export type GetUsageSummaryResponse = Message<"formstate.v1.GetUsageSummaryRespo
  * Use `create(GetUsageSummaryResponseSchema)` to create a new message.
  */
 export const GetUsageSummaryResponseSchema: GenMessage<GetUsageSummaryResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 17);
+  messageDesc(file_formstate_v1_usage_service, 27);
 
 /**
  * @generated from message formstate.v1.ListUsageRecordsRequest
@@ -1021,7 +1387,7 @@ export type ListUsageRecordsRequest = Message<"formstate.v1.ListUsageRecordsRequ
  * Use `create(ListUsageRecordsRequestSchema)` to create a new message.
  */
 export const ListUsageRecordsRequestSchema: GenMessage<ListUsageRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 18);
+  messageDesc(file_formstate_v1_usage_service, 28);
 
 /**
  * @generated from message formstate.v1.ListUsageRecordsResponse
@@ -1045,7 +1411,7 @@ export type ListUsageRecordsResponse = Message<"formstate.v1.ListUsageRecordsRes
  * Use `create(ListUsageRecordsResponseSchema)` to create a new message.
  */
 export const ListUsageRecordsResponseSchema: GenMessage<ListUsageRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 19);
+  messageDesc(file_formstate_v1_usage_service, 29);
 
 /**
  * @generated from message formstate.v1.GetUsageTimeseriesRequest
@@ -1099,7 +1465,7 @@ export type GetUsageTimeseriesRequest = Message<"formstate.v1.GetUsageTimeseries
  * Use `create(GetUsageTimeseriesRequestSchema)` to create a new message.
  */
 export const GetUsageTimeseriesRequestSchema: GenMessage<GetUsageTimeseriesRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 20);
+  messageDesc(file_formstate_v1_usage_service, 30);
 
 /**
  * Usage in one bucket, by the same rules as GetUsageSummary: unfiltered, a
@@ -1154,7 +1520,7 @@ export type UsageTimeseriesPoint = Message<"formstate.v1.UsageTimeseriesPoint"> 
  * Use `create(UsageTimeseriesPointSchema)` to create a new message.
  */
 export const UsageTimeseriesPointSchema: GenMessage<UsageTimeseriesPoint> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 21);
+  messageDesc(file_formstate_v1_usage_service, 31);
 
 /**
  * @generated from message formstate.v1.GetUsageTimeseriesResponse
@@ -1173,7 +1539,7 @@ export type GetUsageTimeseriesResponse = Message<"formstate.v1.GetUsageTimeserie
  * Use `create(GetUsageTimeseriesResponseSchema)` to create a new message.
  */
 export const GetUsageTimeseriesResponseSchema: GenMessage<GetUsageTimeseriesResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 22);
+  messageDesc(file_formstate_v1_usage_service, 32);
 
 /**
  * @generated from message formstate.v1.ForecastUsageRequest
@@ -1192,7 +1558,7 @@ export type ForecastUsageRequest = Message<"formstate.v1.ForecastUsageRequest"> 
  * Use `create(ForecastUsageRequestSchema)` to create a new message.
  */
 export const ForecastUsageRequestSchema: GenMessage<ForecastUsageRequest> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 23);
+  messageDesc(file_formstate_v1_usage_service, 33);
 
 /**
  * @generated from message formstate.v1.ForecastUsageResponse
@@ -1257,7 +1623,46 @@ export type ForecastUsageResponse = Message<"formstate.v1.ForecastUsageResponse"
  * Use `create(ForecastUsageResponseSchema)` to create a new message.
  */
 export const ForecastUsageResponseSchema: GenMessage<ForecastUsageResponse> = /*@__PURE__*/
-  messageDesc(file_formstate_v1_usage_service, 24);
+  messageDesc(file_formstate_v1_usage_service, 34);
+
+/**
+ * Where a webhook is in its delivery.
+ *
+ * @generated from enum formstate.v1.AlertDeliveryState
+ */
+export enum AlertDeliveryState {
+  /**
+   * @generated from enum value: ALERT_DELIVERY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for its first or next attempt.
+   *
+   * @generated from enum value: ALERT_DELIVERY_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The endpoint answered 2xx.
+   *
+   * @generated from enum value: ALERT_DELIVERY_STATE_DELIVERED = 2;
+   */
+  DELIVERED = 2,
+
+  /**
+   * Given up after the last retry.
+   *
+   * @generated from enum value: ALERT_DELIVERY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum formstate.v1.AlertDeliveryState.
+ */
+export const AlertDeliveryStateSchema: GenEnum<AlertDeliveryState> = /*@__PURE__*/
+  enumDesc(file_formstate_v1_usage_service, 0);
 
 /**
  * The state of a hold.
@@ -1303,7 +1708,7 @@ export enum AuthorizationState {
  * Describes the enum formstate.v1.AuthorizationState.
  */
 export const AuthorizationStateSchema: GenEnum<AuthorizationState> = /*@__PURE__*/
-  enumDesc(file_formstate_v1_usage_service, 0);
+  enumDesc(file_formstate_v1_usage_service, 1);
 
 /**
  * The width of a timeseries bucket.
@@ -1335,7 +1740,7 @@ export enum UsageGranularity {
  * Describes the enum formstate.v1.UsageGranularity.
  */
 export const UsageGranularitySchema: GenEnum<UsageGranularity> = /*@__PURE__*/
-  enumDesc(file_formstate_v1_usage_service, 1);
+  enumDesc(file_formstate_v1_usage_service, 2);
 
 /**
  * Metering: records model and agent usage, prices it from the catalog,
@@ -1456,6 +1861,57 @@ export const UsageService: GenService<{
     methodKind: "unary";
     input: typeof ForecastUsageRequestSchema;
     output: typeof ForecastUsageResponseSchema;
+  },
+  /**
+   * Creates a spend alert: when the account's (or one key's) spend crosses
+   * the threshold, a signed webhook is posted to endpoint_url, once per
+   * period (see SpendAlert). The response carries the webhook signing
+   * secret, shown only here.
+   * Access: admin role, admin-scope key.
+   * Errors: INVALID_ARGUMENT (endpoint_url not https outside development, a
+   * percentage of a key without a spend cap); NOT_FOUND (api_key);
+   * RESOURCE_EXHAUSTED when the account has 100 alerts.
+   *
+   * @generated from rpc formstate.v1.UsageService.CreateSpendAlert
+   */
+  createSpendAlert: {
+    methodKind: "unary";
+    input: typeof CreateSpendAlertRequestSchema;
+    output: typeof CreateSpendAlertResponseSchema;
+  },
+  /**
+   * Lists the account's spend alerts, newest first (without their secrets).
+   * Access: developer role, read-scope key.
+   *
+   * @generated from rpc formstate.v1.UsageService.ListSpendAlerts
+   */
+  listSpendAlerts: {
+    methodKind: "unary";
+    input: typeof ListSpendAlertsRequestSchema;
+    output: typeof ListSpendAlertsResponseSchema;
+  },
+  /**
+   * Deletes a spend alert; webhooks already queued are still delivered.
+   * Access: admin role, admin-scope key. Errors: NOT_FOUND.
+   *
+   * @generated from rpc formstate.v1.UsageService.DeleteSpendAlert
+   */
+  deleteSpendAlert: {
+    methodKind: "unary";
+    input: typeof DeleteSpendAlertRequestSchema;
+    output: typeof DeleteSpendAlertResponseSchema;
+  },
+  /**
+   * The delivery log of alert webhooks, newest first: each webhook with its
+   * state, attempts and the last answer of the endpoint.
+   * Access: developer role, read-scope key.
+   *
+   * @generated from rpc formstate.v1.UsageService.ListAlertDeliveries
+   */
+  listAlertDeliveries: {
+    methodKind: "unary";
+    input: typeof ListAlertDeliveriesRequestSchema;
+    output: typeof ListAlertDeliveriesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_formstate_v1_usage_service, 0);
