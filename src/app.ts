@@ -31,6 +31,9 @@ import { X402Rail } from "./x402/x402-topups.js";
 import { httpFacilitator } from "./x402/facilitator.js";
 import { SpendAlerts } from "./alerts/spend-alerts.js";
 import { WebhookSender } from "./alerts/webhook-sender.js";
+import { Receipts } from "./receipts/receipts.js";
+import { loadSigningKey } from "./auth/dev-issuer.js";
+import { dirname } from "node:path";
 
 export interface AppOverrides {
   clock?: Clock;
@@ -63,6 +66,8 @@ export class App {
   /** Spend alerts and the sender of their webhooks (issue 18). */
   alerts!: SpendAlerts;
   webhooks!: WebhookSender;
+  /** Signed receipts of ledger entries (issue 18). */
+  receipts!: Receipts;
 
   private constructor(
     readonly config: Config,
@@ -135,6 +140,7 @@ export class App {
     });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
+    app.receipts = new Receipts({ database, clock, key: await loadSigningKey(config.receiptKeyFile, dirname(config.receiptKeyFile)) });
     app.alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs });
     app.alerts.start();
     app.webhooks = new WebhookSender({ database, clock, log, intervalMs: config.alerts.sendIntervalMs, backoffMs: config.alerts.backoffMs, backoffMaxMs: config.alerts.backoffMaxMs, maxAttempts: config.alerts.maxAttempts, timeoutMs: config.alerts.timeoutMs });

@@ -57,6 +57,10 @@ export interface Config {
   x402?: X402Config;
   /** Spend alerts and their webhooks (issue 18). */
   alerts: AlertConfig;
+  /** The key receipts are signed with (created on first use); FORMSTATE_RECEIPT_KEY_FILE, default in the data directory. */
+  receiptKeyFile: string;
+  /** The server's public origin (FORMSTATE_PUBLIC_URL) for URLs it hands out; unset = the origin a caller used. */
+  publicUrl?: string;
 }
 
 /** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
@@ -238,6 +242,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     console: consoleOn,
     x402: readX402Config(env, problems),
     alerts: readAlertConfig(env, problems),
+    publicUrl: str("FORMSTATE_PUBLIC_URL")?.replace(/\/+$/, ""),
+    receiptKeyFile: resolve(str("FORMSTATE_RECEIPT_KEY_FILE") ?? resolve(dataDir, "receipt-signing-key.json")),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -16,6 +16,7 @@ import { ConfigError, loadConfig } from "../config.js";
 import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
+import { RECEIPT_HELP, ReceiptUsageError, receiptCommand } from "../receipts/receipt-cli.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -29,6 +30,7 @@ commands:
   keys create|list|revoke    manage a project's API keys
   credits grant              grant credits to an account
   accounts show              show an account
+  receipt verify <file>      verify signed ledger receipts offline
 
 every command takes --help; --json prints JSON. Exit codes: 0 ok, 1 failed, 2 bad usage.`,
   serve: "usage: formstate serve\n  Runs the server with the environment's configuration (PORT, DATABASE_URL, ...).",
@@ -40,6 +42,7 @@ every command takes --help; --json prints JSON. Exit codes: 0 ok, 1 failed, 2 ba
   formstate keys revoke --project <id> --key <key id or name> [--reason <text>] [--json]`,
   credits: "usage: formstate credits grant --project <id> --amount-micros <n> --reason <text> [--request-id <id>] [--json]",
   accounts: "usage: formstate accounts show --project <id> [--json]",
+  receipt: RECEIPT_HELP,
 };
 
 class UsageError extends Error {}
@@ -73,6 +76,8 @@ const scopeByName: Record<string, Scope> = { read: Scope.READ, write: Scope.WRIT
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === "--help" || argv[0] === "-h") argv = argv.slice(1);
   const [command = ""] = argv;
+  // Offline and positional: parsed by its own module, no database.
+  if (command === "receipt") return receiptCommand(argv.slice(1), (s) => process.stdout.write(`${s}\n`));
   const hasSub = ["keys", "credits", "accounts"].includes(command) && argv[1] !== undefined && !argv[1].startsWith("-");
   const sub = hasSub ? argv[1] : "";
   const { values } = parseArgs({
@@ -184,7 +189,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof UsageError || (err instanceof TypeError && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS"))) {
+    if (err instanceof UsageError || err instanceof ReceiptUsageError || (err instanceof TypeError && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS"))) {
       process.stderr.write(`formstate: ${err.message}\n`);
       process.exit(2);
     }

@@ -33,7 +33,7 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
     }),
   );
   router.service(UsageService, { ...usageService(app.usage, app.usageReports), ...alertMethods(app.alerts) });
-  router.service(BillingService, { ...billingService(app.billing), ...receiptMethods() });
+  router.service(BillingService, { ...billingService(app.billing), ...receiptMethods(app.receipts, app.config.publicUrl) });
   router.service(AgentService, agentService(app.agents, app.usage));
   router.service(ModelService, modelService(app.models));
   registerHealth(router, app.health);

@@ -9,6 +9,7 @@ import type { App } from "../app.js";
 import { type AuthenticateDeps, credentialOf, createAuthenticateInterceptor, resolve } from "../auth/authenticate.js";
 import { createX402OfferInterceptor } from "../x402/x402-offer-interceptor.js";
 import { isTopUpPath, serveTopUp } from "../x402/x402-route.js";
+import { RECEIPT_JWKS_PATH } from "../receipts/receipt-chain.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
 import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
@@ -96,6 +97,7 @@ function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): v
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
   }
+  if (req.method === "GET" && path === RECEIPT_JWKS_PATH) return json(res, 200, app.receipts.jwks());
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
     // Redis degraded is still serving (local limits, short key cache) but shown, for operators and load balancers' logs.
