@@ -3,7 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { type AlertDelivery, AlertDeliverySchema, AlertDeliveryState, type SpendAlert, SpendAlertSchema, type UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
-import { callerOf } from "../auth/principal.js";
+import { childOf, projectOf } from "../auth/tenancy.js";
+import { keyName } from "../names/names.js";
 import { type AlertRuleRow, type DeliveryRow, type SpendAlerts, alertName, deliveryName } from "./spend-alerts.js";
 
 /** The UsageService methods this module serves. */
@@ -18,7 +19,7 @@ const STATES: Record<string, AlertDeliveryState> = {
 export function toSpendAlert(r: AlertRuleRow): SpendAlert {
   return create(SpendAlertSchema, {
     name: alertName(r.project_id, r.rule_id),
-    apiKey: r.api_key_id ? `accounts/${r.project_id}/apiKeys/${r.api_key_id}` : "",
+    apiKey: r.api_key_id ? keyName(r.project_id, r.api_key_id) : "",
     threshold: r.threshold_percent > 0 ? { case: "thresholdPercent", value: r.threshold_percent } : { case: "thresholdMicros", value: BigInt(r.threshold_micros) },
     endpointUrl: r.endpoint_url,
     description: r.description,
@@ -47,7 +48,7 @@ export function alertMethods(alerts: SpendAlerts): AlertMethods {
   return {
     async createSpendAlert(req, ctx) {
       const a = req.spendAlert!;
-      const { rule, secret } = await alerts.create(callerOf(ctx), req.parent, {
+      const { rule, secret } = await alerts.create(projectOf(ctx), {
         apiKey: a.apiKey || undefined,
         thresholdMicros: a.threshold.case === "thresholdMicros" ? Number(a.threshold.value) : undefined,
         thresholdPercent: a.threshold.case === "thresholdPercent" ? a.threshold.value : undefined,
@@ -57,15 +58,15 @@ export function alertMethods(alerts: SpendAlerts): AlertMethods {
       return { spendAlert: toSpendAlert(rule), signingSecret: secret };
     },
     async listSpendAlerts(req, ctx) {
-      const page = await alerts.list(callerOf(ctx), req.parent, req.pageSize, req.pageToken);
+      const page = await alerts.list(projectOf(ctx), req.pageSize, req.pageToken);
       return { spendAlerts: page.items.map(toSpendAlert), nextPageToken: page.nextPageToken };
     },
     async deleteSpendAlert(req, ctx) {
-      await alerts.delete(callerOf(ctx), req.name);
+      await alerts.delete(projectOf(ctx), childOf(ctx, "spendAlerts").id);
       return {};
     },
     async listAlertDeliveries(req, ctx) {
-      const page = await alerts.deliveries(callerOf(ctx), req.parent, req.pageSize, req.pageToken);
+      const page = await alerts.deliveries(projectOf(ctx), req.pageSize, req.pageToken);
       return { alertDeliveries: page.items.map(toAlertDelivery), nextPageToken: page.nextPageToken };
     },
   };

@@ -15,7 +15,7 @@
  * cap; such a rule fires once per cap value, so raising the cap re-arms it).
  */
 import type { Selectable } from "kysely";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import type { CheckedProject } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
@@ -24,6 +24,7 @@ import { Code } from "@connectrpc/connect";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { monthKey, monthOf } from "../usage/period.js";
+import { accountName, childName, keyName, parseChildName } from "../names/names.js";
 import type { AlertRuleTable, WebhookDeliveryTable } from "./alert-tables.js";
 import { newSigningSecret } from "./webhook-signature.js";
 
@@ -35,9 +36,8 @@ export const SPEND_ALERT_EVENT = "spend_alert.triggered";
 /** Alerts per account. */
 export const MAX_ALERTS = 100;
 
-export const alertName = (projectId: string, id: string) => `accounts/${projectId}/spendAlerts/${id}`;
-export const deliveryName = (projectId: string, id: string) => `accounts/${projectId}/alertDeliveries/${id}`;
-const keyName = (projectId: string, keyId: string) => `accounts/${projectId}/apiKeys/${keyId}`;
+export const alertName = (projectId: string, id: string) => childName(projectId, "spendAlerts", id);
+export const deliveryName = (projectId: string, id: string) => childName(projectId, "alertDeliveries", id);
 
 export interface AlertInput {
   apiKey?: string;
@@ -87,17 +87,16 @@ export class SpendAlerts {
     await this.running;
   }
 
-  async create(caller: { projectId: string }, parent: string, input: AlertInput): Promise<{ rule: AlertRuleRow; secret: string }> {
-    const projectId = ownProject(caller, parent);
+  async create(projectId: CheckedProject, input: AlertInput): Promise<{ rule: AlertRuleRow; secret: string }> {
     const url = this.endpoint(input.endpointUrl);
     const now = this.deps.clock.now();
     return this.deps.database.transaction(async (tx) => {
       const account = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
-      if (!account) throw notFound(`account "${parent}"`);
+      if (!account) throw notFound(`account "${accountName(projectId)}"`);
       let keyId: string | null = null;
       if (input.apiKey) {
-        const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(input.apiKey);
-        const key = m && m[1] === projectId ? await tx.selectFrom("api_key").select(["key_id", "spend_cap_micros"]).where("project_id", "=", projectId).where("key_id", "=", m[2]).executeTakeFirst() : undefined;
+        const ref = parseChildName(input.apiKey, "apiKeys");
+        const key = ref && ref.project === projectId ? await tx.selectFrom("api_key").select(["key_id", "spend_cap_micros"]).where("project_id", "=", projectId).where("key_id", "=", ref.id).executeTakeFirst() : undefined;
         if (!key) throw notFound(`API key "${input.apiKey}"`);
         if (input.thresholdPercent && key.spend_cap_micros === null) throw invalidArgument("spend_alert.threshold_percent", `API key ${input.apiKey} has no spend cap to take a percentage of`);
         keyId = key.key_id;
@@ -121,8 +120,7 @@ export class SpendAlerts {
     }, { scope: projectId });
   }
 
-  async list(caller: { projectId: string }, parent: string, size: number, token: string): Promise<{ items: AlertRuleRow[]; nextPageToken: string }> {
-    const projectId = ownProject(caller, parent);
+  async list(projectId: CheckedProject, size: number, token: string): Promise<{ items: AlertRuleRow[]; nextPageToken: string }> {
     const cursor = decodePageToken(token, ["number", "string"]);
     const n = pageSize(size);
     let q = this.deps.database.db.selectFrom("alert_rule").selectAll().where("project_id", "=", projectId);
@@ -131,14 +129,12 @@ export class SpendAlerts {
     return pageOf(rows, n, (r) => [Number(r.create_time), r.rule_id]);
   }
 
-  async delete(caller: { projectId: string }, name: string): Promise<void> {
-    const { projectId, id } = ownChild(caller, name, "spendAlerts", "spend alert");
+  async delete(projectId: CheckedProject, id: string): Promise<void> {
     const res = await this.deps.database.transaction((tx) => tx.deleteFrom("alert_rule").where("project_id", "=", projectId).where("rule_id", "=", id).executeTakeFirst(), { scope: projectId });
-    if (Number(res.numDeletedRows) === 0) throw notFound(`spend alert "${name}"`);
+    if (Number(res.numDeletedRows) === 0) throw notFound(`spend alert "${alertName(projectId, id)}"`);
   }
 
-  async deliveries(caller: { projectId: string }, parent: string, size: number, token: string): Promise<{ items: DeliveryRow[]; nextPageToken: string }> {
-    const projectId = ownProject(caller, parent);
+  async deliveries(projectId: CheckedProject, size: number, token: string): Promise<{ items: DeliveryRow[]; nextPageToken: string }> {
     const cursor = decodePageToken(token, ["number", "string"]);
     const n = pageSize(size);
     let q = this.deps.database.db.selectFrom("webhook_delivery").selectAll().where("project_id", "=", projectId);
@@ -175,6 +171,8 @@ export class SpendAlerts {
       .selectFrom("usage_record")
       .select((eb) => eb.fn.sum<number>("cost_micros").as("spent"))
       .where("project_id", "=", rule.project_id)
+      // Real money only: sandbox usage (test keys) never alerts.
+      .where("environment", "=", "live")
       .where("occur_time", ">=", month.start)
       .where("occur_time", "<", month.end);
     if (rule.api_key_id) q = q.where("api_key_id", "=", rule.api_key_id);
@@ -199,7 +197,7 @@ export class SpendAlerts {
         created: Math.floor(now / 1000),
         data: {
           spend_alert: alertName(rule.project_id, rule.rule_id),
-          account: `accounts/${rule.project_id}`,
+          account: accountName(rule.project_id),
           ...(rule.api_key_id && { api_key: keyName(rule.project_id, rule.api_key_id) }),
           period: m.period,
           ...(rule.threshold_percent > 0 ? { threshold_percent: rule.threshold_percent, base_micros: m.base } : { threshold_micros: Number(rule.threshold_micros) }),

@@ -6,6 +6,7 @@
  * keys sorted; money and times as decimal strings (exact past 2^53).
  */
 import { createHash } from "node:crypto";
+import { accountName, creditTransactionName, recordName } from "../names/names.js";
 
 /** The hash before an account's first entry. */
 export const GENESIS_HASH = "0".repeat(64);
@@ -21,6 +22,8 @@ export interface ReceiptEntry {
   version: 1;
   account: string;
   transaction: string;
+  /** live, or test (the sandbox ledger): each has its own seq and chain. */
+  environment: string;
   seq: string;
   kind: string;
   amount_micros: string;
@@ -43,6 +46,7 @@ export interface ReceiptClaim extends ReceiptEntry {
 export interface LedgerRowLike {
   tx_id: string;
   project_id: string;
+  environment: string;
   seq: number | bigint | string;
   kind: string;
   amount_micros: number | bigint | string;
@@ -57,15 +61,16 @@ export interface LedgerRowLike {
 export function entryOf(r: LedgerRowLike): ReceiptEntry {
   return {
     version: 1,
-    account: `accounts/${r.project_id}`,
-    transaction: `accounts/${r.project_id}/creditTransactions/${r.tx_id}`,
+    account: accountName(r.project_id),
+    transaction: creditTransactionName(r.project_id, r.tx_id),
+    environment: r.environment,
     seq: String(r.seq),
     kind: r.kind,
     amount_micros: String(r.amount_micros),
     balance_after_micros: String(r.balance_after_micros),
     idempotency_key: r.idempotency_key,
     description: r.description,
-    usage_record: r.usage_record_id ? `accounts/${r.project_id}/usageRecords/${r.usage_record_id}` : "",
+    usage_record: r.usage_record_id ? recordName(r.project_id, r.usage_record_id) : "",
     actor: r.actor,
     create_time: String(r.create_time),
   };
@@ -85,6 +90,6 @@ export function entryHash(previous: string, entry: ReceiptEntry): string {
 
 /** Only the entry's own fields (a claim may carry more). */
 export function entryPart(c: ReceiptClaim): ReceiptEntry {
-  const { version, account, transaction, seq, kind, amount_micros, balance_after_micros, idempotency_key, description, usage_record, actor, create_time } = c;
-  return { version, account, transaction, seq, kind, amount_micros, balance_after_micros, idempotency_key, description, usage_record, actor, create_time };
+  const { version, account, transaction, environment, seq, kind, amount_micros, balance_after_micros, idempotency_key, description, usage_record, actor, create_time } = c;
+  return { version, account, transaction, environment, seq, kind, amount_micros, balance_after_micros, idempotency_key, description, usage_record, actor, create_time };
 }

@@ -1,55 +1,47 @@
 /**
- * `formstate receipt verify <file> --jwks <file or URL>`: verifies receipts
- * offline (signatures against the JWKS, entry hashes, the chain between
- * consecutive entries). With a URL the keys are fetched once; with a file
- * nothing leaves the machine. Exit 0 when every receipt verifies, 1 when
- * any does not, 2 for bad usage.
+ * What `formstate receipt verify <file> --jwks <file or URL>` does: reads
+ * receipts and keys and verifies them offline (signatures against the JWKS,
+ * entry hashes, the chain between consecutive entries). With a URL the keys
+ * are fetched once; with a file nothing leaves the machine.
  */
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import type { JSONWebKeySet } from "jose";
-import { parseReceiptFile, verifyReceipts } from "./receipt-verify.js";
-
-export const RECEIPT_HELP = `usage: formstate receipt verify <file> --jwks <file or https URL> [--json]
-  Verifies signed receipts offline: each signature against the JWKS (the server
-  publishes it at /.well-known/receipt-keys.json), each entry's hash, and the
-  hash chain between consecutive entries of an account. <file> holds receipts
-  (compact JWS) one per line, or as a JSON array, or as {"receipts": [...]}.`;
-
-/** Bad usage of the command (exit 2). */
-export class ReceiptUsageError extends Error {}
+import { UsageError } from "../cli/errors.js";
+import { type VerifyReport, parseReceiptFile, verifyReceipts } from "./receipt-verify.js";
 
 async function loadJwks(source: string): Promise<JSONWebKeySet> {
-  const text = /^https?:\/\//.test(source) ? await (await fetch(source, { signal: AbortSignal.timeout(10_000) })).text() : readFileSync(source, "utf8");
-  const v = JSON.parse(text) as JSONWebKeySet;
-  if (!v || !Array.isArray(v.keys)) throw new ReceiptUsageError(`${source} is not a JWKS ({"keys": [...]})`);
+  let text: string;
+  try {
+    text = /^https?:\/\//.test(source) ? await (await fetch(source, { signal: AbortSignal.timeout(10_000) })).text() : readFileSync(source, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read the JWKS from ${source}: ${(err as Error).message}`);
+  }
+  let v: JSONWebKeySet | undefined;
+  try {
+    v = JSON.parse(text) as JSONWebKeySet;
+  } catch {
+    v = undefined;
+  }
+  if (!v || !Array.isArray(v.keys)) throw new UsageError(`${source} is not a JWKS ({"keys": [...]})`);
   return v;
 }
 
-/** Runs the command; returns the exit code. */
-export async function receiptCommand(args: string[], out: (s: string) => void): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { jwks: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } }, allowPositionals: true });
-  if (values.help) {
-    out(RECEIPT_HELP);
-    return 0;
-  }
-  const [sub, file] = positionals;
-  if (sub !== "verify" || !file || positionals.length !== 2) throw new ReceiptUsageError("receipt takes: verify <file> --jwks <file or URL>");
-  if (!values.jwks) throw new ReceiptUsageError("--jwks is required (a file, or the server's /.well-known/receipt-keys.json URL)");
+/** Verifies the receipts in `file` with the keys at `jwks` (a file or an http(s) URL). */
+export async function verifyReceiptFile(file: string, jwks: string): Promise<VerifyReport> {
   let receipts: string[];
   try {
     receipts = parseReceiptFile(readFileSync(file, "utf8"));
   } catch (err) {
-    throw new ReceiptUsageError(`cannot read receipts from ${file}: ${(err as Error).message}`);
+    throw new UsageError(`cannot read receipts from ${file}: ${(err as Error).message}`);
   }
-  const report = await verifyReceipts(receipts, await loadJwks(values.jwks));
-  if (values.json) out(JSON.stringify(report, null, 2));
-  else {
-    const okCount = report.receipts.filter((r) => r.ok).length;
-    const lines = [`${report.ok ? "OK" : "FAILED"}: ${okCount} of ${report.receipts.length} receipts verified, ${report.linksChecked} chain links checked`];
-    for (const g of report.gaps) lines.push(`  not covered: ${g}`);
-    for (const p of report.problems) lines.push(`  problem: ${p}`);
-    out(lines.join("\n"));
-  }
-  return report.ok ? 0 : 1;
+  return verifyReceipts(receipts, await loadJwks(jwks));
+}
+
+/** The report for people. */
+export function receiptSummary(report: VerifyReport): string {
+  const okCount = report.receipts.filter((r) => r.ok).length;
+  const lines = [`${report.ok ? "OK" : "FAILED"}: ${okCount} of ${report.receipts.length} receipts verified, ${report.linksChecked} chain links checked`];
+  for (const g of report.gaps) lines.push(`  not covered: ${g}`);
+  for (const p of report.problems) lines.push(`  problem: ${p}`);
+  return lines.join("\n");
 }

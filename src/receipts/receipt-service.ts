@@ -1,7 +1,7 @@
 /** The receipt method of BillingService over the wire. */
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
-import { callerOf } from "../auth/principal.js";
+import { childOf } from "../auth/tenancy.js";
 import { RECEIPT_JWKS_PATH } from "./receipt-chain.js";
 import type { Receipts } from "./receipts.js";
 
@@ -11,7 +11,8 @@ export type ReceiptMethods = Pick<ServiceImpl<typeof BillingService>, "getCredit
 export function receiptMethods(receipts: Receipts, publicUrl?: string): ReceiptMethods {
   return {
     async getCreditTransactionReceipt(req, ctx) {
-      const { jws, claim } = await receipts.receipt(callerOf(ctx), req.name);
+      const { project, id } = childOf(ctx, "creditTransactions");
+      const { jws, claim } = await receipts.receipt(project, id);
       return { receipt: jws, entryHash: claim.entry_hash, previousEntryHash: claim.previous_entry_hash, jwksUri: `${publicUrl ?? new URL(ctx.url).origin}${RECEIPT_JWKS_PATH}` };
     },
   };

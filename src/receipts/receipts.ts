@@ -12,7 +12,9 @@
  * earlier entry can no longer match it.
  */
 import { SignJWT } from "jose";
-import { ownChild } from "../auth/project-scope.js";
+import type { CheckedProject } from "../auth/tenancy.js";
+import { creditTransactionName } from "../names/names.js";
+import type { Environment } from "../ledger/ledger.js";
 import type { SigningKey } from "../auth/dev-issuer.js";
 import type { Clock } from "../clock.js";
 import type { Database } from "../db/database.js";
@@ -41,12 +43,11 @@ export class Receipts {
     return { keys: [{ ...this.deps.key.publicJwk }] };
   }
 
-  /** The signed receipt of `accounts/{p}/creditTransactions/{id}`, for the caller's own project. */
-  async receipt(caller: { projectId: string }, name: string): Promise<Receipt> {
-    const { projectId, id } = ownChild(caller, name, "creditTransactions", "credit transaction");
+  /** The signed receipt of a project's ledger entry `id` (either ledger: live or sandbox). */
+  async receipt(projectId: CheckedProject, id: string): Promise<Receipt> {
     const row = await this.deps.database.db.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId).where("tx_id", "=", id).executeTakeFirst();
-    if (!row) throw notFound(`credit transaction "${name}"`);
-    const { previous, hash } = await this.chainThrough(projectId, Number(row.seq));
+    if (!row) throw notFound(`credit transaction "${creditTransactionName(projectId, id)}"`);
+    const { previous, hash } = await this.chainThrough(projectId, row.environment as Environment, Number(row.seq));
     const claim: ReceiptClaim = { ...entryOf(row), previous_entry_hash: previous, entry_hash: hash };
     const { key } = this.deps;
     const jws = await new SignJWT({ receipt: claim })
@@ -60,12 +61,12 @@ export class Receipts {
   }
 
   /** The hashes of entry `seq` and of the one before it, extending the stored chain as far as `seq`. */
-  async chainThrough(projectId: string, seq: number): Promise<{ previous: string; hash: string }> {
+  async chainThrough(projectId: string, environment: Environment, seq: number): Promise<{ previous: string; hash: string }> {
     const db = this.deps.database.db;
-    const stored = await db.selectFrom("ledger_entry_hash").select(["seq", "entry_hash"]).where("project_id", "=", projectId).where("seq", "<=", seq).where("seq", ">=", seq - 1).execute();
+    const stored = await db.selectFrom("ledger_entry_hash").select(["seq", "entry_hash"]).where("project_id", "=", projectId).where("environment", "=", environment).where("seq", "<=", seq).where("seq", ">=", seq - 1).execute();
     const at = (s: number) => stored.find((r) => Number(r.seq) === s)?.entry_hash;
     if (at(seq)) return { previous: seq === 1 ? GENESIS_HASH : at(seq - 1)!, hash: at(seq)! };
-    const top = await db.selectFrom("ledger_entry_hash").select(["seq", "entry_hash"]).where("project_id", "=", projectId).orderBy("seq", "desc").limit(1).executeTakeFirst();
+    const top = await db.selectFrom("ledger_entry_hash").select(["seq", "entry_hash"]).where("project_id", "=", projectId).where("environment", "=", environment).orderBy("seq", "desc").limit(1).executeTakeFirst();
     let lastSeq = top ? Number(top.seq) : 0;
     let lastHash = top?.entry_hash ?? GENESIS_HASH;
     let previous = lastHash;
@@ -74,22 +75,23 @@ export class Receipts {
         .selectFrom("credit_transaction")
         .selectAll()
         .where("project_id", "=", projectId)
+        .where("environment", "=", environment)
         .where("seq", ">", lastSeq)
         .where("seq", "<=", seq)
         .orderBy("seq")
         .limit(BATCH)
         .execute();
       if (rows.length === 0 || Number(rows[0].seq) !== lastSeq + 1) throw new Error(`ledger of ${projectId} has a gap after seq ${lastSeq}`);
-      const links: Array<{ project_id: string; seq: number; entry_hash: string }> = [];
+      const links: Array<{ project_id: string; environment: string; seq: number; entry_hash: string }> = [];
       for (const r of rows) {
         if (Number(r.seq) !== lastSeq + 1) throw new Error(`ledger of ${projectId} has a gap after seq ${lastSeq}`);
         previous = lastHash;
         lastHash = entryHash(lastHash, entryOf(r));
         lastSeq = Number(r.seq);
-        links.push({ project_id: projectId, seq: lastSeq, entry_hash: lastHash });
+        links.push({ project_id: projectId, environment, seq: lastSeq, entry_hash: lastHash });
       }
       // Deterministic values: a concurrent request computing the same links inserts the same rows.
-      await this.deps.database.transaction((tx) => tx.insertInto("ledger_entry_hash").values(links).onConflict((oc) => oc.columns(["project_id", "seq"]).doNothing()).execute(), { scope: projectId });
+      await this.deps.database.transaction((tx) => tx.insertInto("ledger_entry_hash").values(links).onConflict((oc) => oc.columns(["project_id", "environment", "seq"]).doNothing()).execute(), { scope: projectId });
     }
     return { previous, hash: lastHash };
   }

@@ -11,6 +11,7 @@ import { createX402OfferInterceptor } from "../x402/x402-offer-interceptor.js";
 import { isTopUpPath, serveTopUp } from "../x402/x402-route.js";
 import { RECEIPT_JWKS_PATH } from "../receipts/receipt-chain.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
+import { createTenancyInterceptor } from "../auth/tenancy.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
 import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
@@ -49,7 +50,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
   };
   const options: ConnectNodeAdapterOptions = {
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
-    // Order matters: id and logging outermost, then who is calling, whether they may, then input.
+    // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
       createRequestLogInterceptor(app.log),
       createX402OfferInterceptor(() => app.x402),
@@ -62,6 +63,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
       createValidateInterceptor(),
+      // Tenancy reads the validated request: which project it reaches, refused here if not the caller's.
+      createTenancyInterceptor(config.platformProject),
     ],
     contextValues: requestContextValues,
     readMaxBytes: config.maxMessageBytes,

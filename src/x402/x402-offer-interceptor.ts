@@ -9,6 +9,7 @@ import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { LimitReason, type PaymentRequired, PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
 import type { X402Rail } from "./x402-topups.js";
 import { toProto } from "./x402-wire.js";
+import { parseAccountName } from "../names/names.js";
 
 /** Adds the x402 offer to payment-required errors; a no-op when the rail is off. */
 export function createX402OfferInterceptor(rail: () => X402Rail | undefined): Interceptor {
@@ -29,7 +30,7 @@ export function addOffer(rail: X402Rail, err: ConnectError, origin: string): voi
     if (!("desc" in d) || d.desc.typeName !== PaymentRequiredSchema.typeName) continue;
     const detail = d.value as PaymentRequired;
     if (detail.reason !== LimitReason.CREDITS_EXHAUSTED || detail.x402) continue;
-    const projectId = /^accounts\/([^/]+)$/.exec(detail.account)?.[1];
+    const projectId = parseAccountName(detail.account);
     if (!projectId) continue;
     const amount = rail.topUpAmount(Number(detail.amountMicros));
     const offer = rail.offer(projectId, amount, origin, "credits exhausted: top up with an x402 payment");

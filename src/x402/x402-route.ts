@@ -10,6 +10,7 @@ import type http from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Principal } from "../auth/principal.js";
 import { normalizeIp } from "../keys/ip-allowlist.js";
+import { accountName } from "../names/names.js";
 import { PaymentRefused, TOPUP_PATH, type X402Rail } from "./x402-topups.js";
 import { PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, encodeHeader } from "./x402-wire.js";
 
@@ -72,7 +73,7 @@ export async function serveTopUp(deps: TopUpRouteDeps, req: Req, res: Res): Prom
       return send(res, 401, { code: "unauthenticated", message: "missing credential: send Authorization: Bearer <token or API key>" });
     }
     // Another project's top-up reads as not found: no oracle for which projects exist.
-    if (principal.projectId !== projectId) throw new ConnectError(`account "accounts/${projectId}" not found`, Code.NotFound);
+    if (principal.projectId !== projectId) throw new ConnectError(`account "${accountName(projectId)}" not found`, Code.NotFound);
     const amount = rail.parseAmount(url.searchParams.get("amount"));
     const origin = `${req.headers["x-forwarded-proto"] === "https" ? "https" : "http"}://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}`;
     const signature = headers.get(PAYMENT_SIGNATURE);

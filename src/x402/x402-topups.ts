@@ -20,6 +20,7 @@ import type { Clock } from "../clock.js";
 import type { Database } from "../db/database.js";
 import { invalidArgument, notFound, withReason } from "../errors.js";
 import { newId } from "../ids.js";
+import { accountName, creditTransactionName } from "../names/names.js";
 import * as ledger from "../ledger/ledger.js";
 import type { Logger } from "../logger.js";
 import { type Facilitator, FacilitatorUnavailable } from "./facilitator.js";
@@ -110,7 +111,7 @@ export class X402Rail {
       error,
       resource: {
         url: this.topUpUrl(projectId, amountMicros, origin),
-        description: `Formstate credits: ${amountMicros} micro-USD for accounts/${projectId}`,
+        description: `Formstate credits: ${amountMicros} micro-USD for ${accountName(projectId)}`,
         mimeType: "application/json",
       },
       accepts: [this.requirements(amountMicros)],
@@ -129,7 +130,7 @@ export class X402Rail {
   /** Whether the project has an account (top-ups go only to accounts that exist). */
   async requireAccount(projectId: string): Promise<void> {
     const row = await this.deps.database.db.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
-    if (!row) throw notFound(`account "accounts/${projectId}"`);
+    if (!row) throw notFound(`account "${accountName(projectId)}"`);
   }
 
   /**
@@ -193,7 +194,7 @@ export class X402Rail {
     const now = this.deps.clock.now();
     return this.deps.database.transaction(async (tx) => {
       const account = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
-      if (!account) throw notFound(`account "accounts/${projectId}"`);
+      if (!account) throw notFound(`account "${accountName(projectId)}"`);
       const seen = await tx.selectFrom("x402_payment").selectAll().where("payload_hash", "=", hash).executeTakeFirst();
       if (seen?.state === "settled") throw withReason(Code.AlreadyExists, "this payment was already used", "PAYMENT_ALREADY_USED");
       if (seen?.state === "pending") throw withReason(Code.AlreadyExists, "this payment is being processed", "PAYMENT_IN_FLIGHT");
@@ -253,7 +254,7 @@ export class X402Rail {
         .where("payment_id", "=", paymentId)
         .execute();
       this.deps.log.info({ projectId, amountMicros, transaction: settled.transaction, network }, "x402 top-up credited");
-      return { amountMicros, balanceMicros: Number(row.balance_after_micros), creditTransaction: `accounts/${projectId}/creditTransactions/${row.tx_id}`, settlement: { ...settled, network } };
+      return { amountMicros, balanceMicros: Number(row.balance_after_micros), creditTransaction: creditTransactionName(projectId, row.tx_id), settlement: { ...settled, network } };
     }, { scope: projectId });
   }
 

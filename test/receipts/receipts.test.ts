@@ -172,14 +172,14 @@ describe("the chain (property)", () => {
     const keys = { keys: [{ ...pub, kid, alg: "EdDSA" }] };
     const sign = (c: ReceiptClaim) => new SignJWT({ receipt: c }).setProtectedHeader({ alg: "EdDSA", kid, typ: RECEIPT_TYP }).setIssuer(RECEIPT_ISSUER).setSubject(c.account).sign(privateKey);
     const entryArb = fc.record({ kind: fc.constantFrom("grant", "usage_debit", "purchase", "hold", "refund"), amount: fc.bigInt({ min: -(2n ** 62n), max: 2n ** 62n }), description: fc.string({ maxLength: 20 }) });
-    const fields = ["kind", "amount_micros", "balance_after_micros", "idempotency_key", "description", "usage_record", "actor", "create_time", "seq"] as const;
+    const fields = ["environment", "kind", "amount_micros", "balance_after_micros", "idempotency_key", "description", "usage_record", "actor", "create_time", "seq"] as const;
     await fc.assert(
       fc.asyncProperty(fc.array(entryArb, { minLength: 2, maxLength: 8 }), fc.nat(), fc.constantFrom(...fields), async (entries, pick, field) => {
         let prev = GENESIS_HASH;
         let balance = 0n;
         const claims: ReceiptClaim[] = entries.map((e, i) => {
           balance += e.amount;
-          const entry = entryOf({ tx_id: `t${i}`, project_id: "p", seq: i + 1, kind: e.kind, amount_micros: e.amount, balance_after_micros: balance, idempotency_key: `k${i}`, description: e.description, usage_record_id: null, actor: "", create_time: 1_700_000_000_000 + i });
+          const entry = entryOf({ tx_id: `t${i}`, project_id: "p", environment: "live", seq: i + 1, kind: e.kind, amount_micros: e.amount, balance_after_micros: balance, idempotency_key: `k${i}`, description: e.description, usage_record_id: null, actor: "", create_time: 1_700_000_000_000 + i });
           const claim = { ...entry, previous_entry_hash: prev, entry_hash: entryHash(prev, entry) };
           prev = claim.entry_hash;
           return claim;

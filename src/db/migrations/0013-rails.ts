@@ -8,7 +8,7 @@ import type { Kysely } from "kysely";
  * - `alert_rule`, `alert_firing`, `webhook_delivery`: spend alerts, the
  *   period each fired in (once per rule and period), and the outbox of
  *   signed webhooks with its delivery log.
- * - `ledger_entry_hash`: the hash chain over each account's ledger that
+ * - `ledger_entry_hash`: the hash chain over each account's ledger (live and sandbox apart) that
  *   signed receipts carry. Times are epoch ms; money is micro-USD.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
@@ -74,9 +74,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema
     .createTable("ledger_entry_hash")
     .addColumn("project_id", "text", (c) => c.notNull())
+    .addColumn("environment", "text", (c) => c.notNull())
     .addColumn("seq", "bigint", (c) => c.notNull())
     .addColumn("entry_hash", "text", (c) => c.notNull())
-    .addPrimaryKeyConstraint("ledger_entry_hash_pk", ["project_id", "seq"])
+    .addPrimaryKeyConstraint("ledger_entry_hash_pk", ["project_id", "environment", "seq"])
     .execute();
 }
 
