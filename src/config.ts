@@ -3,6 +3,8 @@
  * collected and reported at once, so an operator fixes them in one go.
  */
 import { resolve } from "node:path";
+import { type X402Config, readX402Config } from "./x402/x402-config.js";
+import { type AlertConfig, readAlertConfig } from "./alerts/alert-config.js";
 
 export type Mode = "development" | "production";
 
@@ -53,6 +55,14 @@ export interface Config {
   walletDomain: string;
   /** Serve the browser console at /console/ (built with esbuild on first request). */
   console: boolean;
+  /** x402 top-ups (issue 18); undefined = off. */
+  x402?: X402Config;
+  /** Spend alerts and their webhooks (issue 18). */
+  alerts: AlertConfig;
+  /** The key receipts are signed with (created on first use); FORMSTATE_RECEIPT_KEY_FILE, default in the data directory. */
+  receiptKeyFile: string;
+  /** The server's public origin (FORMSTATE_PUBLIC_URL) for URLs it hands out; unset = the origin a caller used. */
+  publicUrl?: string;
 }
 
 /** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
@@ -249,6 +259,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     platformProject,
     walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
+    x402: readX402Config(env, problems),
+    alerts: readAlertConfig(env, problems),
+    publicUrl: str("FORMSTATE_PUBLIC_URL")?.replace(/\/+$/, ""),
+    receiptKeyFile: resolve(str("FORMSTATE_RECEIPT_KEY_FILE") ?? resolve(dataDir, "receipt-signing-key.json")),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

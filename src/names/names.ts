@@ -16,7 +16,9 @@ export type Collection =
   | "authorizations"
   | "usageRecords"
   | "invocations"
-  | "creditTransactions";
+  | "creditTransactions"
+  | "spendAlerts"
+  | "alertDeliveries";
 
 export const collections: readonly Collection[] = [
   "apiKeys",
@@ -28,6 +30,8 @@ export const collections: readonly Collection[] = [
   "usageRecords",
   "invocations",
   "creditTransactions",
+  "spendAlerts",
+  "alertDeliveries",
 ];
 
 /** What each collection's resources are called in messages ("API key \"…\" not found"). */
@@ -41,6 +45,8 @@ export const collectionNoun: Record<Collection, string> = {
   usageRecords: "usage record",
   invocations: "invocation",
   creditTransactions: "credit transaction",
+  spendAlerts: "spend alert",
+  alertDeliveries: "alert delivery",
 };
 
 /** A parsed resource name. */

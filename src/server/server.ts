@@ -4,7 +4,10 @@
  */
 import type http from "node:http";
 import type { App } from "../app.js";
-import { createAuthenticateInterceptor } from "../auth/authenticate.js";
+import { type AuthenticateDeps, credentialOf, createAuthenticateInterceptor, resolve } from "../auth/authenticate.js";
+import { createX402OfferInterceptor } from "../x402/x402-offer-interceptor.js";
+import { isTopUpPath, serveTopUp } from "../x402/x402-route.js";
+import { RECEIPT_JWKS_PATH } from "../receipts/receipt-chain.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
 import { createTenancyInterceptor } from "../auth/tenancy.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
@@ -40,6 +43,13 @@ export interface RunningServer {
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
+  const authDeps: AuthenticateDeps = {
+    jwt: () => app.jwt(),
+    memberRole: (p, u) => app.accounts.memberRole(p, u),
+    apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
+    walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+    admitSession: (seen) => app.sessions.admit(seen),
+  };
   const options: GuardedAdapterOptions = {
     log: app.log,
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
@@ -47,13 +57,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     interceptors: [
       createLatencyInterceptor(),
       createRequestLogInterceptor(app.log),
-      createAuthenticateInterceptor({
-        jwt: () => app.jwt(),
-        memberRole: (p, u) => app.accounts.memberRole(p, u),
-        apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
-        walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
-        admitSession: (seen) => app.sessions.admit(seen),
-      }),
+      createX402OfferInterceptor(() => app.x402),
+      createAuthenticateInterceptor(authDeps),
       createAuthorizeInterceptor(),
       createRateLimitInterceptor({
         limiter: app.limiter,
@@ -70,7 +75,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
     onProtocolFailure: (f) => logProtocolFailure(app.log, f),
-    fallback: (req, res) => plainRoute(app, req as Req, res as Res),
+    fallback: (req, res) => plainRoute(app, authDeps, req as Req, res as Res),
   };
   const connect = guardedConnectAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
@@ -87,9 +92,16 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 }
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
-function plainRoute(app: App, req: Req, res: Res): void {
+function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): void {
   if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
+  if (isTopUpPath(path)) {
+    const authenticate = async (h: Headers, ip: string) => {
+      const credential = credentialOf(h);
+      return credential === undefined ? undefined : resolve(authDeps, credential, ip);
+    };
+    return void serveTopUp({ rail: app.x402, authenticate }, req as http.IncomingMessage, res as http.ServerResponse);
+  }
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
   }
@@ -99,6 +111,7 @@ function plainRoute(app: App, req: Req, res: Res): void {
     if ((req.url ?? "").includes("reset=1")) serverLatency.reset();
     return json(res, 200, snapshot);
   }
+  if (req.method === "GET" && path === RECEIPT_JWKS_PATH) return json(res, 200, app.receipts.jwks());
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
     // Redis degraded is still serving (local limits, short key cache) but shown, for operators and load balancers' logs.
