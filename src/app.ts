@@ -93,8 +93,9 @@ export class App {
       activeHires: (db, projectId) => agents!.activeHires(db, projectId),
       settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
     });
-    const models = new Models(database, clock, config.platformProject);
-    agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
+    const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
+    const models = new Models(database, clock, config.platformProject, shares);
+    agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
     apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)

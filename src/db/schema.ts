@@ -8,6 +8,7 @@ import type { ApiKeyTable } from "../keys/api-key-table.js";
 import type { CreditTransactionTable } from "../ledger/credit-transaction-table.js";
 import type { AuthSessionTable, SessionCutoffTable } from "../sessions/session-tables.js";
 import type { WalletBindingTable, WalletBudgetTable, WalletChallengeTable } from "../wallets/wallet-tables.js";
+import type { PayoutAccountTable, PayoutTable, PublisherEarningTable } from "../marketplace/marketplace-tables.js";
 import type { UsageAuthorizationTable, UsageRecordTable, UsageRollupTable } from "../usage/usage-tables.js";
 
 export interface DatabaseSchema {
@@ -33,4 +34,7 @@ export interface DatabaseSchema {
   wallet_budget: WalletBudgetTable;
   auth_session: AuthSessionTable;
   session_cutoff: SessionCutoffTable;
+  publisher_earning: PublisherEarningTable;
+  payout_account: PayoutAccountTable;
+  payout: PayoutTable;
 }
