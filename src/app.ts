@@ -26,6 +26,7 @@ import { originAllowed } from "./server/cors.js";
 import { HealthStatus } from "./server/health.js";
 import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
+import { Marketplace } from "./marketplace/marketplace.js";
 import { UsageReports } from "./usage/usage-reports.js";
 
 export interface AppOverrides {
@@ -54,6 +55,8 @@ export class App {
   private verifier?: JwtVerifier;
   /** Redis, when REDIS_URL is set: rate limits and key invalidations shared with other instances. */
   sharedState?: SharedState;
+  /** Publisher earnings and payouts (issue 18). */
+  marketplace!: Marketplace;
 
   private constructor(
     readonly config: Config,
@@ -102,7 +105,18 @@ export class App {
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
     const limiter = overrides.limiter ?? (shared ? new RedisRateLimiter(shared, new LocalRateLimiter(), log) : new LocalRateLimiter());
-    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
+    const stripeSettings = config.stripe.secretKey && config.stripe.webhookSecret ? { ...config.stripe, secretKey: config.stripe.secretKey, webhookSecret: config.stripe.webhookSecret } : undefined;
+    const returnUrlAllowed = (url: string) => URL.canParse(url) && originAllowed(new URL(url).origin, config.corsOrigins);
+    const marketplace = new Marketplace({
+      database,
+      clock,
+      log,
+      config: config.marketplace,
+      publishers: { agent: (db, name) => agents.publisherOf(db, name), model: (db, name) => models.publisherOf(db, name) },
+      stripe: stripeSettings,
+      returnUrlAllowed,
+    });
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace });
     usage.start();
     const billing = new Billing({
       database,
@@ -111,12 +125,14 @@ export class App {
       log,
       platformProject: config.platformProject,
       selfGrant: config.mode === "development",
-      stripe: config.stripe.secretKey && config.stripe.webhookSecret ? { ...config.stripe, secretKey: config.stripe.secretKey, webhookSecret: config.stripe.webhookSecret } : undefined,
-      returnUrlAllowed: (url) => URL.canParse(url) && originAllowed(new URL(url).origin, config.corsOrigins),
+      stripe: stripeSettings,
+      returnUrlAllowed,
+      onConsumerClawback: (tx, c) => marketplace.consumerClawback(tx, c),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
       settleBalance: (p) => usage.returnExpiredHolds(p),
     });
     billing.start();
+    marketplace.start();
     // Sessions and wallet bindings share one invalidation channel; each drops only its own ids.
     const authInvalidation = shared && redisInvalidation(shared, log, "auth");
     const wallets = new WalletBindings({ database, clock, domain: config.walletDomain, invalidation: authInvalidation });
@@ -127,6 +143,7 @@ export class App {
     });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
+    app.marketplace = marketplace;
     return app;
   }
 
@@ -151,6 +168,7 @@ export class App {
 
   async close(): Promise<void> {
     this.usage.stop();
+    await this.marketplace.stop();
     await this.billing.stop();
     await this.apiKeys.stop();
     await this.database.close();

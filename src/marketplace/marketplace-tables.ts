@@ -9,6 +9,8 @@ export interface PublisherEarningTable {
   consumer_project: string | null;
   usage_record_id: string | null;
   payout_id: string | null;
+  /** For clawbacks: the earning entry taken back. */
+  earning_entry_id: string | null;
   share_bps: number;
   /** The consumer's money this entry splits (signed: negative for clawbacks); 0 for payouts. */
   gross_micros: number;

@@ -21,6 +21,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn("consumer_project", "text")
     .addColumn("usage_record_id", "text")
     .addColumn("payout_id", "text")
+    .addColumn("earning_entry_id", "text")
     .addColumn("share_bps", "integer", (c) => c.notNull().defaultTo(0))
     .addColumn("gross_micros", "bigint", (c) => c.notNull())
     .addColumn("amount_micros", "bigint", (c) => c.notNull())
@@ -31,6 +32,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.createIndex("publisher_earning_publisher").on("publisher_earning").columns(["publisher_project", "create_time"]).execute();
   await db.schema.createIndex("publisher_earning_consumer").on("publisher_earning").columns(["consumer_project", "create_time"]).execute();
   await db.schema.createIndex("publisher_earning_usage").on("publisher_earning").column("usage_record_id").execute();
+  await db.schema.createIndex("publisher_earning_taken").on("publisher_earning").column("earning_entry_id").execute();
   await db.schema
     .createTable("payout_account")
     .addColumn("project_id", "text", (c) => c.primaryKey())
