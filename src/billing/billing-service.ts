@@ -55,7 +55,8 @@ function toTransaction(r: LedgerRow): CreditTransaction {
   });
 }
 
-export function billingService(billing: Billing): ServiceImpl<typeof BillingService> {
+/** BillingService but its publisher methods (src/marketplace/publisher-methods.ts serves those). */
+export function billingService(billing: Billing): Omit<ServiceImpl<typeof BillingService>, "getPublisherEarnings" | "linkPayoutAccount" | "listPayouts"> {
   return {
     listPlans() {
       return { plans: billing.plans().map((p) => toPlan(p, billing.priceIdOf(p))) };

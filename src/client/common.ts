@@ -1,5 +1,5 @@
 /**
- * What the Node and browser clients share: typed clients for the
+ * What the Node and browser clients share: typed clients for the six
  * services, the auth interceptor, and helpers that read our limit headers and
  * typed error details.
  */
@@ -17,7 +17,6 @@ import {
   RetryInfoSchema,
   type UpgradeOption,
 } from "../../gen/formstate/v1/errors_pb.js";
-import { MarketplaceService } from "../../gen/formstate/v1/marketplace_service_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 
@@ -31,7 +30,6 @@ export interface FormstateClients {
   billing: Client<typeof BillingService>;
   agents: Client<typeof AgentService>;
   models: Client<typeof ModelService>;
-  marketplace: Client<typeof MarketplaceService>;
 }
 
 /** Adds the credential to every call (Authorization: Bearer, or x-api-key for keys). */
@@ -52,7 +50,6 @@ export function clientsFor(transport: Transport): FormstateClients {
     billing: createClient(BillingService, transport),
     agents: createClient(AgentService, transport),
     models: createClient(ModelService, transport),
-    marketplace: createClient(MarketplaceService, transport),
   };
 }
 

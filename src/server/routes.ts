@@ -4,7 +4,6 @@ import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { AgentService } from "../../gen/formstate/v1/agent_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
-import { MarketplaceService } from "../../gen/formstate/v1/marketplace_service_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { accountService } from "../accounts/account-service.js";
@@ -13,7 +12,7 @@ import { billingService } from "../billing/billing-service.js";
 import { agentService } from "../catalog/agent-service.js";
 import { modelService } from "../catalog/model-service.js";
 import { apiKeyService } from "../keys/api-key-service.js";
-import { marketplaceService } from "../marketplace/marketplace-service.js";
+import { publisherMethods } from "../marketplace/publisher-methods.js";
 import { usageService } from "../usage/usage-service.js";
 import { formstateFiles } from "./services.js";
 import { registerHealth } from "./health.js";
@@ -33,10 +32,9 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
     }),
   );
   router.service(UsageService, usageService(app.usage, app.usageReports));
-  router.service(BillingService, billingService(app.billing));
+  router.service(BillingService, { ...billingService(app.billing), ...publisherMethods(app.marketplace) });
   router.service(AgentService, agentService(app.agents, app.usage));
   router.service(ModelService, modelService(app.models));
-  router.service(MarketplaceService, marketplaceService(app.marketplace));
   registerHealth(router, app.health);
   registerReflection(router, formstateFiles);
 }

@@ -10,7 +10,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, createClient } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { AgentVisibility } from "../../gen/formstate/v1/agent_service_pb.js";
-import { MarketplaceService } from "../../gen/formstate/v1/marketplace_service_pb.js";
+import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
 import { ManualClock } from "../../src/clock.js";
 import { split } from "../../src/marketplace/split.js";
@@ -21,7 +21,7 @@ const clock = new ManualClock(Date.UTC(2026, 6, 1, 12));
 const env = useCatalogServer({}, { clock });
 
 async function market(projectId: string, role: "admin" | "developer" | "user" = "developer") {
-  return createClient(MarketplaceService, env.ts.grpc(await env.ts.token({ projectId, role, subject: `${projectId}-${role}` })));
+  return createClient(BillingService, env.ts.grpc(await env.ts.token({ projectId, role, subject: `${projectId}-${role}` })));
 }
 
 const debitsOf = async (projectId: string) => {

@@ -11,7 +11,7 @@
 import { Code, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentVisibility } from "../../gen/formstate/v1/agent_service_pb.js";
-import { MarketplaceService, PayoutState } from "../../gen/formstate/v1/marketplace_service_pb.js";
+import { BillingService, PayoutState } from "../../gen/formstate/v1/billing_service_pb.js";
 import { App } from "../../src/app.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import { ManualClock } from "../../src/clock.js";
@@ -64,17 +64,17 @@ describe("a consumer invokes a publisher's agent; the publisher is paid once; a 
     await pubAdmin.accounts.createAccount({ account: {} });
     await pubAdmin.agents.createAgent({ agentId: "e2e-agent", agent: { pricePerInvocationMicros: BigInt(PRICE), visibility: AgentVisibility.PUBLIC } });
     const urls = { parent: "accounts/e2e-pub", refreshUrl: "http://localhost:3000/connect/refresh", returnUrl: "http://localhost:3000/connect/done" };
-    const link = await pubAdmin.marketplace.linkPayoutAccount(urls);
+    const link = await pubAdmin.billing.linkPayoutAccount(urls);
     expect(link.stripeAccountId).toMatch(/^acct_/);
     expect(link.onboardingUrl.startsWith(`${fake.url}/connect/onboarding/${link.stripeAccountId}/`)).toBe(true);
     expect(fake.accounts.get(link.stripeAccountId)?.metadata).toEqual({ formstate_project: "e2e-pub" });
     // Linking again: the same account, a fresh link.
-    const again = await pubAdmin.marketplace.linkPayoutAccount(urls);
+    const again = await pubAdmin.billing.linkPayoutAccount(urls);
     expect(again.stripeAccountId).toBe(link.stripeAccountId);
     expect(fake.accounts.size).toBe(1);
     expect(fake.accountLinks).toHaveLength(2);
-    await expectCode(pubAdmin.marketplace.linkPayoutAccount({ ...urls, returnUrl: "https://evil.example.com/x" }), Code.InvalidArgument, /^return_url:/);
-    const pubDev = createClient(MarketplaceService, ts.grpc(await ts.token({ projectId: "e2e-pub", role: "developer" })));
+    await expectCode(pubAdmin.billing.linkPayoutAccount({ ...urls, returnUrl: "https://evil.example.com/x" }), Code.InvalidArgument, /^return_url:/);
+    const pubDev = createClient(BillingService, ts.grpc(await ts.token({ projectId: "e2e-pub", role: "developer" })));
     await expectCode(pubDev.linkPayoutAccount(urls), Code.PermissionDenied);
 
     // ---- the consumer buys 20 USD of credits and invokes the agent N times ----
@@ -143,7 +143,7 @@ describe("a consumer invokes a publisher's agent; the publisher is paid once; a 
     expect(row).toMatchObject({ status: "paid", attempts: 3, stripe_transfer_id: transfer.id });
     const listed = await pubDev.listPayouts({ parent: "accounts/e2e-pub" });
     expect(listed.payouts.map((p) => [p.state, p.amountMicros, p.stripeTransferId])).toEqual([[PayoutState.PAID, BigInt(amount), transfer.id]]);
-    await expectCode(createClient(MarketplaceService, ts.grpc(await ts.token({ projectId: "e2e-buy", role: "admin" }))).listPayouts({ parent: "accounts/e2e-pub" }), Code.NotFound);
+    await expectCode(createClient(BillingService, ts.grpc(await ts.token({ projectId: "e2e-buy", role: "admin" }))).listPayouts({ parent: "accounts/e2e-pub" }), Code.NotFound);
 
     // ---- a refund of half the consumer's payment: the spent part claws back the latest invocations ----
     const chargeId = String(charge!.id);

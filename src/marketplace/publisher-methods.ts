@@ -1,16 +1,19 @@
-/** MarketplaceService over the wire: publisher earnings, the payout account, payouts. */
+/**
+ * The publisher methods of BillingService over the wire: earnings, the
+ * payout account, payouts. Joined with the rest of BillingService in routes.ts.
+ */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  type BillingService,
   type EarningsTotal as WireTotal,
   EarningsTotalSchema,
-  type MarketplaceService,
   type Payout,
   PayoutSchema,
   PayoutState,
   ResourceEarningsSchema,
-} from "../../gen/formstate/v1/marketplace_service_pb.js";
+} from "../../gen/formstate/v1/billing_service_pb.js";
 import { callerOf } from "../auth/principal.js";
 import type { EarningsTotal } from "./earnings-report.js";
 import type { Marketplace } from "./marketplace.js";
@@ -42,7 +45,10 @@ export function toPayout(r: PayoutRow): Payout {
   });
 }
 
-export function marketplaceService(marketplace: Marketplace): ServiceImpl<typeof MarketplaceService> {
+/** The BillingService methods this module serves. */
+export type PublisherMethods = Pick<ServiceImpl<typeof BillingService>, "getPublisherEarnings" | "linkPayoutAccount" | "listPayouts">;
+
+export function publisherMethods(marketplace: Marketplace): PublisherMethods {
   return {
     async getPublisherEarnings(req, ctx) {
       const start = req.startTime ? timestampMs(req.startTime) : undefined;
