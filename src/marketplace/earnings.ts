@@ -4,8 +4,8 @@
  * - `earning`: a consumer's usage of another project's model or agent,
  *   split by the rule of split.ts (gross = publisher + platform fee),
  *   booked with the consumer's debit; keyed by the usage record, so a
- *   record earns at most once. Usage of a project's own resources, and of
- *   platform-wide models, earns nothing.
+ *   record earns at most once. Usage of a project's own resources, of
+ *   platform-wide models, and test-mode (sandbox) usage earns nothing.
  * - `clawback`: part of an earning taken back because the consumer's
  *   payment was refunded or disputed (negative gross, amount and fee).
  * - `payout` / `payout_reversal`: money sent to the publisher's Stripe
@@ -43,6 +43,8 @@ export interface ChargedUsage {
   agent: string | null;
   cost_micros: number;
   invocation_price: number;
+  /** live or test; test-mode (sandbox) usage moves no real money, so it earns nothing. */
+  environment?: string;
 }
 
 export type NewEntry = Omit<EarningRow, "entry_id" | "create_time">;
@@ -77,6 +79,7 @@ function parts(r: ChargedUsage): Array<{ part: "agent" | "model"; resource: stri
  */
 export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: ChargedUsage, now: number): Promise<NewEntry[]> {
   const booked: NewEntry[] = [];
+  if (r.environment === "test") return booked;
   for (const p of parts(r)) {
     if (p.gross <= 0) continue;
     const pub = p.part === "agent" ? await publishers.agent(tx, p.resource) : await publishers.model(tx, p.resource);

@@ -6,7 +6,8 @@
  * still booked and read; linking an account answers FAILED_PRECONDITION.
  */
 import type { Caller } from "../accounts/accounts.js";
-import { ownProject } from "../auth/project-scope.js";
+import type { CheckedProject } from "../auth/tenancy.js";
+import { accountName } from "../names/names.js";
 import { createStripeClient, describe, isStripeError, type Stripe, toConnectError } from "../billing/stripe-client.js";
 import type { StripeSettings } from "../billing/stripe-context.js";
 import type { Clock } from "../clock.js";
@@ -77,9 +78,9 @@ export class Marketplace {
     return clawBack(tx, c.projectId, unfunded, c.key, this.deps.clock.now());
   }
 
-  /** GetPublisherEarnings: the caller's own project only. */
-  async earnings(caller: Caller, parent: string, start: number | undefined, end: number | undefined) {
-    const projectId = ownProject(caller, parent);
+  /** GetPublisherEarnings (the tenancy interceptor checked the project is the caller's). */
+  async earnings(_caller: Caller, projectId: CheckedProject, start: number | undefined, end: number | undefined) {
+    const parent = accountName(projectId);
     const db = this.deps.database.db;
     await this.requireAccount(db, parent, projectId);
     const report = await earningsReport(db, projectId, start ?? 0, end ?? this.deps.clock.now() + 1);
@@ -88,8 +89,8 @@ export class Marketplace {
   }
 
   /** LinkPayoutAccount: the project's connected account (created once) and a fresh onboarding link. */
-  async linkAccount(caller: Caller, parent: string, refreshUrl: string, returnUrl: string) {
-    const projectId = ownProject(caller, parent);
+  async linkAccount(_caller: Caller, projectId: CheckedProject, refreshUrl: string, returnUrl: string) {
+    const parent = accountName(projectId);
     const stripe = this.stripe;
     if (!stripe) throw failedPrecondition("billing is not configured: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET", "BILLING_NOT_CONFIGURED");
     for (const [field, url] of [["refresh_url", refreshUrl], ["return_url", returnUrl]] as const) {
@@ -117,8 +118,7 @@ export class Marketplace {
   }
 
   /** ListPayouts, newest first. */
-  async listPayouts(caller: Caller, parent: string, size: number, token: string) {
-    const projectId = ownProject(caller, parent);
+  async listPayouts(_caller: Caller, projectId: CheckedProject, size: number, token: string) {
     const n = pageSize(size);
     const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
     let q = this.deps.database.db.selectFrom("payout").selectAll().where("publisher_project", "=", projectId);

@@ -15,6 +15,8 @@ import {
   ResourceEarningsSchema,
 } from "../../gen/formstate/v1/billing_service_pb.js";
 import { callerOf } from "../auth/principal.js";
+import { projectOf } from "../auth/tenancy.js";
+import { payoutName } from "../names/names.js";
 import type { EarningsTotal } from "./earnings-report.js";
 import type { Marketplace } from "./marketplace.js";
 import type { PayoutRow } from "./payouts.js";
@@ -33,7 +35,7 @@ function toTotal(t: EarningsTotal): WireTotal {
 
 export function toPayout(r: PayoutRow): Payout {
   return create(PayoutSchema, {
-    name: `accounts/${r.publisher_project}/payouts/${r.payout_id}`,
+    name: payoutName(r.publisher_project, r.payout_id),
     amountMicros: BigInt(r.amount_micros),
     state: states[r.status] ?? PayoutState.UNSPECIFIED,
     stripeAccountId: r.stripe_account_id,
@@ -53,7 +55,7 @@ export function publisherMethods(marketplace: Marketplace): PublisherMethods {
     async getPublisherEarnings(req, ctx) {
       const start = req.startTime ? timestampMs(req.startTime) : undefined;
       const end = req.endTime ? timestampMs(req.endTime) : undefined;
-      const r = await marketplace.earnings(callerOf(ctx), req.parent, start, end);
+      const r = await marketplace.earnings(callerOf(ctx), projectOf(ctx), start, end);
       return {
         total: toTotal(r.total),
         resources: r.resources.map((l) => create(ResourceEarningsSchema, { resource: l.resource, total: toTotal(l.total) })),
@@ -63,11 +65,11 @@ export function publisherMethods(marketplace: Marketplace): PublisherMethods {
       };
     },
     async linkPayoutAccount(req, ctx) {
-      const link = await marketplace.linkAccount(callerOf(ctx), req.parent, req.refreshUrl, req.returnUrl);
+      const link = await marketplace.linkAccount(callerOf(ctx), projectOf(ctx), req.refreshUrl, req.returnUrl);
       return { stripeAccountId: link.stripeAccountId, onboardingUrl: link.url, onboardingUrlExpireTime: timestampFromMs(link.expiresAt) };
     },
     async listPayouts(req, ctx) {
-      const page = await marketplace.listPayouts(callerOf(ctx), req.parent, req.pageSize, req.pageToken);
+      const page = await marketplace.listPayouts(callerOf(ctx), projectOf(ctx), req.pageSize, req.pageToken);
       return { payouts: page.items.map(toPayout), nextPageToken: page.nextPageToken };
     },
   };

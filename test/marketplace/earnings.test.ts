@@ -9,7 +9,9 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, createClient } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { AgentVisibility } from "../../gen/formstate/v1/agent_service_pb.js";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
+import { AgentService, AgentVisibility } from "../../gen/formstate/v1/agent_service_pb.js";
+import { ApiKeyService, KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
 import { ManualClock } from "../../src/clock.js";
@@ -96,6 +98,24 @@ describe("earnings booked with the consumer's debit", () => {
     await expectCode((await market("er-pub", "user")).getPublisherEarnings({ parent: "accounts/er-pub" }), Code.PermissionDenied);
     await expectCode((await market("er-buy")).getPublisherEarnings({ parent: "accounts/er-pub" }), Code.NotFound);
     expect((await (await market("er-buy")).getPublisherEarnings({ parent: "accounts/er-buy" })).total?.earningsMicros).toBe(0n);
+  });
+
+  it("books nothing for test-mode (sandbox) usage", async () => {
+    const pub = await env.project("er3-pub");
+    await env.project("er3-buy", 10_000_000);
+    await pub.agents.createAgent({ agentId: "er3-agent", agent: { pricePerInvocationMicros: 1_000n, visibility: AgentVisibility.PUBLIC } });
+    const admin = await env.clients("er3-buy", "admin");
+    await admin.agents.hireAgent({ parent: "accounts/er3-buy", agent: "agents/er3-agent" });
+    const keys = createClient(ApiKeyService, env.ts.grpc(await env.ts.token({ projectId: "er3-buy", role: "admin", subject: "er3-buy-admin" })));
+    const { secret } = await keys.createApiKey({ parent: "accounts/er3-buy", apiKey: { displayName: "test", scopes: [Scope.WRITE], environment: KeyEnvironment.TEST } });
+    expect(secret.startsWith("fs_test_")).toBe(true);
+    const testKey = { agents: createClient(AgentService, env.ts.grpc(secret)) };
+    const inv = await testKey.agents.invokeAgent({ parent: "accounts/er3-buy", target: { case: "agent", value: "agents/er3-agent" }, requestId: "t-1", operation: "run" });
+    expect(inv.invocation?.costMicros).toBe(1_000n);
+    expect(await entriesOf("er3-pub")).toEqual([]);
+    // The same call with a live key earns.
+    await admin.agents.invokeAgent({ parent: "accounts/er3-buy", target: { case: "agent", value: "agents/er3-agent" }, requestId: "l-1", operation: "run" });
+    expect((await entriesOf("er3-pub")).map((e) => Number(e.amount_micros))).toEqual([700]);
   });
 
   it("books nothing for a call refused for want of credits", async () => {
