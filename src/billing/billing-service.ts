@@ -60,7 +60,8 @@ function toTransaction(r: LedgerRow): CreditTransaction {
   });
 }
 
-export function billingService(billing: Billing): Omit<ServiceImpl<typeof BillingService>, keyof ReceiptMethods> {
+/** BillingService but its receipt methods (src/receipts/) and publisher methods (src/marketplace/publisher-methods.ts). */
+export function billingService(billing: Billing): Omit<ServiceImpl<typeof BillingService>, keyof ReceiptMethods | "getPublisherEarnings" | "linkPayoutAccount" | "listPayouts"> {
   return {
     listPlans() {
       return { plans: billing.plans().map((p) => toPlan(p, billing.priceIdOf(p))) };

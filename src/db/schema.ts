@@ -11,6 +11,7 @@ import type { WalletBindingTable, WalletBudgetTable, WalletChallengeTable } from
 import type { AlertFiringTable, AlertRuleTable, WebhookDeliveryTable } from "../alerts/alert-tables.js";
 import type { LedgerEntryHashTable } from "../receipts/receipt-tables.js";
 import type { X402PaymentTable } from "../x402/x402-tables.js";
+import type { PayoutAccountTable, PayoutTable, PublisherEarningTable } from "../marketplace/marketplace-tables.js";
 import type { UsageAuthorizationTable, UsageRecordTable, UsageRollupTable } from "../usage/usage-tables.js";
 
 export interface DatabaseSchema {
@@ -41,4 +42,7 @@ export interface DatabaseSchema {
   alert_firing: AlertFiringTable;
   webhook_delivery: WebhookDeliveryTable;
   ledger_entry_hash: LedgerEntryHashTable;
+  publisher_earning: PublisherEarningTable;
+  payout_account: PayoutAccountTable;
+  payout: PayoutTable;
 }

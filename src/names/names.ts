@@ -18,7 +18,8 @@ export type Collection =
   | "invocations"
   | "creditTransactions"
   | "spendAlerts"
-  | "alertDeliveries";
+  | "alertDeliveries"
+  | "payouts";
 
 export const collections: readonly Collection[] = [
   "apiKeys",
@@ -32,6 +33,7 @@ export const collections: readonly Collection[] = [
   "creditTransactions",
   "spendAlerts",
   "alertDeliveries",
+  "payouts",
 ];
 
 /** What each collection's resources are called in messages ("API key \"…\" not found"). */
@@ -47,6 +49,7 @@ export const collectionNoun: Record<Collection, string> = {
   creditTransactions: "credit transaction",
   spendAlerts: "spend alert",
   alertDeliveries: "alert delivery",
+  payouts: "payout",
 };
 
 /** A parsed resource name. */
@@ -71,6 +74,7 @@ export const authorizationName = (project: string, id: string) => childName(proj
 export const recordName = (project: string, id: string) => childName(project, "usageRecords", id);
 export const invocationName = (project: string, id: string) => childName(project, "invocations", id);
 export const creditTransactionName = (project: string, id: string) => childName(project, "creditTransactions", id);
+export const payoutName = (project: string, id: string) => childName(project, "payouts", id);
 export const agentName = (id: string) => `agents/${id}`;
 /** `models/{provider}/{model}` from the model id `provider/model`. */
 export const modelName = (id: string) => `models/${id}`;

@@ -12,6 +12,7 @@ import { billingService } from "../billing/billing-service.js";
 import { agentService } from "../catalog/agent-service.js";
 import { modelService } from "../catalog/model-service.js";
 import { apiKeyService } from "../keys/api-key-service.js";
+import { publisherMethods } from "../marketplace/publisher-methods.js";
 import { usageService } from "../usage/usage-service.js";
 import { alertMethods } from "../alerts/alert-service.js";
 import { receiptMethods } from "../receipts/receipt-service.js";
@@ -33,7 +34,7 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
     }),
   );
   router.service(UsageService, { ...usageService(app.usage, app.usageReports), ...alertMethods(app.alerts) });
-  router.service(BillingService, { ...billingService(app.billing), ...receiptMethods(app.receipts, app.config.publicUrl) });
+  router.service(BillingService, { ...billingService(app.billing), ...receiptMethods(app.receipts, app.config.publicUrl), ...publisherMethods(app.marketplace) });
   router.service(AgentService, agentService(app.agents, app.usage));
   router.service(ModelService, modelService(app.models));
   registerHealth(router, app.health);
