@@ -14,6 +14,7 @@
  * account, and of the spend cap for a key (its lifetime spend against its
  * cap; such a rule fires once per cap value, so raising the cap re-arms it).
  */
+import { isIP } from "node:net";
 import type { Selectable } from "kysely";
 import type { CheckedProject } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
@@ -239,8 +240,22 @@ export class SpendAlerts {
     }
     if (u.protocol !== "https:" && !(this.deps.allowHttp && u.protocol === "http:")) throw invalidArgument("spend_alert.endpoint_url", this.deps.allowHttp ? "must be an http or https URL" : "must be an https URL");
     if (u.username || u.password) throw invalidArgument("spend_alert.endpoint_url", "must not carry credentials");
+    // Outside development, no webhooks into the server's own network by literal address (names are not resolved here).
+    if (!this.deps.allowHttp && isInternalHost(u.hostname)) throw invalidArgument("spend_alert.endpoint_url", "must not point at a loopback, private or link-local address");
     return u.toString();
   }
+}
+
+/** Loopback, private, link-local or unspecified, by literal hostname. */
+export function isInternalHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  if (h === "localhost" || h.endsWith(".localhost")) return true;
+  if (isIP(h) === 4) {
+    const [a, b] = h.split(".").map(Number);
+    return a === 0 || a === 10 || a === 127 || (a === 169 && b === 254) || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127);
+  }
+  if (isIP(h) === 6) return h === "::" || h === "::1" || /^f[cd]/.test(h) || /^fe[89ab]/.test(h) || h.startsWith("::ffff:");
+  return false;
 }
 
 /** Whether a rule's threshold is reached. */

@@ -173,8 +173,14 @@ describe("an endpoint that is down, then up", () => {
     expect(failing).toMatchObject({ state: AlertDeliveryState.PENDING, lastStatusCode: 503, lastError: "the endpoint answered 503" });
     expect(failing.nextAttemptTime).toBeDefined();
     // Backoff is on the server's clock: move it past each retry delay.
+    const attempts = async (n: number) => {
+      const { alertDeliveries } = await dev.listAlertDeliveries({ parent: `accounts/${P}` });
+      return alertDeliveries.find((x) => x.spendAlert === res.spendAlert!.name)?.attempts === n;
+    };
     clock.advance(2_000);
     await until("the second attempt", () => receiver.received.length === before + 2);
+    // Its retry time is set from the clock when the attempt is recorded: move the clock only after that.
+    await until("the second attempt recorded", () => attempts(2));
     clock.advance(5_000);
     await until("the third attempt", () => receiver.received.length === before + 3);
     const log = await until("an idle outbox", noDeliveriesPending);

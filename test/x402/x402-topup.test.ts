@@ -8,6 +8,7 @@
  * credits get the same x402 offer in their PaymentRequired detail.
  */
 import { randomBytes } from "node:crypto";
+import fc from "fast-check";
 import { Code, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
@@ -205,4 +206,50 @@ describe("gRPC and Connect callers", () => {
     await usage.recordUsage({ parent: `accounts/${P}`, requestId: "too-big", usage: { case: "modelUsage", value: { model: `models/${P}/m`, inputTokens: tokens } } });
     expect(await balance()).toBe(0n);
   });
+});
+
+describe("credited once (property)", () => {
+  it("over random sequences of payments, replays, refused payments and facilitator outages, the balance moves by exactly the payments answered 200, each once", async () => {
+    type Op = { kind: "pay" | "replay" | "forged" | "down" | "double"; amount: number; pick: number };
+    const opArb = fc.record({ kind: fc.constantFrom<Op["kind"]>("pay", "replay", "forged", "down", "double"), amount: fc.integer({ min: 10_000, max: 50_000 }), pick: fc.nat() });
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 7 }), async (ops) => {
+        const start = await balance();
+        const sent: Array<{ header: string; amount: number; paid: boolean }> = [];
+        let expected = 0n;
+        for (const op of ops) {
+          if (op.kind === "replay" && sent.length > 0) {
+            const s = sent[op.pick % sent.length];
+            const res = await topUp(s.amount, { "payment-signature": s.header });
+            // A paid payment is refused; one that never went through (facilitator down) may go through now, once.
+            if (s.paid) expect(res.status).toBe(409);
+            else if (res.status === 200) {
+              s.paid = true;
+              expected += BigInt(s.amount);
+            }
+            continue;
+          }
+          const pr = await challenge(op.amount);
+          const header = b64(payment(pr.accepts[0], op.kind === "forged" ? "0xbad" : undefined));
+          const entry = { header, amount: op.amount, paid: false };
+          sent.push(entry);
+          if (op.kind === "down") fac.down = true;
+          try {
+            const answers = await Promise.all((op.kind === "double" ? [1, 2] : [1]).map(() => topUp(op.amount, { "payment-signature": header })));
+            const ok = answers.filter((a) => a.status === 200).length;
+            expect(ok).toBeLessThanOrEqual(1);
+            if (op.kind === "forged" || op.kind === "down") expect(ok).toBe(0);
+            if (ok === 1) {
+              entry.paid = true;
+              expected += BigInt(op.amount);
+            }
+          } finally {
+            fac.down = false;
+          }
+        }
+        expect(await balance()).toBe(start + expected);
+      }),
+      { numRuns: Number(process.env.FC_RUNS ?? 4), seed: process.env.FC_SEED ? Number(process.env.FC_SEED) : undefined, endOnFailure: true },
+    );
+  }, 120_000);
 });
