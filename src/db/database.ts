@@ -98,9 +98,15 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
     return database;
   }
   const filename = sqliteFilename(url);
-  if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true });
-  const sqlite = new SqliteDatabase(filename);
-  sqlite.pragma("journal_mode = WAL");
+  let sqlite: SqliteDatabase.Database;
+  try {
+    if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true });
+    sqlite = new SqliteDatabase(filename);
+    sqlite.pragma("journal_mode = WAL");
+  } catch (err) {
+    // better-sqlite3 says only "unable to open database file": name the file, so the operator knows which.
+    throw new Error(`cannot open the SQLite database ${filename}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   // NORMAL in WAL mode: a committed transaction survives a process crash; FULL would add power loss at ~5x the cost.
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("foreign_keys = ON");

@@ -14,7 +14,7 @@ import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { type GroupCommit, createGroupCommit } from "../db/group-commit.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
@@ -31,6 +31,7 @@ import { rollUpRecord } from "./usage-rollups.js";
 import { requireOccurTime } from "./backdating.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
+import { accountName, authorizationName, parseChildName, recordName } from "../names/names.js";
 
 export type UsageRecordRow = Selectable<UsageRecordTable>;
 export type AuthorizationRow = Selectable<UsageAuthorizationTable>;
@@ -102,8 +103,7 @@ export interface UsageDeps {
 export const DEFAULT_HOLD_MS = 5 * 60_000;
 const SWEEP_MS = 15_000;
 
-export const recordName = (projectId: string, id: string) => `accounts/${projectId}/usageRecords/${id}`;
-export const authorizationName = (projectId: string, id: string) => `accounts/${projectId}/authorizations/${id}`;
+export { authorizationName, recordName };
 
 function requestHash(parts: unknown): string {
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
@@ -486,9 +486,9 @@ export class Usage {
   /** The key usage is attributed to: the named customer key, else the calling key. */
   private async attributedKey(tx: Db, caller: Caller, projectId: string, apiKey: string | undefined, usage: UsageInput | undefined): Promise<string | undefined> {
     if (!apiKey) return caller.kind === "api_key" ? caller.keyId : undefined;
-    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(apiKey);
-    if (!m || m[1] !== projectId) throw notFound(`API key "${apiKey}"`);
-    const key = await this.deps.keys.forMetering(tx, projectId, m[2]);
+    const ref = parseChildName(apiKey, "apiKeys");
+    if (!ref || ref.project !== projectId) throw notFound(`API key "${apiKey}"`);
+    const key = await this.deps.keys.forMetering(tx, projectId, ref.id);
     if (!key.usable) throw failedPrecondition(`API key ${apiKey} is revoked or expired`, "API_KEY_NOT_ACTIVE");
     if (usage?.kind === "model" && !modelAllowed(key.allowedModels, usage.model)) {
       throw permissionDenied(`API key ${apiKey} may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
@@ -544,10 +544,10 @@ export class Usage {
   }
 
   private async heldAuthorization(tx: Db, projectId: string, name: string, now: number, env: ledger.Environment): Promise<AuthorizationRow> {
-    const m = /^accounts\/([^/]+)\/authorizations\/([^/]+)$/.exec(name);
-    if (!m || m[1] !== projectId) throw notFound(`authorization "${name}"`);
+    const ref = parseChildName(name, "authorizations");
+    if (!ref || ref.project !== projectId) throw notFound(`authorization "${name}"`);
     // A hold is settled only in its own environment: a live record never spends a sandbox hold, or the reverse.
-    const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("auth_id", "=", m[2]).executeTakeFirst();
+    const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("auth_id", "=", ref.id).executeTakeFirst();
     if (!auth) throw notFound(`authorization "${name}"`);
     if (auth.state === "held" && auth.expire_time <= now) throw failedPrecondition(`authorization ${name} expired`, "AUTHORIZATION_NOT_HELD");
     if (auth.state !== "held") throw failedPrecondition(`authorization ${name} is ${auth.state}`, "AUTHORIZATION_NOT_HELD");
@@ -561,14 +561,16 @@ export class Usage {
 
   private async requireAccount(tx: Db, projectId: string): Promise<void> {
     const row = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
-    if (!row) throw notFound(`account "accounts/${projectId}"`);
+    if (!row) throw notFound(`account "${accountName(projectId)}"`);
   }
 
-  ownProject(caller: Caller, name: string): string {
-    return ownProject(caller, name);
+  /** The project of a name the tenancy interceptor checked is the caller's (src/auth/tenancy.ts). */
+  private ownProject(_caller: Caller, name: string): string {
+    return checkedProjectIn(name);
   }
 
   private ownAuthorization(caller: Caller, name: string): { projectId: string; id: string } {
-    return ownChild(caller, name, "authorizations", "authorization");
+    const { project, id } = checkedChildIn(name, "authorizations");
+    return { projectId: project, id };
   }
 }
