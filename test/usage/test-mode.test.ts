@@ -183,4 +183,22 @@ describe("test mode", () => {
     expect(await verify(p.secrets.test)).toBe(1n);
     expect(await verify(p.secrets.live)).toBe(900n);
   });
+
+  it("a test key grants only sandbox credits and never buys with real money", async () => {
+    const p = await project("tm-billing");
+    const admin = await p.admin.apiKeys.createApiKey({ parent: "accounts/tm-billing", apiKey: { scopes: [Scope.ADMIN], environment: KeyEnvironment.TEST } });
+    const asTestAdmin = createFormstateClient({ baseUrl: ts.url, apiKey: admin.secret });
+    const granted = await asTestAdmin.billing.addCredits({ parent: "accounts/tm-billing", amountMicros: 5_000n, reason: "sandbox top-up", requestId: "g" });
+    expect(granted.balanceMicros).toBe(5_000n);
+    expect(await p.balances()).toEqual({ live: 1_000n, test: 5_000n });
+    // The same request id live is another grant (each environment keeps its own idempotency keys).
+    expect((await p.admin.billing.addCredits({ parent: "accounts/tm-billing", amountMicros: 7n, reason: "live", requestId: "g" })).balanceMicros).toBe(1_007n);
+    await expectCode(
+      asTestAdmin.billing.createCheckoutSession({ parent: "accounts/tm-billing", item: { case: "creditAmountMicros", value: 1_000_000n }, successUrl: "http://localhost:3000/ok", cancelUrl: "http://localhost:3000/no" }),
+      Code.PermissionDenied,
+      /test API key cannot buy/,
+    );
+    await expectCode(asTestAdmin.billing.createPortalSession({ parent: "accounts/tm-billing", returnUrl: "http://localhost:3000/back" }), Code.PermissionDenied, /test API key/);
+    await expectCode(asTestAdmin.billing.processCheckout({ parent: "accounts/tm-billing", sessionId: "cs_test_x" }), Code.PermissionDenied, /test API key/);
+  });
 });
