@@ -490,6 +490,9 @@ export class Usage {
     if (!ref || ref.project !== projectId) throw notFound(`API key "${apiKey}"`);
     const key = await this.deps.keys.forMetering(tx, projectId, ref.id);
     if (!key.usable) throw failedPrecondition(`API key ${apiKey} is revoked or expired`, "API_KEY_NOT_ACTIVE");
+    // Usage is attributed only to a key of the caller's environment (docs/test-mode.md).
+    const env = callerEnvironment(caller);
+    if (key.environment !== env) throw failedPrecondition(`API key ${apiKey} is a ${key.environment} key and this call meters ${env} usage`, "API_KEY_ENVIRONMENT_MISMATCH");
     if (usage?.kind === "model" && !modelAllowed(key.allowedModels, usage.model)) {
       throw permissionDenied(`API key ${apiKey} may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
     }

@@ -201,4 +201,18 @@ describe("test mode", () => {
     await expectCode(asTestAdmin.billing.createPortalSession({ parent: "accounts/tm-billing", returnUrl: "http://localhost:3000/back" }), Code.PermissionDenied, /test API key/);
     await expectCode(asTestAdmin.billing.processCheckout({ parent: "accounts/tm-billing", sessionId: "cs_test_x" }), Code.PermissionDenied, /test API key/);
   });
+
+  it("usage is attributed only to a key of the caller's environment", async () => {
+    const p = await project("tm-attr");
+    const keys = (await p.admin.apiKeys.listApiKeys({ parent: "accounts/tm-attr" })).apiKeys;
+    const testKey = keys.find((k) => k.environment === KeyEnvironment.TEST)!.name;
+    const liveKey = keys.find((k) => k.environment === KeyEnvironment.LIVE)!.name;
+    const gateway = (client: typeof p.live, requestId: string, apiKey: string) =>
+      client.usage.recordUsage({ parent: "accounts/tm-attr", requestId, apiKey, usage: { case: "modelUsage", value: { model: "models/tm-attr/m", inputTokens: 5n } } });
+    await expectCode(gateway(p.live, "a", testKey), Code.FailedPrecondition, /is a test key and this call meters live usage/);
+    await expectCode(gateway(p.test, "b", liveKey), Code.FailedPrecondition, /is a live key and this call meters test usage/);
+    expect((await gateway(p.test, "c", testKey)).usageRecord!.apiKey).toBe(testKey);
+    expect((await gateway(p.live, "d", liveKey)).usageRecord!.apiKey).toBe(liveKey);
+    expect(await p.balances()).toEqual({ live: 995n, test: BigInt(SANDBOX - 5) });
+  });
 });
