@@ -54,6 +54,7 @@ function priceBook(models: Models, agents: Agents): PriceBook {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
     modelPriceAt: (db, projectId, model, at) => models.priceForUsageAt(db, projectId, model, at),
     agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
+    agentPriceAt: (db, projectId, agent, at) => agents.agentForInvocationAt(db, projectId, agent, at),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
 }

@@ -22,6 +22,9 @@ export interface Caller {
   role: Role;
   /** Set for wallet-signed tokens, which never hold platform-wide powers. */
   wallet?: unknown;
+  /** The principal's kind and, for keys, environment: a test key moves only sandbox credits (docs/test-mode.md). */
+  kind?: string;
+  environment?: "live" | "test";
 }
 
 /** Counts other domains keep, shown on the account (keys in use, agents hired). */

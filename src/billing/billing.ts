@@ -16,6 +16,12 @@ import { accountName, subscriptionName } from "../names/names.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
 import type { Micros } from "../ledger/micros.js";
+import { callerEnvironment } from "../ledger/sandbox.js";
+
+/** Test keys never move real money through Stripe (docs/test-mode.md). */
+function requireLiveMoney(caller: { kind?: string; environment?: "live" | "test" }): void {
+  if (callerEnvironment(caller) === "test") throw permissionDenied("a test API key cannot buy plans or credits with real money: use a live key or sign in", "TEST_MODE_KEY");
+}
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthOf } from "../usage/period.js";
@@ -118,7 +124,8 @@ export class Billing {
   }
 
   /** A Stripe Checkout session for a paid plan or a credit pack. */
-  async createCheckout(_caller: Caller, projectId: CheckedProject, item: CheckoutItem, successUrl: string, cancelUrl: string) {
+  async createCheckout(caller: Caller, projectId: CheckedProject, item: CheckoutItem, successUrl: string, cancelUrl: string) {
+    requireLiveMoney(caller);
     const stripe = this.requireStripe();
     this.requireReturnUrl("success_url", successUrl);
     this.requireReturnUrl("cancel_url", cancelUrl);
@@ -127,13 +134,15 @@ export class Billing {
 
   /** Fulfils a paid Checkout session of the caller's account, once. */
   async processCheckout(caller: Caller, projectId: CheckedProject, sessionId: string): Promise<Fulfilment & { tier: PlanTier }> {
+    requireLiveMoney(caller);
     const stripe = this.requireStripe();
     const done = await this.viaStripe("process a checkout session", () => stripe.checkout.fulfil(projectId, sessionId, { via: "process_checkout", actor: caller.subject }));
     return { ...done, tier: this.deps.plans.byId(done.planTier).tier };
   }
 
   /** A Stripe customer-portal session for the caller's account. */
-  async createPortal(_caller: Caller, projectId: CheckedProject, returnUrl: string): Promise<string> {
+  async createPortal(caller: Caller, projectId: CheckedProject, returnUrl: string): Promise<string> {
+    requireLiveMoney(caller);
     const stripe = this.requireStripe();
     const parent = accountName(projectId);
     this.requireReturnUrl("return_url", returnUrl);
@@ -146,8 +155,12 @@ export class Billing {
     return session.url;
   }
 
-  /** An operator's grant, idempotent by request id (a retry books nothing more). */
+  /**
+   * An operator's grant, idempotent by request id (a retry books nothing
+   * more). Made with a test key it grants sandbox credits (docs/test-mode.md).
+   */
   async addCredits(caller: Caller, target: CheckedProject, amountMicros: Micros, reason: string, requestId: string) {
+    const environment = callerEnvironment(caller);
     const parent = accountName(target);
     const platformAdmin = actsForPlatform(caller, this.deps.platformProject) && caller.role === Role.ADMIN;
     if (!platformAdmin) {
@@ -161,13 +174,13 @@ export class Billing {
       if (!account) throw notFound(`account "${parent}"`);
       const { row, duplicate } = await ledger.book(
         tx,
-        { projectId: target, kind: "grant", amountMicros, idempotencyKey: `grant:${requestId}`, description: reason, actor: caller.subject },
+        { projectId: target, environment, kind: "grant", amountMicros, idempotencyKey: `grant:${requestId}`, description: reason, actor: caller.subject },
         this.deps.clock.now(),
       );
       if (duplicate && (row.amount_micros !== amountMicros || row.kind !== "grant")) {
         throw invalidArgument("request_id", "was already used for a different grant");
       }
-      return { row, balance: await ledger.balanceOf(tx, target) };
+      return { row, balance: await ledger.balanceOf(tx, target, environment) };
     });
   }
 

@@ -30,8 +30,31 @@ export async function updateAgent(db: Db, agentId: string, changes: Updateable<A
   await db.updateTable("agent").set(changes).where("agent_id", "=", agentId).execute();
 }
 
+/** Deletes an agent and its price history (usage records keep the prices they were charged). */
 export async function deleteAgent(db: Db, agentId: string): Promise<void> {
+  await db.deleteFrom("agent_price").where("agent_id", "=", agentId).execute();
   await db.deleteFrom("agent").where("agent_id", "=", agentId).execute();
+}
+
+/** Records the per-invocation price that applies from `at` on; a second change in the same millisecond replaces the first. */
+export async function insertAgentPrice(db: Db, agentId: string, at: number, price: number): Promise<void> {
+  await db
+    .insertInto("agent_price")
+    .values({ agent_id: agentId, effective_from: at, price_per_invocation: price })
+    .onConflict((oc) => oc.columns(["agent_id", "effective_from"]).doUpdateSet({ price_per_invocation: price }))
+    .execute();
+}
+
+/** The per-invocation price that applied at `at`: the latest one in effect from then or before. */
+export function agentPriceAt(db: Db, agentId: string, at: number) {
+  return db
+    .selectFrom("agent_price")
+    .select(["price_per_invocation", "effective_from"])
+    .where("agent_id", "=", agentId)
+    .where("effective_from", "<=", at)
+    .orderBy("effective_from", "desc")
+    .limit(1)
+    .executeTakeFirst();
 }
 
 /** Agents a project can see (its own, public, shared with it), filtered, one keyset page. */

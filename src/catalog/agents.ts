@@ -114,6 +114,7 @@ export class Agents {
         throw alreadyExists(`agent "${agentName(id)}"`);
       }
       await repo.insertAgent(tx, row);
+      await repo.insertAgentPrice(tx, id, now, row.price_per_invocation);
       return row;
     });
   }
@@ -156,6 +157,10 @@ export class Agents {
         changes.shared_with = "[]";
       }
       await repo.updateAgent(tx, row.agent_id, changes);
+      // Every price the agent has had is kept, so backdated usage is charged the one in force then.
+      if (changes.price_per_invocation !== undefined && changes.price_per_invocation !== row.price_per_invocation) {
+        await repo.insertAgentPrice(tx, row.agent_id, changes.update_time!, changes.price_per_invocation);
+      }
       return (await repo.findAgent(tx, row.agent_id))!;
     });
   }
@@ -261,6 +266,18 @@ export class Agents {
     const hire = await repo.findActiveHire(db, projectId, row.agent_id);
     if (!hire) return undefined;
     return { name: agentName(row.agent_id), pricePerInvocationMicros: Number(row.price_per_invocation), hireName: hireName(projectId, hire.hire_id) };
+  }
+
+  /**
+   * For backdated metering: the per-invocation price in force at `at` of an
+   * agent the project may invoke now (as agentForInvocation); `price`
+   * undefined when the agent had no price yet at `at` (published later).
+   */
+  async agentForInvocationAt(db: Db, projectId: string, agent: string, at: number): Promise<(Omit<InvocationPrice, "pricePerInvocationMicros"> & { price?: number }) | undefined> {
+    const now = await this.agentForInvocation(db, projectId, agent);
+    if (!now) return undefined;
+    const then = await repo.agentPriceAt(db, idOf(now.name), at);
+    return { name: now.name, hireName: now.hireName, price: then ? Number(then.price_per_invocation) : undefined };
   }
 
   /** For eligibility checks. */

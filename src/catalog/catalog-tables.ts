@@ -32,6 +32,14 @@ export interface ModelPriceTable {
   output_price: number;
 }
 
+/** The `agent_price` table: every per-invocation price an agent has had, from when it applied (migration 0014). */
+export interface AgentPriceTable {
+  agent_id: string;
+  /** Epoch ms from which the price applies (until the next row's). */
+  effective_from: number;
+  price_per_invocation: number;
+}
+
 /** The `agent` table: a published agent and who may see it. */
 export interface AgentTable {
   agent_id: string;

@@ -2,7 +2,7 @@
 import type { AccountTable } from "../accounts/account-table.js";
 import type { MemberTable } from "../accounts/member-table.js";
 import type { BillingCustomerTable, CheckoutFulfillmentTable, MeterOutboxTable, StripeEventTable } from "../billing/billing-tables.js";
-import type { AgentTable, HireTable, ModelPriceTable, ModelTable } from "../catalog/catalog-tables.js";
+import type { AgentPriceTable, AgentTable, HireTable, ModelPriceTable, ModelTable } from "../catalog/catalog-tables.js";
 import type { ApiKeyEventTable, ApiKeyIpTable } from "../keys/api-key-event-table.js";
 import type { ApiKeyTable } from "../keys/api-key-table.js";
 import type { CreditTransactionTable } from "../ledger/credit-transaction-table.js";
@@ -28,6 +28,7 @@ export interface DatabaseSchema {
   agent: AgentTable;
   hire: HireTable;
   model_price: ModelPriceTable;
+  agent_price: AgentPriceTable;
   billing_customer: BillingCustomerTable;
   stripe_event: StripeEventTable;
   checkout_fulfillment: CheckoutFulfillmentTable;

@@ -532,11 +532,11 @@ export class ApiKeys {
    * A key of the project as metering sees it, or NOT_FOUND. Used for the
    * customer key a gateway attributes usage to.
    */
-  async forMetering(tx: Db, projectId: string, keyId: string): Promise<{ keyId: string; allowedModels: string[]; usable: boolean }> {
+  async forMetering(tx: Db, projectId: string, keyId: string): Promise<{ keyId: string; allowedModels: string[]; usable: boolean; environment: "live" | "test" }> {
     const row = await repo.findKeyInProject(tx, projectId, keyId);
     if (!row) throw notFound(`API key "${keyName(projectId, keyId)}"`);
     const status = statusOf(row, this.deps.clock.now());
-    return { keyId, allowedModels: listOf(row.allowed_models), usable: status === "active" || status === "rotated" };
+    return { keyId, allowedModels: listOf(row.allowed_models), usable: status === "active" || status === "rotated", environment: row.environment === "test" ? "test" : "live" };
   }
 
   /**

@@ -24,7 +24,7 @@ export interface SandboxPlan {
 export const sandboxAllowance = (plan: SandboxPlan) => plan.sandboxCreditsMicros ?? DEFAULT_SANDBOX_CREDITS_MICROS;
 
 /** The ledger a caller meters against: a test key's is the sandbox, everyone else's live. */
-export function callerEnvironment(caller: { kind: string; environment?: Environment }): Environment {
+export function callerEnvironment(caller: { kind?: string; environment?: Environment }): Environment {
   return caller.kind === "api_key" && caller.environment === "test" ? "test" : "live";
 }
 
@@ -33,7 +33,7 @@ export function callerEnvironment(caller: { kind: string; environment?: Environm
  * caller's. A key reads only its own environment (a test key never sees
  * live money, a live key never mixes test usage in); users may read either.
  */
-export function readEnvironment(caller: { kind: string; environment?: Environment }, asked: KeyEnvironment): Environment {
+export function readEnvironment(caller: { kind?: string; environment?: Environment }, asked: KeyEnvironment): Environment {
   const own = callerEnvironment(caller);
   if (asked === KeyEnvironment.UNSPECIFIED) return own;
   const env: Environment = asked === KeyEnvironment.TEST ? "test" : "live";

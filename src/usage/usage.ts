@@ -45,6 +45,8 @@ export interface PriceBook {
   modelPriceAt(db: Db, projectId: string, model: string, at: number): Promise<(ModelPrice & { name: string }) | undefined>;
   /** An agent the project has hired and may invoke now. */
   agentPrice(db: Db, projectId: string, agent: string): Promise<{ name: string; pricePerInvocationMicros: number } | undefined>;
+  /** The same agent's per-invocation price in force at `at` (epoch ms); `price` undefined before it had one. */
+  agentPriceAt(db: Db, projectId: string, agent: string, at: number): Promise<{ name: string; price?: number } | undefined>;
   /** For eligibility: whether the project can see the agent, has hired it, and its slot use. */
   hireStatus(db: Db, projectId: string, agent: string): Promise<{ visible: boolean; hired: boolean; pricePerInvocationMicros: number; slotsUsed: number }>;
 }
@@ -453,8 +455,8 @@ export class Usage {
   /**
    * Prices usage at the catalog's price in force at `at` (a backdated record's
    * occur_time; undefined = now); unknown or invisible is INVALID_ARGUMENT
-   * naming the field. Agents have no price history: their current
-   * per-invocation price applies.
+   * naming the field. Agents keep a price history too: a backdated agent
+   * operation pays the per-invocation price in force at `at`.
    */
   async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number) {
     if (usage.kind === "model") {
@@ -471,8 +473,7 @@ export class Usage {
         invocationPrice: 0,
       };
     }
-    const agent = await this.deps.prices.agentPrice(db, projectId, usage.agent);
-    if (!agent) throw invalidArgument("agent_operation.agent", `unknown agent ${usage.agent}, or not hired by this project`);
+    const agent = await this.agentPriceAt(db, projectId, usage.agent, at);
     let tokenCost = 0;
     let inputPrice = 0;
     let outputPrice = 0;
@@ -487,6 +488,20 @@ export class Usage {
       tokenModel = price.name;
     }
     return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros, tokenModel };
+  }
+
+  /** An agent's per-invocation price at `at` (now when undefined): INVALID_ARGUMENT when not invocable, or at a time before its first price. */
+  private async agentPriceAt(db: Db, projectId: string, agent: string, at: number | undefined): Promise<{ name: string; pricePerInvocationMicros: number }> {
+    const unknown = () => invalidArgument("agent_operation.agent", `unknown agent ${agent}, or not hired by this project`);
+    if (at === undefined) {
+      const current = await this.deps.prices.agentPrice(db, projectId, agent);
+      if (!current) throw unknown();
+      return current;
+    }
+    const then = await this.deps.prices.agentPriceAt(db, projectId, agent, at);
+    if (!then) throw unknown();
+    if (then.price === undefined) throw invalidArgument("occur_time", `${then.name} had no price at ${new Date(at).toISOString()} (it was published later)`);
+    return { name: then.name, pricePerInvocationMicros: then.price };
   }
 
   /** A model's price at `at` (now when undefined): INVALID_ARGUMENT for an unknown model, or a time before its first price. */
@@ -512,6 +527,9 @@ export class Usage {
     if (!ref || ref.project !== projectId) throw notFound(`API key "${apiKey}"`);
     const key = await this.deps.keys.forMetering(tx, projectId, ref.id);
     if (!key.usable) throw failedPrecondition(`API key ${apiKey} is revoked or expired`, "API_KEY_NOT_ACTIVE");
+    // Usage is attributed only to a key of the caller's environment (docs/test-mode.md).
+    const env = callerEnvironment(caller);
+    if (key.environment !== env) throw failedPrecondition(`API key ${apiKey} is a ${key.environment} key and this call meters ${env} usage`, "API_KEY_ENVIRONMENT_MISMATCH");
     if (usage?.kind === "model" && !modelAllowed(key.allowedModels, usage.model)) {
       throw permissionDenied(`API key ${apiKey} may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
     }

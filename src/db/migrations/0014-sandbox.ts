@@ -10,6 +10,9 @@ import { type Kysely, sql } from "kysely";
  *   modes;
  * - usage_rollup: rebuilt with `environment` in its primary key (SQLite cannot
  *   change a primary key in place), so test usage never reaches live reports.
+ * And agents keep a price history like models (`agent_price`), so a
+ * backdated agent operation is priced at occurrence; each agent starts with
+ * its current price from its create time.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable("account").addColumn("test_credit_balance_micros", "bigint", (c) => c.notNull().defaultTo(0)).execute();
@@ -46,9 +49,19 @@ export async function up(db: Kysely<unknown>): Promise<void> {
             SELECT project_id, 'live', hour, subject_kind, subject, input_tokens, output_tokens, requests, cost_micros, token_cost_micros FROM usage_rollup`.execute(db);
   await db.schema.dropTable("usage_rollup").execute();
   await db.schema.alterTable("usage_rollup_v2").renameTo("usage_rollup").execute();
+
+  await db.schema
+    .createTable("agent_price")
+    .addColumn("agent_id", "text", (c) => c.notNull())
+    .addColumn("effective_from", "bigint", (c) => c.notNull())
+    .addColumn("price_per_invocation", "bigint", (c) => c.notNull())
+    .addPrimaryKeyConstraint("agent_price_pk", ["agent_id", "effective_from"])
+    .execute();
+  await sql`INSERT INTO agent_price (agent_id, effective_from, price_per_invocation) SELECT agent_id, create_time, price_per_invocation FROM agent`.execute(db);
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
+  await db.schema.dropTable("agent_price").execute();
   await sql`DELETE FROM usage_rollup WHERE environment <> 'live'`.execute(db);
   await sql`DELETE FROM credit_transaction WHERE environment <> 'live'`.execute(db);
   await sql`DELETE FROM usage_record WHERE environment <> 'live'`.execute(db);
