@@ -28,6 +28,13 @@ import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
 import { Marketplace } from "./marketplace/marketplace.js";
 import { UsageReports } from "./usage/usage-reports.js";
+import { X402Rail } from "./x402/x402-topups.js";
+import { httpFacilitator } from "./x402/facilitator.js";
+import { SpendAlerts } from "./alerts/spend-alerts.js";
+import { WebhookSender } from "./alerts/webhook-sender.js";
+import { Receipts } from "./receipts/receipts.js";
+import { loadSigningKey } from "./auth/dev-issuer.js";
+import { dirname } from "node:path";
 
 export interface AppOverrides {
   clock?: Clock;
@@ -55,6 +62,13 @@ export class App {
   private verifier?: JwtVerifier;
   /** Redis, when REDIS_URL is set: rate limits and key invalidations shared with other instances. */
   sharedState?: SharedState;
+  /** x402 top-ups, when a facilitator and pay-to address are configured (issue 18). */
+  x402?: X402Rail;
+  /** Spend alerts and the sender of their webhooks (issue 18). */
+  alerts!: SpendAlerts;
+  webhooks!: WebhookSender;
+  /** Signed receipts of ledger entries (issue 18). */
+  receipts!: Receipts;
   /** Publisher earnings and payouts (issue 18). */
   marketplace!: Marketplace;
 
@@ -84,7 +98,7 @@ export class App {
     const log = overrides.log ?? createLogger(config.logLevel);
     const clock = overrides.clock ?? systemClock;
     const plans = overrides.plans ?? loadPlans(config.plansFile);
-    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize });
+    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize, synchronous: config.sqliteSynchronous });
     // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
     const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;
     await shared?.ready();
@@ -143,6 +157,12 @@ export class App {
     });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
+    app.receipts = new Receipts({ database, clock, key: await loadSigningKey(config.receiptKeyFile, dirname(config.receiptKeyFile)) });
+    app.alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs });
+    app.alerts.start();
+    app.webhooks = new WebhookSender({ database, clock, log, intervalMs: config.alerts.sendIntervalMs, backoffMs: config.alerts.backoffMs, backoffMaxMs: config.alerts.backoffMaxMs, maxAttempts: config.alerts.maxAttempts, timeoutMs: config.alerts.timeoutMs });
+    app.webhooks.start();
+    if (config.x402) app.x402 = new X402Rail({ database, clock, log, config: config.x402, facilitator: httpFacilitator(config.x402.facilitatorUrl, config.x402.facilitatorTimeoutMs) });
     app.marketplace = marketplace;
     return app;
   }
@@ -168,6 +188,8 @@ export class App {
 
   async close(): Promise<void> {
     this.usage.stop();
+    await this.alerts.stop();
+    await this.webhooks.stop();
     await this.marketplace.stop();
     await this.billing.stop();
     await this.apiKeys.stop();

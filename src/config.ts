@@ -3,6 +3,8 @@
  * collected and reported at once, so an operator fixes them in one go.
  */
 import { resolve } from "node:path";
+import { type X402Config, readX402Config } from "./x402/x402-config.js";
+import { type AlertConfig, readAlertConfig } from "./alerts/alert-config.js";
 
 export type Mode = "development" | "production";
 
@@ -32,6 +34,8 @@ export interface Config {
   redisPrefix: string;
   /** Connections per instance to PostgreSQL. */
   databasePoolSize: number;
+  /** SQLite's `synchronous` pragma: FULL (acknowledged writes survive power loss) or NORMAL (only a process crash). */
+  sqliteSynchronous: "full" | "normal";
   stripe: StripeConfig;
   logLevel: string;
   tls?: { certFile: string; keyFile: string };
@@ -51,6 +55,14 @@ export interface Config {
   walletDomain: string;
   /** Serve the browser console at /console/ (built with esbuild on first request). */
   console: boolean;
+  /** x402 top-ups (issue 18); undefined = off. */
+  x402?: X402Config;
+  /** Spend alerts and their webhooks (issue 18). */
+  alerts: AlertConfig;
+  /** The key receipts are signed with (created on first use); FORMSTATE_RECEIPT_KEY_FILE, default in the data directory. */
+  receiptKeyFile: string;
+  /** The server's public origin (FORMSTATE_PUBLIC_URL) for URLs it hands out; unset = the origin a caller used. */
+  publicUrl?: string;
   /** Revenue share and payouts of publishers (docs/marketplace.md). */
   marketplace: MarketplaceConfig;
 }
@@ -207,6 +219,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
 
+  const syncRaw = (str("FORMSTATE_SQLITE_SYNCHRONOUS") ?? "full").toLowerCase();
+  if (syncRaw !== "full" && syncRaw !== "normal") problems.push("FORMSTATE_SQLITE_SYNCHRONOUS must be full or normal");
+
   const stripeSecretKey = str("STRIPE_SECRET_KEY");
   const stripeWebhookSecret = str("STRIPE_WEBHOOK_SECRET");
   if (Boolean(stripeSecretKey) !== Boolean(stripeWebhookSecret)) problems.push("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be set together");
@@ -243,6 +258,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     redisUrl: url("REDIS_URL", ["redis:", "rediss:"]),
     redisPrefix: str("FORMSTATE_REDIS_PREFIX") ?? "formstate:",
     databasePoolSize: int("FORMSTATE_DB_POOL_SIZE", 10, 1, 1000),
+    sqliteSynchronous: syncRaw === "normal" ? "normal" : "full",
     stripe: {
       secretKey: stripeSecretKey,
       webhookSecret: stripeWebhookSecret,
@@ -266,6 +282,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     platformProject,
     walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
+    x402: readX402Config(env, problems),
+    alerts: readAlertConfig(env, problems),
+    publicUrl: str("FORMSTATE_PUBLIC_URL")?.replace(/\/+$/, ""),
+    receiptKeyFile: resolve(str("FORMSTATE_RECEIPT_KEY_FILE") ?? resolve(dataDir, "receipt-signing-key.json")),
     marketplace: {
       shareMaxBps,
       shareDefaultBps,

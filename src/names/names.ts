@@ -17,6 +17,8 @@ export type Collection =
   | "usageRecords"
   | "invocations"
   | "creditTransactions"
+  | "spendAlerts"
+  | "alertDeliveries"
   | "payouts";
 
 export const collections: readonly Collection[] = [
@@ -29,6 +31,8 @@ export const collections: readonly Collection[] = [
   "usageRecords",
   "invocations",
   "creditTransactions",
+  "spendAlerts",
+  "alertDeliveries",
   "payouts",
 ];
 
@@ -43,6 +47,8 @@ export const collectionNoun: Record<Collection, string> = {
   usageRecords: "usage record",
   invocations: "invocation",
   creditTransactions: "credit transaction",
+  spendAlerts: "spend alert",
+  alertDeliveries: "alert delivery",
   payouts: "payout",
 };
 
