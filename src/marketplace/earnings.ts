@@ -175,3 +175,62 @@ export async function clawBack(tx: Db, consumerProject: string, unfunded: number
   }
   return taken;
 }
+
+/**
+ * Gives back what clawbacks under `eventPrefix` (one charge's disputes,
+ * `dispute:{charge}:`) took, up to `amount` of gross, most recent first:
+ * the charge's payment stands again (a dispute won), so the spending it
+ * paid for is funded again. Each piece reverses clawbackSplit exactly.
+ * Returns the gross given back.
+ */
+export async function restore(tx: Db, consumerProject: string, amount: number, key: string, eventPrefix: string, now: number): Promise<number> {
+  if (amount <= 0) return 0;
+  const pieces = await tx
+    .selectFrom("publisher_earning as c")
+    .innerJoin("publisher_earning as e", "e.entry_id", "c.earning_entry_id")
+    .select(["e.entry_id", "e.publisher_project", "e.resource", "e.usage_record_id", "e.share_bps", "e.gross_micros", "e.amount_micros"])
+    .select((eb) => [eb.fn.sum<number>("c.gross_micros").as("net"), eb.fn.max<number>("c.create_time").as("last")])
+    .where("c.consumer_project", "=", consumerProject)
+    .where("c.kind", "=", "clawback")
+    .where((eb) => eb.or([eb("c.idempotency_key", "like", `clawback:${eventPrefix}%`), eb("c.idempotency_key", "like", `restore:${eventPrefix}%`)]))
+    .groupBy(["e.entry_id", "e.publisher_project", "e.resource", "e.usage_record_id", "e.share_bps", "e.gross_micros", "e.amount_micros"])
+    .orderBy("last", "desc")
+    .orderBy("e.entry_id", "desc")
+    .execute();
+  let left = amount;
+  for (const e of pieces) {
+    if (left <= 0) break;
+    const owed = -Number(e.net ?? 0);
+    if (owed <= 0) continue;
+    const give = Math.min(owed, left);
+    // Everything taken from this earning so far (by any event), to reverse the split at the right point.
+    const takenRow = await tx
+      .selectFrom("publisher_earning")
+      .select(sql<number>`coalesce(-sum(gross_micros), 0)`.as("t"))
+      .where("earning_entry_id", "=", e.entry_id)
+      .where("kind", "=", "clawback")
+      .executeTakeFirst();
+    const taken = Number(takenRow?.t ?? 0);
+    const back = clawbackSplit({ gross: Number(e.gross_micros), publisher: Number(e.amount_micros) }, taken - give, give);
+    await append(
+      tx,
+      {
+        publisher_project: e.publisher_project,
+        kind: "clawback",
+        resource: e.resource,
+        consumer_project: consumerProject,
+        usage_record_id: e.usage_record_id,
+        payout_id: null,
+        earning_entry_id: e.entry_id,
+        share_bps: e.share_bps,
+        gross_micros: back.gross,
+        amount_micros: back.publisher,
+        platform_fee_micros: back.platform,
+        idempotency_key: `restore:${key}:${e.entry_id}`,
+      },
+      now,
+    );
+    left -= give;
+  }
+  return amount - left;
+}

@@ -16,7 +16,7 @@ import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
 import type { Logger } from "../logger.js";
-import { type ChargedUsage, type Publishers, bookUsageEarnings, clawBack } from "./earnings.js";
+import { type ChargedUsage, type Publishers, bookUsageEarnings, clawBack, restore } from "./earnings.js";
 import { earningsReport } from "./earnings-report.js";
 import { PayoutSender } from "./payouts.js";
 
@@ -34,7 +34,7 @@ export interface MarketplaceDeps {
 /** A consumer's credits taken back because Stripe refunded or disputed the payment that bought them. */
 export interface ConsumerClawback {
   projectId: string;
-  /** Micro-USD taken back from the consumer's balance by this event (positive). */
+  /** Micro-USD taken back from the consumer's balance by this event (positive), or given back (negative). */
   taken: number;
   /** The consumer's balance after it. */
   balanceAfter: number;
@@ -72,8 +72,15 @@ export class Marketplace {
    * credits back: the part of them already spent (what the event takes
    * below zero) claws back the publishers' share of the consumer's latest
    * marketplace spending. Credits still unspent take nothing from anyone.
+   * Credits given back (a dispute won: `taken` negative) give the
+   * publishers back what that charge's disputes took from them.
    */
   async consumerClawback(tx: Db, c: ConsumerClawback): Promise<number> {
+    if (c.taken < 0) {
+      // `dispute:{charge}:{n}` -> this charge's disputes, `dispute:{charge}:`.
+      const prefix = c.key.slice(0, c.key.lastIndexOf(":") + 1);
+      return -(await restore(tx, c.projectId, -c.taken, c.key, prefix, this.deps.clock.now()));
+    }
     const unfunded = Math.min(c.taken, Math.max(0, -c.balanceAfter));
     return clawBack(tx, c.projectId, unfunded, c.key, this.deps.clock.now());
   }
