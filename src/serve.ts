@@ -9,6 +9,7 @@ import { isPostgresUrl, redactDatabaseUrl, sqliteFilename } from "./db/database.
 import { startServer } from "./server/server.js";
 import { seedDemoCatalog } from "./seed/demo-catalog.js";
 import { StartupError, checkWritablePaths } from "./startup-checks.js";
+import { accountName } from "./names/names.js";
 
 const DEV_ADMIN = "dev-admin";
 
@@ -53,7 +54,7 @@ async function run(): Promise<void> {
         "",
         "Try it:",
         "",
-        `npx buf curl --http2-prior-knowledge -H "Authorization: Bearer $FORMSTATE_TOKEN" -d '{"name":"accounts/${config.devProject}"}' ${server.url}/formstate.v1.AccountService/GetAccount`,
+        `npx buf curl --http2-prior-knowledge -H "Authorization: Bearer $FORMSTATE_TOKEN" -d '{"name":"${accountName(config.devProject)}"}' ${server.url}/formstate.v1.AccountService/GetAccount`,
         "",
         ...(config.console ? [`Console: ${server.url}/console/ (paste the token to sign in)`, ""] : []),
       ].join("\n"),

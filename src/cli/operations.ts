@@ -10,6 +10,8 @@ import { loadConfig } from "../config.js";
 import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
+import { accountName } from "../names/names.js";
+import { operatorProject } from "../auth/tenancy.js";
 import { UsageError } from "./errors.js";
 
 /** A command's result: `value` for --json, `text` for people. */
@@ -52,7 +54,7 @@ export function createKey(o: { project: string; name: string; scopes: string }):
   return withApp(async (app) => {
     const { row, secret } = await app.apiKeys.create(
       operator(o.project),
-      `accounts/${o.project}`,
+      accountName(o.project),
       { displayName: o.name, scopes, environment: "live", expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] },
       "",
       "",
@@ -64,7 +66,7 @@ export function createKey(o: { project: string; name: string; scopes: string }):
 
 export function listKeys(o: { project: string }): Promise<Output> {
   return withApp(async (app) => {
-    const page = await app.apiKeys.list(operator(o.project), `accounts/${o.project}`, [], true, 1000, "");
+    const page = await app.apiKeys.list(operator(o.project), accountName(o.project), [], true, 1000, "");
     const now = Date.now();
     const list = page.items.map((r) => ({
       name: keyName(o.project, r.key_id),
@@ -93,16 +95,16 @@ export function grantCredits(o: { project: string; amountMicros: string; reason:
   return withApp(async (app) => {
     // The operator acts as an admin of the platform project, as AddCredits requires in production.
     const platformAdmin = operator(app.config.platformProject);
-    const { row, balance } = await app.billing.addCredits(platformAdmin, `accounts/${o.project}`, amount, o.reason, o.requestId ?? `cli-${Date.now()}`);
-    return { value: { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, text: `granted ${amount} micro-USD to accounts/${o.project}; balance ${balance}` };
+    const { row, balance } = await app.billing.addCredits(platformAdmin, operatorProject(o.project), amount, o.reason, o.requestId ?? `cli-${Date.now()}`);
+    return { value: { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, text: `granted ${amount} micro-USD to ${accountName(o.project)}; balance ${balance}` };
   });
 }
 
 export function showAccount(o: { project: string }): Promise<Output> {
   return withApp(async (app) => {
-    const v = await app.accounts.get(operator(o.project), `accounts/${o.project}`);
+    const v = await app.accounts.get(operator(o.project), accountName(o.project));
     const shown = {
-      name: `accounts/${o.project}`,
+      name: accountName(o.project),
       displayName: v.row.display_name,
       plan: v.plan.id,
       subscriptionStatus: v.row.subscription_status,

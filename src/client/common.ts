@@ -21,6 +21,7 @@ import {
 } from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
+import { accountName } from "../names/names.js";
 
 /** How the client authenticates: an API key, a fixed token, or a function that returns a fresh one. */
 export type Credentials = { apiKey: string } | { token: string } | { getToken: () => string | Promise<string> } | Record<string, never>;
@@ -105,7 +106,7 @@ export function createClientWith(transportFor: (interceptors: Interceptor[]) => 
     async scopedKey(o) {
       if (!project) throw new Error("createFormstateClient: pass `project` to mint scoped keys");
       const res = await clients.apiKeys.createScopedKey({
-        parent: `accounts/${project}`,
+        parent: accountName(project),
         parentKey: o.parentKey ?? "",
         ttl: durationFromMs(o.ttlMs),
         spendCapMicros: o.spendCapMicros,

@@ -8,6 +8,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, sql } from "kysely";
+import { type ExactStatement, exactStatement } from "./exact-integers.js";
 import { migrationProvider } from "./migrations/index.js";
 import { ensureSchema, openPostgres } from "./postgres.js";
 import type { DatabaseSchema } from "./schema.js";
@@ -55,14 +56,15 @@ export function redactDatabaseUrl(url: string): string {
  * Kysely's SQLite driver prepares every query anew; preparing cost ~8% of a
  * VerifyApiKey call in a CPU profile. Queries are built from a fixed set of
  * shapes, so a bounded cache of prepared statements by SQL text removes it.
+ * Each statement binds and reads integers exactly (exact-integers.ts).
  */
 function withStatementCache(sqlite: SqliteDatabase.Database) {
-  const cache = new Map<string, SqliteDatabase.Statement>();
+  const cache = new Map<string, ExactStatement>();
   return {
     prepare(sql: string) {
       let stmt = cache.get(sql);
       if (!stmt) {
-        stmt = sqlite.prepare(sql);
+        stmt = exactStatement(sqlite.prepare(sql));
         if (cache.size >= 1000) cache.delete(cache.keys().next().value!);
         cache.set(sql, stmt);
       }
