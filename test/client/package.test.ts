@@ -104,7 +104,7 @@ afterAll(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-describe("@formstate/client, packed and installed outside the repository", { timeout: 120_000 }, () => {
+describe("@formstate/client, packed and installed outside the repository", { timeout: 180_000 }, () => {
   it("brings only @bufbuild/protobuf and Connect, and ships ESM with .d.ts", () => {
     const installed = readdirSync(join(scratch, "node_modules"))
       .filter((d) => !d.startsWith("."))
