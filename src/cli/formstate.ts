@@ -105,8 +105,21 @@ export function buildProgram(out: (text: string) => void = (t) => process.stdout
     .addOption(project())
     .action(async (o: { project: string }, cmd: Command) => show(cmd, await (await ops()).showAccount(o)));
 
+  const receipt = program.command("receipt").description("verify signed ledger receipts offline").exitOverride();
+  receipt
+    .command("verify")
+    .description("verify receipts offline: signatures against the JWKS, entry hashes, the hash chain between consecutive entries (exit 1 if any fails)")
+    .argument("<file>", 'receipts: one compact JWS per line, a JSON array, or {"receipts": [...]}')
+    .requiredOption("--jwks <file or URL>", "the receipt keys (the server publishes them at /.well-known/receipt-keys.json)")
+    .action(async (file: string, o: { jwks: string }, cmd: Command) => {
+      const { receiptSummary, verifyReceiptFile } = await import("../receipts/receipt-cli.js");
+      const report = await verifyReceiptFile(file, o.jwks);
+      print(cmd, report, receiptSummary(report));
+      if (!report.ok) throw new Error(`${report.problems.length} problem(s) found in ${file}`);
+    });
+
   // Every subcommand: our exit handling, output, and usage errors that say which option.
-  for (const cmd of [keys, credits, accounts, ...program.commands, ...keys.commands, ...credits.commands, ...accounts.commands]) {
+  for (const cmd of [keys, credits, accounts, receipt, ...program.commands, ...keys.commands, ...credits.commands, ...accounts.commands, ...receipt.commands]) {
     cmd.exitOverride().configureOutput({ writeOut: out, outputError: () => {} });
   }
   return program;

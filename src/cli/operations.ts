@@ -3,6 +3,8 @@
  * domain logic the server uses. Loaded only when such a command runs, so
  * `--help`, `--version` and `token` do not load the whole app.
  */
+import { accountName } from "../names/names.js";
+import { operatorProject } from "../auth/tenancy.js";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { App } from "../app.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
@@ -10,8 +12,6 @@ import { loadConfig } from "../config.js";
 import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
-import { accountName } from "../names/names.js";
-import { operatorProject } from "../auth/tenancy.js";
 import { UsageError } from "./errors.js";
 
 /** A command's result: `value` for --json, `text` for people. */

@@ -4,8 +4,9 @@
  * limit headers and typed error details. Imports only @bufbuild/protobuf,
  * @connectrpc/connect and gen/, so it ships in the @formstate/client package.
  */
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type Client, ConnectError, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
+import { type CallOptions, type Client, Code, ConnectError, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { AgentService } from "../../gen/formstate/v1/agent_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
@@ -20,7 +21,7 @@ import {
   type UpgradeOption,
 } from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
-import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
+import { type RecordUsageRequestSchema, type RecordUsageResponse, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { accountName } from "../names/names.js";
 
 /** How the client authenticates: an API key, a fixed token, or a function that returns a fresh one. */
@@ -92,6 +93,8 @@ export interface ScopedKey extends AsyncDisposable {
 export interface FormstateClient extends FormstateClients {
   /** Mints a short-lived scoped key for one task; release it with `await using` or `dispose()`. */
   scopedKey(options: ScopedKeyOptions): Promise<ScopedKey>;
+  /** Records usages of `parent` with BatchRecordUsage (1,000 per call); one outcome per usage, in order (see recordUsageBatch). */
+  recordUsageBatch(parent: string, usages: Parameters<typeof recordUsageBatch>[2]): Promise<BatchUsageOutcome[]>;
 }
 
 /**
@@ -103,6 +106,7 @@ export function createClientWith(transportFor: (interceptors: Interceptor[]) => 
   const clients = clientsFor(transportFor([authInterceptor(credentials)]));
   return {
     ...clients,
+    recordUsageBatch: (parent, usages) => recordUsageBatch(clients.usage, parent, usages),
     async scopedKey(o) {
       if (!project) throw new Error("createFormstateClient: pass `project` to mint scoped keys");
       const res = await clients.apiKeys.createScopedKey({
@@ -176,4 +180,41 @@ export function limitAdvice(err: unknown): LimitAdvice | undefined {
     detail: limit,
     payment,
   };
+}
+
+/** Most usages BatchRecordUsage takes in one call. */
+export const MAX_BATCH_USAGES = 1000;
+
+/** One usage's outcome in recordUsageBatch: its response, or its own error (with its typed details). */
+export type BatchUsageOutcome = { requestId: string; response: RecordUsageResponse; error?: undefined } | { requestId: string; response?: undefined; error: ConnectError };
+
+/**
+ * Records usages with BatchRecordUsage, up to 1,000 per call (more are sent
+ * in order, 1,000 at a time), and answers one outcome per usage, in order.
+ * An item's error is a ConnectError with the code, message and details the
+ * single RecordUsage would have thrown (so `paymentRequired(err)` works on
+ * it); an error of a whole call (network, auth) is thrown. Each usage needs
+ * its own request_id: a retry of the same usages charges nothing twice.
+ */
+export async function recordUsageBatch(
+  usage: Client<typeof UsageService>,
+  parent: string,
+  usages: Omit<MessageInitShape<typeof RecordUsageRequestSchema>, "parent" | "$typeName">[],
+  options?: CallOptions,
+): Promise<BatchUsageOutcome[]> {
+  const out: BatchUsageOutcome[] = [];
+  for (let i = 0; i < usages.length; i += MAX_BATCH_USAGES) {
+    const res = await usage.batchRecordUsage({ parent, requests: usages.slice(i, i + MAX_BATCH_USAGES) }, options);
+    for (const r of res.results) {
+      if (r.result.case === "response") out.push({ requestId: r.requestId, response: r.result.value });
+      else {
+        const e = r.result.value;
+        const error = new ConnectError(e?.message ?? "no result", (e?.code ?? Code.Unknown) as Code);
+        // Kept as incoming details (type name + bytes), exactly as a single call's error arrives, so findDetails works.
+        error.details = (e?.details ?? []).map((d) => ({ type: d.typeUrl.slice(d.typeUrl.lastIndexOf("/") + 1), value: d.value }));
+        out.push({ requestId: r.requestId, error });
+      }
+    }
+  }
+  return out;
 }
