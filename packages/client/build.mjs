@@ -55,7 +55,7 @@ writeFileSync(
         sourceMap: false,
         rootDir: ".",
         outDir: dist,
-        types: [],
+        types: ["node"], // the Node entry verifies webhooks with node:crypto
       },
       include: ["src", "gen"],
     },
