@@ -1,9 +1,11 @@
 /**
  * What the Node and browser clients share: typed clients for the six
- * services, the auth interceptor, and helpers that read our limit headers and
- * typed error details.
+ * services, the auth interceptor, scoped task keys, and helpers that read our
+ * limit headers and typed error details. Imports only @bufbuild/protobuf,
+ * @connectrpc/connect and gen/, so it ships in the @formstate/client package.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type CallOptions, type Client, Code, ConnectError, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { AgentService } from "../../gen/formstate/v1/agent_service_pb.js";
@@ -20,6 +22,7 @@ import {
 } from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { type RecordUsageRequestSchema, type RecordUsageResponse, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
+import { accountName } from "../names/names.js";
 
 /** How the client authenticates: an API key, a fixed token, or a function that returns a fresh one. */
 export type Credentials = { apiKey: string } | { token: string } | { getToken: () => string | Promise<string> } | Record<string, never>;
@@ -51,6 +54,83 @@ export function clientsFor(transport: Transport): FormstateClients {
     billing: createClient(BillingService, transport),
     agents: createClient(AgentService, transport),
     models: createClient(ModelService, transport),
+  };
+}
+
+// Runtimes without the symbol (Node 20.0-20.3, older browsers) get the well-known registry symbol that
+// TypeScript's and esbuild's `await using` downlevel looks up, so disposal works either way.
+(Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");
+
+export interface ScopedKeyOptions {
+  ttlMs: number;
+  spendCapMicros: bigint;
+  /** Full method paths, `/formstate.v1.UsageService/RecordUsage`. */
+  methods: string[];
+  models?: string[];
+  /** The standard key to mint from; default: the caller's key (or user). */
+  parentKey?: string;
+  displayName?: string;
+}
+
+/**
+ * A scoped key and a client that uses it, revoked when disposed: with
+ * `await using` where the runtime or compiler supports it (Node 24+,
+ * TypeScript 5.2+, esbuild), or by calling `dispose()` in a `finally`
+ * (plain JavaScript on Node 20 and 22, which lack the syntax).
+ */
+export interface ScopedKey extends AsyncDisposable {
+  name: string;
+  secret: string;
+  expireTime: Date;
+  client: FormstateClients;
+  /** Revokes the key now; later calls do nothing. */
+  revoke(): Promise<void>;
+  /** The same as revoke(), under the name disposal uses: `try { ... } finally { await task.dispose(); }`. */
+  dispose(): Promise<void>;
+}
+
+/** Typed clients for every service, plus scoped task keys. */
+export interface FormstateClient extends FormstateClients {
+  /** Mints a short-lived scoped key for one task; release it with `await using` or `dispose()`. */
+  scopedKey(options: ScopedKeyOptions): Promise<ScopedKey>;
+  /** Records usages of `parent` with BatchRecordUsage (1,000 per call); one outcome per usage, in order (see recordUsageBatch). */
+  recordUsageBatch(parent: string, usages: Parameters<typeof recordUsageBatch>[2]): Promise<BatchUsageOutcome[]>;
+}
+
+/**
+ * The client both entry points return: `transportFor` makes a transport
+ * (gRPC on Node, Connect over fetch in browsers) with the given interceptors.
+ * `project` names the account scoped keys belong to.
+ */
+export function createClientWith(transportFor: (interceptors: Interceptor[]) => Transport, credentials: Credentials, project: string | undefined): FormstateClient {
+  const clients = clientsFor(transportFor([authInterceptor(credentials)]));
+  return {
+    ...clients,
+    recordUsageBatch: (parent, usages) => recordUsageBatch(clients.usage, parent, usages),
+    async scopedKey(o) {
+      if (!project) throw new Error("createFormstateClient: pass `project` to mint scoped keys");
+      const res = await clients.apiKeys.createScopedKey({
+        parent: accountName(project),
+        parentKey: o.parentKey ?? "",
+        ttl: durationFromMs(o.ttlMs),
+        spendCapMicros: o.spendCapMicros,
+        allowedMethods: o.methods,
+        allowedModels: o.models ?? [],
+        displayName: o.displayName ?? "",
+      });
+      const name = res.apiKey!.name;
+      let revoked: Promise<void> | undefined;
+      const revoke = () => (revoked ??= clients.apiKeys.revokeApiKey({ name, reason: "scope ended" }).then(() => undefined));
+      return {
+        name,
+        secret: res.secret,
+        expireTime: new Date(Number(res.expireTime?.seconds ?? 0n) * 1000),
+        client: clientsFor(transportFor([authInterceptor({ apiKey: res.secret })])),
+        revoke,
+        dispose: revoke,
+        [Symbol.asyncDispose]: revoke,
+      };
+    },
   };
 }
 

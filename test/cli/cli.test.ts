@@ -54,7 +54,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // Each test spawns several CLI processes, each loading the app: with the rest of the suite running
 // in parallel on two cores that passes 30 s, so these get more time.
-describe("formstate CLI", { timeout: 180_000 }, () => {
+describe("formstate CLI", { timeout: 300_000 }, () => {
   it("prints help with exit 0, and exit 2 for an unknown command", async () => {
     const h = await cli("--help");
     expect(h.code).toBe(0);

@@ -11,6 +11,7 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
+import { DIST_MAIN, ensureBuilt } from "../support/built.js";
 import { expectCode } from "../support/expect-error.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
 import { Code } from "@connectrpc/connect";
@@ -28,7 +29,7 @@ function node(args: string[], env: Record<string, string>) {
   return run(process.execPath, ["--import", "tsx", ...args], { cwd: root, env: { ...process.env, ...env } });
 }
 
-describe("npm run token", () => {
+describe("npm run token", { timeout: 120_000 }, () => {
   it("mints a token the server accepts, with the key file kept private", async () => {
     ts = await startTestServer();
     const { stdout } = await node(["src/cli/main.ts", "token", "--project", "demo", "--role", "developer", "--subject", "dana"], { FORMSTATE_DATA_DIR: ts.dataDir });
@@ -59,10 +60,12 @@ describe("npm run token", () => {
 });
 
 describe("start-up", () => {
-  it("stops with one clear message naming each bad variable", async () => {
+  it("stops with one clear message naming each bad variable", { timeout: 120_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "fs-bad-"));
     dirs.push(dir);
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    ensureBuilt();
+    // The compiled server, as npm start runs it.
+    const child = spawn(process.execPath, [DIST_MAIN], {
       cwd: root,
       env: { ...process.env, FORMSTATE_DATA_DIR: dir, PORT: "99999", FORMSTATE_ENV: "production" },
     });

@@ -87,6 +87,11 @@ async function expectServing(s: Started): Promise<void> {
   });
   expect(res.status).toBe(200);
   expect(await res.json()).toMatchObject({ account: { name: "accounts/demo" } });
+  // The console is served from the bundle the build wrote to dist/console/.
+  const page = await fetch(`http://127.0.0.1:${s.port}/console/console.js`);
+  expect(page.status).toBe(200);
+  expect(page.headers.get("content-type")).toMatch(/javascript/);
+  expect((await page.arrayBuffer()).byteLength).toBe(readFileSync(join(checkout, "dist/console/console.js")).byteLength);
 }
 
 describe("npm start", { timeout: 240_000 }, () => {
