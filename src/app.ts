@@ -27,7 +27,7 @@ import { HealthStatus } from "./server/health.js";
 import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
 import { UsageReports } from "./usage/usage-reports.js";
-import { CatalogNamespaces } from "./catalog/namespaces.js";
+import { CatalogNamespaces, catalogNamespacesOf } from "./catalog/namespaces.js";
 
 export interface AppOverrides {
   clock?: Clock;
@@ -94,7 +94,7 @@ export class App {
       activeHires: (db, projectId) => agents!.activeHires(db, projectId),
       settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
     });
-    const models = new Models(database, clock, config.platformProject, new CatalogNamespaces(config.platformProject, config.catalogNamespaces));
+    const models = new Models(database, clock, config.platformProject, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
     apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();

@@ -52,3 +52,13 @@ export class CatalogNamespaces {
     return reserved === undefined ? namespace === projectId : reserved === projectId;
   }
 }
+
+/** The seeded demo catalog's namespace (src/seed/demo-catalog.ts), the dev project's in development unless assigned. */
+export const DEMO_NAMESPACE = "demo-lab";
+
+/** The assignments in force: the configured ones, plus the demo namespace for the dev project in development. */
+export function catalogNamespacesOf(config: { mode: string; devProject: string; catalogNamespaces: ReadonlyMap<string, string> }): Map<string, string> {
+  const assigned = new Map(config.catalogNamespaces);
+  if (config.mode === "development" && !assigned.has(DEMO_NAMESPACE)) assigned.set(DEMO_NAMESPACE, config.devProject);
+  return assigned;
+}
