@@ -38,6 +38,7 @@ function toAccount(v: AccountView): Account {
     planTier: plan.tier ?? PlanTier.UNSPECIFIED,
     subscriptionStatus: subscriptionStatusToWire(row.subscription_status),
     creditBalanceMicros: BigInt(row.credit_balance_micros),
+    testCreditBalanceMicros: BigInt(row.test_credit_balance_micros),
     agentSlots: { used: BigInt(v.agentSlotsUsed), limit: BigInt(plan.agentSlots ?? 0), unlimited: plan.agentSlots === null },
     apiKeys: { used: BigInt(v.apiKeysUsed), limit: BigInt(plan.apiKeyLimit ?? 0), unlimited: plan.apiKeyLimit === null },
     createTime: timestampFromMs(row.create_time),

@@ -11,6 +11,7 @@ import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { alreadyExists, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import type { Plan, Plans } from "../plans/plans.js";
+import type { Micros } from "../ledger/micros.js";
 import * as repo from "./account-repository.js";
 import { accountName, memberName } from "../names/names.js";
 
@@ -185,10 +186,11 @@ export class Accounts {
     this.planCache.delete(projectId);
   }
 
-  /** The project's credit balance in micro-USD (0 without an account). */
-  async creditBalance(projectId: string): Promise<number> {
+  /** The project's credit balance in micro-USD (0 without an account): live, or the test-mode sandbox's. */
+  async creditBalance(projectId: string, environment: "live" | "test" = "live"): Promise<Micros> {
     await this.counters.settleBalance?.(projectId);
-    return (await repo.findAccount(this.database.db, projectId))?.credit_balance_micros ?? 0;
+    const row = await repo.findAccount(this.database.db, projectId);
+    return (environment === "test" ? row?.test_credit_balance_micros : row?.credit_balance_micros) ?? 0;
   }
 
   /**

@@ -7,7 +7,9 @@ import { ActorSchema } from "../../gen/formstate/v1/common_pb.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { callerOf } from "../auth/principal.js";
 import { projectOf } from "../auth/tenancy.js";
+import { exactInteger } from "../db/exact-integers.js";
 import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
+import { readEnvironment } from "../ledger/sandbox.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
 import type { CheckoutItem } from "./checkout.js";
@@ -92,15 +94,17 @@ export function billingService(billing: Billing): ServiceImpl<typeof BillingServ
       return { url: await billing.createPortal(callerOf(ctx), projectOf(ctx), req.returnUrl) };
     },
     async addCredits(req, ctx) {
-      const { row, balance } = await billing.addCredits(callerOf(ctx), projectOf(ctx), Number(req.amountMicros), req.reason, req.requestId);
+      const { row, balance } = await billing.addCredits(callerOf(ctx), projectOf(ctx), exactInteger(req.amountMicros), req.reason, req.requestId);
       ctx.responseHeader.set("x-credit-balance-micros", String(balance));
       return { creditTransaction: toTransaction(row), balanceMicros: BigInt(balance) };
     },
     async listCreditTransactions(req, ctx) {
+      const caller = callerOf(ctx);
       const page = await billing.transactions(
-        callerOf(ctx),
+        caller,
         projectOf(ctx),
         {
+          environment: readEnvironment(caller, req.environment),
           kinds: req.kinds.map((k) => kindNames.get(k)!).filter(Boolean),
           startTime: req.startTime ? timestampDate(req.startTime).getTime() : undefined,
           endTime: req.endTime ? timestampDate(req.endTime).getTime() : undefined,

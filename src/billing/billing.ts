@@ -15,6 +15,7 @@ import type { CheckedProject } from "../auth/tenancy.js";
 import { accountName, subscriptionName } from "../names/names.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
+import type { Micros } from "../ledger/micros.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthOf } from "../usage/period.js";
@@ -144,7 +145,7 @@ export class Billing {
   }
 
   /** An operator's grant, idempotent by request id (a retry books nothing more). */
-  async addCredits(caller: Caller, target: CheckedProject, amountMicros: number, reason: string, requestId: string) {
+  async addCredits(caller: Caller, target: CheckedProject, amountMicros: Micros, reason: string, requestId: string) {
     const parent = accountName(target);
     const platformAdmin = actsForPlatform(caller, this.deps.platformProject) && caller.role === Role.ADMIN;
     if (!platformAdmin) {

@@ -16,6 +16,7 @@ import {
   type UsageService,
 } from "../../gen/formstate/v1/usage_service_pb.js";
 import { callerOf } from "../auth/principal.js";
+import { readEnvironment, wireEnvironment } from "../ledger/sandbox.js";
 import { durationMs } from "../wire/duration.js";
 import type { UsageReports } from "./usage-reports.js";
 import { type AuthorizationRow, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
@@ -58,6 +59,7 @@ export function toUsageRecord(r: UsageRecordRow): UsageRecord {
     createTime: timestampFromMs(r.create_time),
     occurTime: timestampFromMs(r.occur_time),
     attributes: JSON.parse(r.attributes) as Record<string, string>,
+    environment: wireEnvironment(r.environment),
   });
 }
 
@@ -85,7 +87,7 @@ function toAuthorization(a: AuthorizationRow): Authorization {
   });
 }
 
-function withBalance<T>(ctx: HandlerContext, balance: number, res: T): T {
+function withBalance<T>(ctx: HandlerContext, balance: number | bigint, res: T): T {
   ctx.responseHeader.set(BALANCE_HEADER, String(balance));
   return res;
 }
@@ -147,8 +149,9 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async getUsageSummary(req, ctx) {
+      const caller = callerOf(ctx);
       const projectId = projectOf(ctx);
-      const s = await reports.summary(projectId, tsMs(req.startTime), tsMs(req.endTime));
+      const s = await reports.summary(projectId, tsMs(req.startTime), tsMs(req.endTime), readEnvironment(caller, req.environment));
       return {
         startTime: timestampFromMs(s.start),
         endTime: timestampFromMs(s.end),
@@ -178,12 +181,15 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async listUsageRecords(req, ctx) {
+      const caller = callerOf(ctx);
       const projectId = projectOf(ctx);
       const keyId = req.apiKey ? req.apiKey.split("/").pop() : undefined;
-      const page = await reports.list(projectId, { start: tsMs(req.startTime), end: tsMs(req.endTime), model: req.model || undefined, agent: req.agent || undefined, apiKeyId: keyId }, req.pageSize, req.pageToken);
+      const environment = readEnvironment(caller, req.environment);
+      const page = await reports.list(projectId, { start: tsMs(req.startTime), end: tsMs(req.endTime), model: req.model || undefined, agent: req.agent || undefined, apiKeyId: keyId, environment }, req.pageSize, req.pageToken);
       return { usageRecords: page.items.map(toUsageRecord), nextPageToken: page.nextPageToken };
     },
     async getUsageTimeseries(req, ctx) {
+      const caller = callerOf(ctx);
       const projectId = projectOf(ctx);
       const points = await reports.timeseries(
         projectId,
@@ -191,6 +197,7 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
         tsMs(req.startTime)!,
         tsMs(req.endTime),
         { model: req.model || undefined, agent: req.agent || undefined },
+        readEnvironment(caller, req.environment),
       );
       return {
         points: points.map((p) => ({
@@ -204,8 +211,9 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async forecastUsage(req, ctx) {
+      const caller = callerOf(ctx);
       const projectId = projectOf(ctx);
-      const f = await reports.forecast(projectId);
+      const f = await reports.forecast(projectId, readEnvironment(caller, req.environment));
       return {
         periodStartTime: timestampFromMs(f.start),
         periodEndTime: timestampFromMs(f.end),
