@@ -75,6 +75,8 @@ interface Names {
   wallet: string;
   hire: string;
   authorization: string;
+  spendAlert: string;
+  creditTransaction: string;
   agent: string;
   model: string;
 }
@@ -89,6 +91,8 @@ const namesOf = (p: string, ids: { key: string; hire: string; agent: string; mod
   wallet: `accounts/${p}/wallets/w1`,
   hire: `accounts/${p}/hires/${ids.hire}`,
   authorization: `accounts/${p}/authorizations/a1`,
+  spendAlert: `accounts/${p}/spendAlerts/sa1`,
+  creditTransaction: `accounts/${p}/creditTransactions/tx1`,
   agent: `agents/${ids.agent}`,
   model: `models/${ids.model}`,
 });
@@ -133,6 +137,15 @@ const requests: Record<string, (n: Names) => object> = {
   "UsageService/ListUsageRecords": (n) => ({ parent: n.account, apiKey: n.key }),
   "UsageService/GetUsageTimeseries": (n) => ({ parent: n.account, startTime: { seconds: now() - BigInt(hour) }, granularity: 1 }),
   "UsageService/ForecastUsage": (n) => ({ parent: n.account }),
+  "UsageService/BatchRecordUsage": (n) => ({ parent: n.account, requests: [{ requestId: "b1", usage: { case: "modelUsage", value: { model: n.model, inputTokens: 1n } } }] }),
+  "UsageService/CreateSpendAlert": (n) => ({ parent: n.account, spendAlert: { apiKey: n.key, threshold: { case: "thresholdMicros", value: 1000n }, endpointUrl: "https://hooks.example.com/x" } }),
+  "UsageService/ListSpendAlerts": (n) => ({ parent: n.account }),
+  "UsageService/DeleteSpendAlert": (n) => ({ name: n.spendAlert }),
+  "UsageService/ListAlertDeliveries": (n) => ({ parent: n.account }),
+  "BillingService/GetCreditTransactionReceipt": (n) => ({ name: n.creditTransaction }),
+  "BillingService/GetPublisherEarnings": (n) => ({ parent: n.account }),
+  "BillingService/LinkPayoutAccount": (n) => ({ parent: n.account, refreshUrl: "http://127.0.0.1/refresh", returnUrl: "http://127.0.0.1/back" }),
+  "BillingService/ListPayouts": (n) => ({ parent: n.account }),
   "BillingService/ListPlans": () => ({}),
   "BillingService/GetSubscription": (n) => ({ name: n.subscription }),
   "BillingService/CreateCheckoutSession": (n) => ({ parent: n.account, item: { case: "creditAmountMicros", value: 5_000_000n }, successUrl: "http://127.0.0.1/ok", cancelUrl: "http://127.0.0.1/no" }),
