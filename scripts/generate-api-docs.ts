@@ -30,7 +30,7 @@ import {
 } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { FieldRulesSchema, field as fieldRules, message as messageRules, oneof as oneofRules } from "../gen/buf/validate/validate_pb.js";
-import { type AccessPolicy, AccessPolicySchema, Role, Scope, access } from "../gen/formstate/v1/access_pb.js";
+import { type AccessPolicy, AccessPolicySchema, Role, Scope, Tenancy, access } from "../gen/formstate/v1/access_pb.js";
 
 const root = join(import.meta.dirname, "..");
 const OUT = join(root, "docs/api.md");
@@ -130,14 +130,34 @@ export function whoMayCall(policy: AccessPolicy | undefined): string {
   ];
   let text = parts.join("; ");
   if (policy.metered) text += "; **metered** (also callable by credentials limited to metered calls)";
+  text += `; ${tenancyText(policy)}`;
   // Fields added to AccessPolicy later still show up, by name, until described here.
   for (const f of AccessPolicySchema.fields) {
-    if (["public", "minRole", "scope", "metered"].includes(f.localName)) continue;
+    if (["public", "minRole", "scope", "metered", "tenancy", "resourceField", "relatedFields", "platformAnyProject"].includes(f.localName)) continue;
     const v = (policy as unknown as Record<string, unknown>)[f.localName];
     if (v === undefined || v === false || v === 0 || v === "" || (Array.isArray(v) && v.length === 0)) continue;
     text += `; ${f.name}: \`${typeof v === "bigint" ? v.toString() : JSON.stringify(v)}\``;
   }
   return text;
+}
+
+/** Which project's resources the method reaches, from the access option's tenancy fields. */
+export function tenancyText(policy: AccessPolicy): string {
+  const fields = (paths: string[]) => paths.map((p) => `\`${p}\``).join(", ");
+  switch (policy.tenancy) {
+    case Tenancy.PROJECT: {
+      let t = `tenancy **project**: ${fields([policy.resourceField])} must name the caller's project`;
+      if (policy.relatedFields.length) t += ` (and so must ${fields(policy.relatedFields)} when set)`;
+      if (policy.platformAnyProject) t += "; the platform project may name any project";
+      return t;
+    }
+    case Tenancy.CATALOG:
+      return `tenancy **catalog**${policy.resourceField ? ` (${fields([policy.resourceField])})` : ""}: public entries of any project, private ones only the owner's`;
+    case Tenancy.NONE:
+      return "tenancy **none** (names no project resource)";
+    default:
+      return "no tenancy declared: every call is denied";
+  }
 }
 
 const anchor = (typeName: string) => typeName.replace(/\./g, "-").toLowerCase();
@@ -255,6 +275,18 @@ export function render(files: DescFile[]): string {
     "- **Who may call** is declared on each method by the `(formstate.v1.access)` option and enforced from the descriptor:",
     "  a signed-in user (JWT) needs at least `min_role` in the project (roles: user < developer < admin); an API key needs at least",
     "  `scope` (read < write < admin); `public` methods need no credential; a method without the option is denied to everyone.",
+    "- **Tenancy** is declared by the same option and enforced in one place, after validation (src/auth/tenancy.ts): `tenancy:",
+    "  TENANCY_PROJECT` methods name a resource in `resource_field` (`accounts/{project}` or under it) and, optionally, more in",
+    "  `related_fields`; every one must be of the caller's project, and another project's name is `NOT_FOUND` with the same",
+    "  message whether it exists or not (only `platform_any_project` methods let the platform project name any project).",
+    "  `TENANCY_CATALOG` methods (agents, models) see public entries of every project and private ones of the owner only; others'",
+    "  private entries are `NOT_FOUND` exactly like absent ones. `TENANCY_NONE` methods name no project resource. A method that",
+    "  declares no tenancy is denied. Models are published only under a provider namespace the project owns: its own project id,",
+    "  or one assigned by the operator (`FORMSTATE_CATALOG_NAMESPACES=namespace=project,...`); well-known providers (`openai`,",
+    "  `anthropic`, ...) are the platform project's unless assigned. Anyone else gets `PERMISSION_DENIED` (`NAMESPACE_NOT_OWNED`)",
+    "  decided from the name alone, so it says nothing about which ids exist; reassigning a namespace takes it back (its new owner",
+    "  and the platform then change every model in it). Known gap: agent ids are one global namespace, so `CreateAgent` with an",
+    "  id another project holds privately still answers `ALREADY_EXISTS`.",
     "- **Errors every method may return:** `UNAUTHENTICATED` (missing, malformed, expired or revoked credential), `PERMISSION_DENIED`",
     "  (role or scope too low, a key's method allowlist), `INVALID_ARGUMENT` (a protovalidate rule in the proto, naming the field),",
     "  `RESOURCE_EXHAUSTED` with `RetryInfo` and `LimitExceeded` (`LIMIT_REASON_RATE_LIMITED`) when rate limited, and `NOT_FOUND` for",

@@ -28,6 +28,7 @@ import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
 import { Marketplace } from "./marketplace/marketplace.js";
 import { UsageReports } from "./usage/usage-reports.js";
+import { CatalogNamespaces, catalogNamespacesOf } from "./catalog/namespaces.js";
 import { X402Rail } from "./x402/x402-topups.js";
 import { httpFacilitator } from "./x402/facilitator.js";
 import { SpendAlerts } from "./alerts/spend-alerts.js";
@@ -112,7 +113,7 @@ export class App {
       settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
     });
     const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
-    const models = new Models(database, clock, config.platformProject, shares);
+    const models = new Models(database, clock, config.platformProject, shares, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
     apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();

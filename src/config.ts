@@ -3,6 +3,7 @@
  * collected and reported at once, so an operator fixes them in one go.
  */
 import { resolve } from "node:path";
+import { parseCatalogNamespaces } from "./catalog/namespaces.js";
 import { type X402Config, readX402Config } from "./x402/x402-config.js";
 import { type AlertConfig, readAlertConfig } from "./alerts/alert-config.js";
 
@@ -51,6 +52,8 @@ export interface Config {
   plansFile?: string;
   /** The project whose admins and developers operate the platform (platform models, credit grants). */
   platformProject: string;
+  /** Provider namespaces assigned to verified owners (FORMSTATE_CATALOG_NAMESPACES, namespace=project,...). */
+  catalogNamespaces: Map<string, string>;
   /** The domain named in wallet-binding (Sign-In-With-Ethereum) messages. */
   walletDomain: string;
   /** Serve the browser console at /console/ (built with esbuild on first request). */
@@ -216,6 +219,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   const consoleOn = consoleRaw === undefined ? mode === "development" : consoleRaw === "on";
   const platformProject = str("FORMSTATE_PLATFORM_PROJECT") ?? "platform";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(platformProject)) problems.push("FORMSTATE_PLATFORM_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
+  const catalogNamespaces = parseCatalogNamespaces(str("FORMSTATE_CATALOG_NAMESPACES"));
+  problems.push(...catalogNamespaces.problems);
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
 
@@ -280,6 +285,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     devProject,
     plansFile: str("FORMSTATE_PLANS_FILE"),
     platformProject,
+    catalogNamespaces: catalogNamespaces.assigned,
     walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
     x402: readX402Config(env, problems),

@@ -3,7 +3,9 @@
  * the developers and admins of the platform project (FORMSTATE_PLATFORM_PROJECT);
  * a project's own models by its developers and admins. Callers see
  * platform-wide models, public models, and their own; anything else is
- * NOT_FOUND. Every price a model has had is kept with the time it took
+ * NOT_FOUND. A project publishes only in provider namespaces it owns
+ * (namespaces.ts): refused with PERMISSION_DENIED before any lookup, so
+ * another project's private ids are never revealed. Every price a model has had is kept with the time it took
  * effect, so usage can be priced at a point in time.
  */
 import { actsForPlatform } from "../auth/principal.js";
@@ -12,7 +14,8 @@ import type { Caller } from "../accounts/accounts.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { alreadyExists, invalidArgument, notFound, permissionDenied } from "../errors.js";
-import { modelIdOf, modelName } from "../names/names.js";
+import { modelIdOf, modelName, providerOf } from "../names/names.js";
+import { CatalogNamespaces } from "./namespaces.js";
 import { checkEtag } from "./etag.js";
 import { catalogOrders, listedStatuses } from "./keyset.js";
 import * as repo from "./model-repository.js";
@@ -54,11 +57,13 @@ export class Models {
     private readonly clock: Clock,
     private readonly platformProject: string,
     private readonly shares: ShareBounds = DEFAULT_SHARE_BOUNDS,
+    private readonly namespaces: CatalogNamespaces = new CatalogNamespaces(platformProject),
   ) {}
 
   async create(caller: Caller, id: string, f: ModelFields, requestId: string): Promise<ModelRow> {
     const now = this.clock.now();
     if (caller.projectId === this.platformProject && !actsForPlatform(caller, this.platformProject)) throw this.walletNotGlobal();
+    this.requireNamespace(caller, id);
     const owner = caller.projectId === this.platformProject ? null : caller.projectId;
     if (owner === null && f.visibility === "private") throw this.platformIsPublic();
     const row: ModelRow = {
@@ -172,16 +177,40 @@ export class Models {
     return row && (row.owner_project === null || row.visibility === "public" || row.owner_project === projectId) ? row : undefined;
   }
 
-  /** A model the caller may change: NOT_FOUND if invisible, PERMISSION_DENIED if visible but not its project's. */
+  /**
+   * A model the caller may change: NOT_FOUND if invisible, PERMISSION_DENIED
+   * if visible but not its project's. In a namespace reserved for a verified
+   * owner (or taken back by the platform), that owner and the platform manage
+   * every model, whoever published it.
+   */
   private async owned(tx: Db, caller: Caller, name: string): Promise<ModelRow> {
-    const row = await this.visible(tx, caller.projectId, name);
+    const id = modelIdOf(name);
+    const reserved = this.namespaces.reservedFor(providerOf(id));
+    const manager = reserved !== undefined && this.namespaces.owns(caller.projectId, providerOf(id));
+    const row = manager ? await repo.findModel(tx, id) : await this.visible(tx, caller.projectId, name);
     if (!row) throw notFound(`model "${name}"`);
-    if (row.owner_project === null && caller.projectId === this.platformProject && !actsForPlatform(caller, this.platformProject)) throw this.walletNotGlobal();
-    if ((row.owner_project ?? this.platformProject) !== caller.projectId) {
+    if ((row.owner_project === null || manager) && caller.projectId === this.platformProject && !actsForPlatform(caller, this.platformProject)) throw this.walletNotGlobal();
+    if (reserved !== undefined && !manager) {
+      throw permissionDenied(`the namespace "${providerOf(id)}" is reserved for another owner: only it and the platform change ${name}`, "NAMESPACE_NOT_OWNED");
+    }
+    if (!manager && (row.owner_project ?? this.platformProject) !== caller.projectId) {
       throw permissionDenied(row.owner_project === null ? `${name} is a platform model: only the platform project may change it` : `${name} belongs to another project`);
     }
     if (caller.role < Role.DEVELOPER) throw permissionDenied("changing models needs role developer");
     return row;
+  }
+
+  /** Publishing needs the provider namespace (decided from the name and configuration, never from stored models). */
+  private requireNamespace(caller: Caller, id: string): void {
+    const ns = providerOf(id);
+    if (this.namespaces.owns(caller.projectId, ns)) return;
+    const reserved = this.namespaces.reservedFor(ns) !== undefined;
+    throw permissionDenied(
+      reserved
+        ? `${modelName(id)}: the namespace "${ns}" is reserved for its verified owner; publish under models/${caller.projectId}/…`
+        : `${modelName(id)}: a project publishes under its own namespace, models/${caller.projectId}/…, or one the platform assigned it`,
+      "NAMESPACE_NOT_OWNED",
+    );
   }
 
   private walletNotGlobal() {

@@ -142,9 +142,9 @@ export function modelIdOf(nameOrId: string): string {
   return nameOrId.startsWith("models/") ? nameOrId.slice("models/".length) : nameOrId;
 }
 
-/** The provider namespace of a model id or name (`openai` in `models/openai/gpt`). */
-export function providerOf(nameOrId: string): string {
-  return modelIdOf(nameOrId).split("/")[0];
+/** The provider namespace of a model id (`openai` in `openai/gpt`; the id of `models/openai/gpt` is taken with `modelIdOf` first). */
+export function providerOf(modelId: string): string {
+  return modelId.split("/")[0];
 }
 
 /** Whether an actor string (`hired_by`, ledger `actor`) is an API key's name rather than a user id. */

@@ -76,7 +76,7 @@ describe("CRUD", () => {
     expect(history).toEqual([{ input_price: 9 }]);
   });
 
-  it("a retried create with the same request_id returns the model; otherwise the name is taken by any project", async () => {
+  it("a retried create with the same request_id returns the model; otherwise the name is taken, and other projects cannot publish in the namespace", async () => {
     const a = await env.project("idem");
     const first = await a.models.createModel({ modelId: "idem/m", model: { displayName: "one" }, requestId: "r-1" });
     const retry = await a.models.createModel({ modelId: "idem/m", model: { displayName: "one" }, requestId: "r-1" });
@@ -86,8 +86,10 @@ describe("CRUD", () => {
     // The same request_id from another person of the project is not a retry.
     const admin = await env.clients("idem", "admin");
     await expectCode(admin.models.createModel({ modelId: "idem/m", model: {}, requestId: "r-1" }), Code.AlreadyExists);
+    // Another project cannot publish under idem/ at all: refused from the name alone, so it learns nothing of the ids there.
     const b = await env.project("idem-b");
-    await expectCode(b.models.createModel({ modelId: "idem/m", model: {}, requestId: "r-1" }), Code.AlreadyExists);
+    await expectCode(b.models.createModel({ modelId: "idem/m", model: {}, requestId: "r-1" }), Code.PermissionDenied, /publishes under its own namespace, models\/idem-b\//);
+    await expectCode(b.models.createModel({ modelId: "idem/free", model: {}, requestId: "r-1" }), Code.PermissionDenied, /publishes under its own namespace, models\/idem-b\//);
     expect(await env.ts.app.database.db.selectFrom("model").select("model_id").where("model_id", "=", "idem/m").execute()).toHaveLength(1);
   });
 });
@@ -141,8 +143,9 @@ describe("platform-wide models", () => {
     const cAdmin = await env.clients("plat-user", "admin");
     await expectCode(cAdmin.models.updateModel({ model: { name: "models/acme-ai/gpt-test", inputPriceMicrosPerMillion: 0n }, updateMask: { paths: ["input_price_micros_per_million"] } }), Code.PermissionDenied, /^models\/acme-ai\/gpt-test is a platform model: only the platform project may change it$/);
     await expectCode(cAdmin.models.deleteModel({ name: "models/acme-ai/gpt-test" }), Code.PermissionDenied, /platform model/);
-    // Another project's model under any provider is its own, never platform-wide.
-    expect((await c.models.createModel({ modelId: "acme-ai/mine", model: {} })).model).toMatchObject({ ownerProject: "plat-user", visibility: ModelVisibility.PRIVATE });
+    // Another project's model is its own, never platform-wide, and only in a namespace it owns.
+    expect((await c.models.createModel({ modelId: "plat-user/mine", model: {} })).model).toMatchObject({ ownerProject: "plat-user", visibility: ModelVisibility.PRIVATE });
+    await expectCode(c.models.createModel({ modelId: "acme-ai/mine", model: {} }), Code.PermissionDenied, /NAMESPACE|own namespace/);
   });
 });
 
@@ -150,7 +153,7 @@ describe("FORMSTATE_PLATFORM_PROJECT names the platform project", () => {
   const ops = useCatalogServer({ FORMSTATE_PLATFORM_PROJECT: "ops" });
   it("its developers publish platform-wide models; the project called platform is then an ordinary project", async () => {
     expect((await (await ops.project("ops")).models.createModel({ modelId: "x/one", model: {} })).model?.ownerProject).toBe("");
-    expect((await (await ops.project("platform")).models.createModel({ modelId: "x/two", model: {} })).model?.ownerProject).toBe("platform");
+    expect((await (await ops.project("platform")).models.createModel({ modelId: "platform/two", model: {} })).model?.ownerProject).toBe("platform");
   });
   it("defaults to platform and must be a project id", () => {
     expect(loadConfig({}).platformProject).toBe("platform");

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { create, getOption, hasOption } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { AccessPolicySchema, Role, Scope, access } from "../../gen/formstate/v1/access_pb.js";
+import { AccessPolicySchema, Role, Scope, Tenancy, access } from "../../gen/formstate/v1/access_pb.js";
 import { whoMayCall } from "../../scripts/generate-api-docs.js";
 import { formstateServices } from "../../src/server/services.js";
 
@@ -40,9 +40,13 @@ describe("docs/api.md", () => {
     expect(whoMayCall(undefined)).toMatch(/^nobody/);
     expect(whoMayCall(create(AccessPolicySchema, { public: true, minRole: Role.ADMIN }))).toMatch(/^anyone/);
     expect(whoMayCall(create(AccessPolicySchema, { minRole: Role.DEVELOPER, scope: Scope.WRITE, metered: true }))).toBe(
-      "users with role **developer** or above; API keys with scope **write** or above; **metered** (also callable by credentials limited to metered calls)",
+      "users with role **developer** or above; API keys with scope **write** or above; **metered** (also callable by credentials limited to metered calls); no tenancy declared: every call is denied",
     );
-    expect(whoMayCall(create(AccessPolicySchema, { minRole: Role.USER }))).toBe("users with role **user** or above; no API key");
-    expect(whoMayCall(create(AccessPolicySchema, { scope: Scope.READ }))).toBe("no signed-in user (JWT); API keys with scope **read** or above");
+    expect(whoMayCall(create(AccessPolicySchema, { minRole: Role.USER, tenancy: Tenancy.NONE }))).toBe("users with role **user** or above; no API key; tenancy **none** (names no project resource)");
+    expect(whoMayCall(create(AccessPolicySchema, { scope: Scope.READ, tenancy: Tenancy.PROJECT, resourceField: "parent", relatedFields: ["api_key"] }))).toBe(
+      "no signed-in user (JWT); API keys with scope **read** or above; tenancy **project**: `parent` must name the caller's project (and so must `api_key` when set)",
+    );
+    expect(whoMayCall(create(AccessPolicySchema, { scope: Scope.ADMIN, tenancy: Tenancy.PROJECT, resourceField: "parent", platformAnyProject: true }))).toMatch(/the platform project may name any project$/);
+    expect(whoMayCall(create(AccessPolicySchema, { scope: Scope.READ, tenancy: Tenancy.CATALOG, resourceField: "name" }))).toMatch(/tenancy \*\*catalog\*\* \(`name`\)/);
   });
 });

@@ -81,7 +81,9 @@ describe("names", () => {
     expect(agentIdOf("a")).toBe("a");
     expect(modelIdOf(modelName("openai/gpt-4o"))).toBe("openai/gpt-4o");
     expect(modelIdOf("openai/gpt-4o")).toBe("openai/gpt-4o");
-    expect(providerOf("models/openai/gpt-4o")).toBe("openai");
+    expect(providerOf(modelIdOf("models/openai/gpt-4o"))).toBe("openai");
+    // A provider may be called "models": an id is never stripped twice.
+    expect(providerOf("models/m1")).toBe("models");
   });
 
   it("tells API key actors from user ids", () => {
