@@ -88,11 +88,18 @@ export class App {
     let apiKeys: ApiKeys | undefined;
     let agents: Agents | undefined;
     let usage: Usage | undefined;
-    const accounts = new Accounts(database, plans, clock, {
-      activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
-      activeHires: (db, projectId) => agents!.activeHires(db, projectId),
-      settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
-    });
+    const accounts = new Accounts(
+      database,
+      plans,
+      clock,
+      {
+        activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
+        activeHires: (db, projectId) => agents!.activeHires(db, projectId),
+        settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
+      },
+      // Member roles and plans: dropped on every instance when they change, like keys and sessions.
+      shared && redisInvalidation(shared, log, "accounts"),
+    );
     const models = new Models(database, clock, config.platformProject);
     agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
     apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
