@@ -53,6 +53,8 @@ export const accountName = (projectId: string) => `accounts/${projectId}`;
 export const memberName = (projectId: string, userId: string) => `accounts/${projectId}/members/${userId}`;
 
 const PLAN_CACHE_MS = 5_000;
+/** The request id of development seeding's account create. */
+const SEED_REQUEST = "formstate-dev-seed";
 /** The cache lifetime while changes cannot reach other instances (Redis configured but unreachable). */
 const DEGRADED_CACHE_MS = 1_000;
 
@@ -255,11 +257,21 @@ export class Accounts {
     return role;
   }
 
-  /** Creates an account with `adminSubject` as admin unless it exists (development seeding). */
+  /**
+   * Creates an account with `adminSubject` as admin unless it exists
+   * (development seeding). Idempotent under concurrency: instances starting
+   * together all succeed, whoever writes first (the seed's fixed request id
+   * makes the loser's create answer the winner's account).
+   */
   async ensure(projectId: string, adminSubject: string, displayName: string): Promise<void> {
     const existing = await repo.findAccount(this.database.db, projectId);
     if (existing) return;
-    await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, "");
+    try {
+      await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, SEED_REQUEST);
+    } catch (err) {
+      // Created meanwhile by someone else (another request id): it exists, which is all seeding wants.
+      if (!(await repo.findAccount(this.database.db, projectId))) throw err;
+    }
   }
 
   private ownProject(caller: Caller, name: string): string {

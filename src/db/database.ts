@@ -125,13 +125,28 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
   };
 }
 
+/**
+ * Another process migrating the same store at the same moment (instances
+ * started together): SQLite has no migration lock in Kysely, so the loser
+ * sees the winner's tables or a busy database; its transaction rolled back.
+ */
+const MIGRATION_RACE = /already exists|SQLITE_BUSY|database is locked|duplicate key|could not serialize/i;
+const MIGRATION_ATTEMPTS = 30;
+
 /** Runs every pending migration; throws with the failing migration's name. */
 export async function migrate(db: Db, schema?: string): Promise<void> {
   // On PostgreSQL the migration tables must be looked for in our schema, not in any schema of the database.
   const migrator = new Migrator({ db, provider: migrationProvider, migrationTableSchema: schema });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) {
+  for (let attempt = 1; ; attempt++) {
+    const { error, results } = await migrator.migrateToLatest();
+    if (!error) return;
+    const message = error instanceof Error ? error.message : String(error);
+    // Lost a race with another instance: wait a little and look again (the winner's work is then visible).
+    if (attempt < MIGRATION_ATTEMPTS && MIGRATION_RACE.test(message)) {
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
+      continue;
+    }
     const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
-    throw new Error(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`);
+    throw new Error(`migration ${failed} failed: ${message}`);
   }
 }
