@@ -120,7 +120,8 @@ export interface ApiKeyServiceDeps {
   plans: Plans;
   now: () => number;
   planOf(projectId: string): Promise<import("../plans/plans.js").Plan>;
-  creditBalance(projectId: string): Promise<number>;
+  /** The balance the key spends: live, or the test-mode sandbox for a test key. */
+  creditBalance(projectId: string, environment: "live" | "test"): Promise<number | bigint>;
 }
 
 const ipOf = (ctx: HandlerContext) => ctx.values.get(clientIpKey);
@@ -213,7 +214,7 @@ export function apiKeyService(deps: ApiKeyServiceDeps): ServiceImpl<typeof ApiKe
           : { limit: BigInt(limit.burst), remaining: BigInt(limit.burst), resetTime: timestampFromMs(now) },
         spendCapped: capped,
         remainingSpendMicros: capped ? BigInt(effective.remainingSpendMicros!) : 0n,
-        creditBalanceMicros: BigInt(await deps.creditBalance(row.project_id)),
+        creditBalanceMicros: BigInt(await deps.creditBalance(row.project_id, row.environment === "test" ? "test" : "live")),
         expireTime: ms(effective.expireTime),
       };
     },

@@ -19,7 +19,7 @@ import {
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { planLimitError } from "../plans/plan-limit-error.js";
@@ -47,6 +47,7 @@ import {
 import { patternCovered } from "./model-patterns.js";
 import * as repo from "./api-key-repository.js";
 import type { ApiKeyRow } from "./api-key-repository.js";
+import { keyName } from "../names/names.js";
 
 /** The one message for an unknown key, a wrong secret and a bad checksum: a prober learns nothing. */
 export const INVALID_KEY = "invalid API key";
@@ -89,7 +90,7 @@ export interface ApiKeysDeps {
 }
 
 
-export const keyName = (projectId: string, keyId: string) => `accounts/${projectId}/apiKeys/${keyId}`;
+export { keyName };
 export const scopesOf = (row: ApiKeyRow): Scope[] => row.scopes.split(",").filter(Boolean).map((s) => scopeNames[s]);
 export const maxScope = (scopes: Scope[]): Scope => scopes.reduce((a, b) => (b > a ? b : a), Scope.UNSPECIFIED);
 export const listOf = (json: string): string[] => JSON.parse(json) as string[];
@@ -214,6 +215,7 @@ export class ApiKeys {
       allowedModels: eff.models,
       rateLimit: eff.rateLimit ?? undefined,
       parentKeyId: row.parent_key_id ?? undefined,
+      environment: row.environment === "test" ? "test" : "live",
     };
   }
 
@@ -532,7 +534,7 @@ export class ApiKeys {
   }
 
   async listEvents(caller: KeyCaller, parent: string, types: string[], size: number, token: string) {
-    const { projectId, id } = ownChild(caller, parent, "apiKeys", "API key");
+    const { project: projectId, id } = checkedChildIn(parent, "apiKeys");
     const keyId = id === "-" ? undefined : id;
     if (keyId) await this.require(this.deps.database.db, projectId, keyId, parent);
     const n = pageSize(size);
@@ -679,12 +681,13 @@ export class ApiKeys {
     });
   }
 
-  private ownProject(caller: KeyCaller, name: string): string {
-    return ownProject(caller, name);
+  /** The project of a name the tenancy interceptor checked is the caller's (src/auth/tenancy.ts). */
+  private ownProject(_caller: KeyCaller, name: string): string {
+    return checkedProjectIn(name);
   }
 
   private ownKey(caller: KeyCaller, name: string): { projectId: string; keyId: string } {
-    const { projectId, id } = ownChild(caller, name, "apiKeys", "API key");
+    const { project: projectId, id } = checkedChildIn(name, "apiKeys");
     return { projectId, keyId: id };
   }
 
