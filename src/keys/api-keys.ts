@@ -552,8 +552,15 @@ export class ApiKeys {
   async forMetering(tx: Db, projectId: string, keyId: string): Promise<{ keyId: string; allowedModels: string[]; usable: boolean }> {
     const row = await repo.findKeyInProject(tx, projectId, keyId);
     if (!row) throw notFound(`API key "${keyName(projectId, keyId)}"`);
-    const status = statusOf(row, this.deps.clock.now());
-    return { keyId, allowedModels: listOf(row.allowed_models), usable: status === "active" || status === "rotated" };
+    // The effective key, as authentication sees it: a scoped key of a dead parent is not usable.
+    const chain: (ApiKeyRow | undefined)[] = [];
+    for (let id = row.parent_key_id, depth = 0; id && depth < 4; depth++) {
+      const parent = await repo.findKeyInProject(tx, projectId, id);
+      chain.push(parent);
+      id = parent?.parent_key_id ?? null;
+    }
+    const { status, models } = effectiveKey(row, chain, this.deps.clock.now());
+    return { keyId, allowedModels: models, usable: status === "active" || status === "rotated" };
   }
 
   /**
