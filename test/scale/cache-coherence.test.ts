@@ -20,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService, ApiKeyStatus } from "../../gen/formstate/v1/api_key_service_pb.js";
-import { ErrorInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/clock.js";
 import { expectCode } from "../support/expect-error.js";
 import { dropPostgresSchema } from "../support/postgres.js";
