@@ -125,7 +125,7 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
   const db: Db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
-  await migrate(db);
+  await migrateExclusively(sqlite, db);
   return {
     dialect: "sqlite",
     db,
@@ -151,8 +151,34 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
  * started together): SQLite has no migration lock in Kysely, so the loser
  * sees the winner's tables or a busy database; its transaction rolled back.
  */
-const MIGRATION_RACE = /already exists|SQLITE_BUSY|database is locked|duplicate key|could not serialize/i;
+const MIGRATION_RACE = /already exists|duplicate column|no such (table|column|index)|SQLITE_BUSY|database is locked|duplicate key|could not serialize/i;
 const MIGRATION_ATTEMPTS = 30;
+
+/**
+ * SQLite migrations inside one `BEGIN IMMEDIATE` transaction on the one
+ * connection Kysely uses: Kysely runs SQLite migrations without a transaction
+ * or a lock, so processes started together on one file would interleave
+ * (half-applied migrations). The write lock makes them take turns; the later
+ * ones find nothing to do. Waiting past busy_timeout is retried.
+ */
+async function migrateExclusively(sqlite: SqliteDatabase.Database, db: Db): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      sqlite.exec("BEGIN IMMEDIATE");
+    } catch (err) {
+      if (attempt < MIGRATION_ATTEMPTS && /busy|locked/i.test(String(err))) continue;
+      throw err;
+    }
+    try {
+      await migrate(db);
+      sqlite.exec("COMMIT");
+      return;
+    } catch (err) {
+      if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+      throw err;
+    }
+  }
+}
 
 /** Runs every pending migration; throws with the failing migration's name. */
 export async function migrate(db: Db, schema?: string): Promise<void> {
