@@ -107,11 +107,18 @@ export class App {
     let apiKeys: ApiKeys | undefined;
     let agents: Agents | undefined;
     let usage: Usage | undefined;
-    const accounts = new Accounts(database, plans, clock, {
-      activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
-      activeHires: (db, projectId) => agents!.activeHires(db, projectId),
-      settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
-    });
+    const accounts = new Accounts(
+      database,
+      plans,
+      clock,
+      {
+        activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
+        activeHires: (db, projectId) => agents!.activeHires(db, projectId),
+        settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
+      },
+      // Member roles and plans: dropped on every instance when they change, like keys and sessions.
+      shared && redisInvalidation(shared, log, "accounts"),
+    );
     const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
     const models = new Models(database, clock, config.platformProject, shares, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });

@@ -11,6 +11,7 @@ import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { alreadyExists, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import type { Plan, Plans } from "../plans/plans.js";
+import { type KeyInvalidation, sharedStateUnavailable } from "../cluster/key-invalidation.js";
 import type { Micros } from "../ledger/micros.js";
 import * as repo from "./account-repository.js";
 import { accountName, memberName } from "../names/names.js";
@@ -56,6 +57,14 @@ export interface AccountChanges {
 export { accountName, memberName };
 
 const PLAN_CACHE_MS = 5_000;
+/** The request id of development seeding's account create. */
+const SEED_REQUEST = "formstate-dev-seed";
+/** The cache lifetime while changes cannot reach other instances (Redis configured but unreachable). */
+const DEGRADED_CACHE_MS = 1_000;
+
+/** Cache entries as announced to other instances: a member's role, a project's plan. */
+const roleKey = (projectId: string, userId: string) => `role\0${projectId}\0${userId}`;
+const planKey = (projectId: string) => `plan\0${projectId}`;
 
 export class Accounts {
   private readonly planCache = new Map<string, { plan: Plan; at: number }>();
@@ -66,7 +75,34 @@ export class Accounts {
     private readonly plans: Plans,
     private readonly clock: Clock,
     private readonly counters: AccountCounters = noCounters,
-  ) {}
+    /** Other instances' role and plan caches (several instances sharing a Redis). */
+    private readonly invalidation?: KeyInvalidation,
+  ) {
+    void invalidation?.subscribe((ids) => this.drop(ids));
+  }
+
+  /** Drops role and plan entries announced by another instance (all of them for `undefined`). */
+  private drop(ids: string[] | undefined): void {
+    if (ids === undefined) {
+      this.roleCache.clear();
+      this.planCache.clear();
+      return;
+    }
+    for (const id of ids) {
+      const [kind, projectId, userId] = id.split("\0");
+      if (kind === "role") this.roleCache.delete(`${projectId}\0${userId}`);
+      else if (kind === "plan") this.planCache.delete(projectId);
+    }
+  }
+
+  private cacheMs(): number {
+    return this.invalidation && !this.invalidation.connected() ? DEGRADED_CACHE_MS : PLAN_CACHE_MS;
+  }
+
+  /** A role change must reach every instance before it is acknowledged: refused up front when it cannot. */
+  private assertCanAnnounce(): void {
+    if (this.invalidation && !this.invalidation.connected()) throw sharedStateUnavailable("member not changed");
+  }
 
   /**
    * Creates the caller's project account with the caller as its first admin.
@@ -132,7 +168,7 @@ export class Accounts {
     const projectId = this.ownProject(caller, parent);
     if (role > caller.role) throw permissionDenied(`a ${roleName(caller.role)} cannot add a member with role ${roleName(role)}`);
     const now = this.clock.now();
-    return this.database.transaction(async (tx) => {
+    const added = await this.database.transaction(async (tx) => {
       await this.require(tx, projectId);
       if (await repo.findMember(tx, projectId, userId)) throw alreadyExists(`member "${memberName(projectId, userId)}"`);
       const row = { project_id: projectId, user_id: userId, role: roleName(role), create_time: now, update_time: now };
@@ -140,11 +176,15 @@ export class Accounts {
       this.roleCache.delete(`${projectId}\0${userId}`);
       return row;
     });
+    // Granting: another instance that still says "not a member" only refuses for a moment.
+    await this.invalidation?.publish([roleKey(projectId, userId)]);
+    return added;
   }
 
   async updateMemberRole(caller: Caller, name: string, role: Role): Promise<repo.MemberRow> {
     const { projectId, userId } = this.ownMember(caller, name);
-    return this.database.transaction(async (tx) => {
+    this.assertCanAnnounce();
+    const updated = await this.database.transaction(async (tx) => {
       const member = await repo.findMember(tx, projectId, userId);
       if (!member) throw notFound(`member "${name}"`);
       const newRole = roleName(role);
@@ -155,10 +195,13 @@ export class Accounts {
       this.roleCache.delete(`${projectId}\0${userId}`);
       return (await repo.findMember(tx, projectId, userId))!;
     });
+    await this.invalidation?.publishRequired([roleKey(projectId, userId)]);
+    return updated;
   }
 
   async removeMember(caller: Caller, name: string): Promise<void> {
     const { projectId, userId } = this.ownMember(caller, name);
+    this.assertCanAnnounce();
     await this.database.transaction(async (tx) => {
       const member = await repo.findMember(tx, projectId, userId);
       if (!member) throw notFound(`member "${name}"`);
@@ -168,6 +211,7 @@ export class Accounts {
       await repo.deleteMember(tx, projectId, userId);
       this.roleCache.delete(`${projectId}\0${userId}`);
     });
+    await this.invalidation?.publishRequired([roleKey(projectId, userId)]);
   }
 
   /**
@@ -177,7 +221,7 @@ export class Accounts {
   async planOf(projectId: string): Promise<Plan> {
     const now = this.clock.now();
     const hit = this.planCache.get(projectId);
-    if (hit && now - hit.at < PLAN_CACHE_MS) return hit.plan;
+    if (hit && now - hit.at < this.cacheMs()) return hit.plan;
     const row = await repo.findAccount(this.database.db, projectId);
     const plan = this.plans.byId(row?.plan_tier ?? "free");
     if (this.planCache.size > 100_000) this.planCache.clear();
@@ -185,8 +229,14 @@ export class Accounts {
     return plan;
   }
 
+  /**
+   * Drops the project's plan here and, best effort, on every other instance
+   * (billing calls this after a subscription change; without Redis the other
+   * instances' entries expire within DEGRADED_CACHE_MS).
+   */
   invalidatePlan(projectId: string): void {
     this.planCache.delete(projectId);
+    void this.invalidation?.publish([planKey(projectId)]);
   }
 
   /** The project's credit balance in micro-USD (0 without an account): live, or the test-mode sandbox's. */
@@ -205,18 +255,28 @@ export class Accounts {
     const key = `${projectId}\0${userId}`;
     const now = this.clock.now();
     const hit = this.roleCache.get(key);
-    if (hit && now - hit.at < PLAN_CACHE_MS) return hit.role;
+    if (hit && now - hit.at < this.cacheMs()) return hit.role;
     const role = (await repo.findMember(this.database.db, projectId, userId))?.role;
     if (this.roleCache.size > 100_000) this.roleCache.clear();
     this.roleCache.set(key, { role, at: now });
     return role;
   }
 
-  /** Creates an account with `adminSubject` as admin unless it exists (development seeding). */
+  /**
+   * Creates an account with `adminSubject` as admin unless it exists
+   * (development seeding). Idempotent under concurrency: instances starting
+   * together all succeed, whoever writes first (the seed's fixed request id
+   * makes the loser's create answer the winner's account).
+   */
   async ensure(projectId: string, adminSubject: string, displayName: string): Promise<void> {
     const existing = await repo.findAccount(this.database.db, projectId);
     if (existing) return;
-    await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, "");
+    try {
+      await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, SEED_REQUEST);
+    } catch (err) {
+      // Created meanwhile by someone else (another request id): it exists, which is all seeding wants.
+      if (!(await repo.findAccount(this.database.db, projectId))) throw err;
+    }
   }
 
   /** The project of a name the tenancy interceptor checked is the caller's. */

@@ -125,7 +125,7 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
   const db: Db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
-  await migrate(db);
+  await migrateExclusively(sqlite, db);
   return {
     dialect: "sqlite",
     db,
@@ -146,13 +146,54 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
   };
 }
 
+/**
+ * Another process migrating the same store at the same moment (instances
+ * started together): SQLite has no migration lock in Kysely, so the loser
+ * sees the winner's tables or a busy database; its transaction rolled back.
+ */
+const MIGRATION_RACE = /already exists|duplicate column|no such (table|column|index)|SQLITE_BUSY|database is locked|duplicate key|could not serialize/i;
+const MIGRATION_ATTEMPTS = 30;
+
+/**
+ * SQLite migrations inside one `BEGIN IMMEDIATE` transaction on the one
+ * connection Kysely uses: Kysely runs SQLite migrations without a transaction
+ * or a lock, so processes started together on one file would interleave
+ * (half-applied migrations). The write lock makes them take turns; the later
+ * ones find nothing to do. Waiting past busy_timeout is retried.
+ */
+async function migrateExclusively(sqlite: SqliteDatabase.Database, db: Db): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      sqlite.exec("BEGIN IMMEDIATE");
+    } catch (err) {
+      if (attempt < MIGRATION_ATTEMPTS && /busy|locked/i.test(String(err))) continue;
+      throw err;
+    }
+    try {
+      await migrate(db);
+      sqlite.exec("COMMIT");
+      return;
+    } catch (err) {
+      if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
+      throw err;
+    }
+  }
+}
+
 /** Runs every pending migration; throws with the failing migration's name. */
 export async function migrate(db: Db, schema?: string): Promise<void> {
   // On PostgreSQL the migration tables must be looked for in our schema, not in any schema of the database.
   const migrator = new Migrator({ db, provider: migrationProvider, migrationTableSchema: schema });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) {
+  for (let attempt = 1; ; attempt++) {
+    const { error, results } = await migrator.migrateToLatest();
+    if (!error) return;
+    const message = error instanceof Error ? error.message : String(error);
+    // Lost a race with another instance: wait a little and look again (the winner's work is then visible).
+    if (attempt < MIGRATION_ATTEMPTS && MIGRATION_RACE.test(message)) {
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
+      continue;
+    }
     const failed = results?.find((r) => r.status === "Error")?.migrationName ?? "unknown";
-    throw new Error(`migration ${failed} failed: ${error instanceof Error ? error.message : String(error)}`);
+    throw new Error(`migration ${failed} failed: ${message}`);
   }
 }

@@ -25,7 +25,7 @@ import type { Logger } from "../logger.js";
 import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { newId } from "../ids.js";
-import type { KeyInvalidation } from "../cluster/key-invalidation.js";
+import { type KeyInvalidation, sharedStateUnavailable } from "../cluster/key-invalidation.js";
 import { type KeyEnvironment, generateKey, parseKey, secretMatches } from "./key-format.js";
 import { normalizeIp } from "./ip-allowlist.js";
 import {
@@ -149,12 +149,23 @@ export class ApiKeys {
   /**
    * Drops cached keys here and in every other instance so the next call
    * anywhere re-reads them (revoke, rotate, update); resolves once the others
-   * have dropped them too (bounded wait).
+   * have dropped them too (bounded wait). UNAVAILABLE (SHARED_STATE_UNAVAILABLE)
+   * when Redis is configured but the message cannot be sent: the change is
+   * then not acknowledged as effective everywhere.
    */
   async invalidate(keyIds: Iterable<string>): Promise<void> {
     const ids = [...keyIds];
     this.drop(ids);
-    await this.deps.invalidation?.publish(ids);
+    await this.deps.invalidation?.publishRequired(ids);
+  }
+
+  /**
+   * Refuses, before anything is written, a change other instances could not
+   * be told about (Redis configured but unreachable from this instance).
+   */
+  private assertCanAnnounce(what: string): void {
+    const inv = this.deps.invalidation;
+    if (inv && !inv.connected()) throw sharedStateUnavailable(`API key not ${what}`);
   }
 
   /** Drops keys from this instance's cache only (all of them when `keyIds` is undefined). */
@@ -313,6 +324,7 @@ export class ApiKeys {
   async update(caller: KeyCaller, name: string, paths: string[], settings: KeySettings, ip: string): Promise<ApiKeyRow> {
     const { projectId, keyId } = this.ownKey(caller, name);
     assertNotScopedCaller(caller);
+    this.assertCanAnnounce("updated");
     const plan = await this.deps.planOf(projectId);
     if (paths.includes("scopes")) assertMayGrant(caller, settings.scopes, "api_key.scopes");
     if (paths.includes("rate_limit")) assertOverrideWithin(...planBound(plan), settings.rateLimit, "api_key.rate_limit");
@@ -351,11 +363,13 @@ export class ApiKeys {
 
   async revoke(caller: KeyCaller, name: string, reason: string, ip: string): Promise<ApiKeyRow> {
     const { projectId, keyId } = this.ownKey(caller, name);
+    this.assertCanAnnounce("revoked");
     const now = this.deps.clock.now();
     const { row, revoked } = await this.deps.database.transaction(async (tx) => {
       const row = await this.require(tx, projectId, keyId, name);
       assertMayManage(caller, row, "revoke");
-      if (row.status === "revoked") return { row, revoked: [] as string[] };
+      // Already revoked: announce again (a retry after UNAVAILABLE must reach the other instances).
+      if (row.status === "revoked") return { row, revoked: [keyId, ...(await repo.childKeyIds(tx, keyId))] };
       const revoked = await repo.revokeWithChildren(tx, keyId, now, reason);
       for (const id of revoked) {
         const r = (await repo.findKey(tx, id))!;
@@ -370,6 +384,7 @@ export class ApiKeys {
   async rotate(caller: KeyCaller, name: string, graceMs: number, requestId: string, ip: string) {
     const { projectId, keyId } = this.ownKey(caller, name);
     assertNotScopedCaller(caller);
+    this.assertCanAnnounce("rotated");
     const now = this.deps.clock.now();
     const replayKey = `${projectId}\0${caller.subject}\0rotate\0${requestId}`;
     if (requestId) {
@@ -409,8 +424,10 @@ export class ApiKeys {
       const children = await this.narrowChildren(tx, updatedOld, now);
       return { row, secret: generated.key, old: updatedOld, touched: [keyId, ...children] };
     });
-    await this.invalidate(result.touched);
     if (requestId) this.remember(replayKey, { row: result.row, secret: result.secret }, now);
+    // Redis lost between the check above and now: the new secret exists only in this answer, so it is
+    // answered (the old key is valid through its grace anyway); other caches expire on their own.
+    await this.invalidate(result.touched).catch((err: unknown) => this.deps.log.warn({ err, keyId }, "rotation not announced to other instances"));
     return result;
   }
 
@@ -535,8 +552,15 @@ export class ApiKeys {
   async forMetering(tx: Db, projectId: string, keyId: string): Promise<{ keyId: string; allowedModels: string[]; usable: boolean; environment: "live" | "test" }> {
     const row = await repo.findKeyInProject(tx, projectId, keyId);
     if (!row) throw notFound(`API key "${keyName(projectId, keyId)}"`);
-    const status = statusOf(row, this.deps.clock.now());
-    return { keyId, allowedModels: listOf(row.allowed_models), usable: status === "active" || status === "rotated", environment: row.environment === "test" ? "test" : "live" };
+    // The effective key, as authentication sees it: a scoped key of a dead parent is not usable.
+    const chain: (ApiKeyRow | undefined)[] = [];
+    for (let id = row.parent_key_id, depth = 0; id && depth < 4; depth++) {
+      const parent = await repo.findKeyInProject(tx, projectId, id);
+      chain.push(parent);
+      id = parent?.parent_key_id ?? null;
+    }
+    const { status, models } = effectiveKey(row, chain, this.deps.clock.now());
+    return { keyId, allowedModels: models, usable: status === "active" || status === "rotated", environment: row.environment === "test" ? "test" : "live" };
   }
 
   /**

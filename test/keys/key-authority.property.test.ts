@@ -272,7 +272,11 @@ async function scenario(ops: Op[]): Promise<void> {
         expect(r.rate_limit_rps!, "rate above the parent's").toBeLessThanOrEqual(p.rate_limit_rps);
         expect(r.rate_limit_burst ?? r.rate_limit_rps!, "burst above the parent's").toBeLessThanOrEqual(p.rate_limit_burst ?? p.rate_limit_rps);
       }
-      // Status reaches the child: a dead parent (revoked, expired, rotated past grace) means a dead child.
+      // Status reaches the child: a dead parent (revoked, expired, rotated past grace) means a dead child,
+      // for metering (usage attributed to the key by a gateway) as for authentication.
+      const metered = await keys.forMetering(ts.app.database.db, projectId, r.key_id);
+      if (dead(p, now)) expect(metered.usable, "usage attributable to a child of a dead parent").toBe(false);
+      for (const m of metered.allowedModels) expect(covered(pm, m) || m === "-/-", `metering model ${m} beyond the parent's`).toBe(true);
       const secret = secrets.find((s) => s.keyId === r.key_id)?.secret;
       if (!secret) continue;
       let principal: ApiKeyPrincipal | undefined;

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService, ApiKeyStatus, VerifyResult } from "../../gen/formstate/v1/api_key_service_pb.js";
-import { ErrorInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ManualClock } from "../../src/clock.js";
 import { formatKey, parseKey } from "../../src/keys/key-format.js";
 import { expectCode } from "../support/expect-error.js";

@@ -1064,6 +1064,9 @@ export const AccountService: GenService<{
   },
   /**
    * Changes a member's role. Admins only; the last admin cannot be demoted.
+   * Every instance drops its cached role before this answers; an instance
+   * that cannot reach the shared Redis answers UNAVAILABLE (reason
+   * SHARED_STATE_UNAVAILABLE) and changes nothing.
    *
    * @generated from rpc formstate.v1.AccountService.UpdateMember
    */
@@ -1074,6 +1077,7 @@ export const AccountService: GenService<{
   },
   /**
    * Removes a member. Admins only; the last admin cannot be removed.
+   * UNAVAILABLE (SHARED_STATE_UNAVAILABLE) as for UpdateMember.
    *
    * @generated from rpc formstate.v1.AccountService.RemoveMember
    */

@@ -1193,6 +1193,30 @@ export const VerifyResultSchema: GenEnum<VerifyResult> = /*@__PURE__*/
  * (`fs_live_...` or `fs_test_...`) is returned once, by the method that makes
  * it, and is stored only as a hash.
  *
+ * Key authority, enforced in one module (src/keys/key-authority.ts) for every
+ * method that changes a key, for VerifyApiKey and for authentication:
+ * - Callers and keys have a rank, user < developer < admin: a user's is its
+ *   role, a key's the role its highest scope stands for (read = user,
+ *   write = developer, admin = admin). A caller grants scopes up to its rank
+ *   and updates, rotates or revokes only keys of rank <= its own, otherwise
+ *   PERMISSION_DENIED with reason KEY_ABOVE_CALLER.
+ * - A scoped key manages no key but itself: it may revoke itself; anything
+ *   else is PERMISSION_DENIED with reason SCOPED_KEY_CALLER.
+ * - A scoped key is never more than its parent: at every check its state is
+ *   the meet of its own and its parent's (scopes, models, methods, spend,
+ *   expiry, rate limit, client addresses), and a parent revoked, expired or
+ *   rotated past its grace period ends it. A change to the parent narrows the
+ *   stored children at once. UpdateApiKey only narrows a scoped key (never
+ *   past its current state, its parent, or 24 h from its creation): anything
+ *   else is INVALID_ARGUMENT naming the field.
+ * - A rate-limit override only lowers the plan: requests per second and burst.
+ * - The environment (`fs_live_` / `fs_test_`) is part of a key's identity: a
+ *   key presented with the other prefix is an unknown key everywhere.
+ * - Revoke, rotate and update must reach every instance's key cache: an
+ *   instance that cannot reach the shared Redis answers UNAVAILABLE with
+ *   reason SHARED_STATE_UNAVAILABLE and changes nothing (retry later or on
+ *   another instance).
+ *
  * @generated from service formstate.v1.ApiKeyService
  */
 export const ApiKeyService: GenService<{
@@ -1238,7 +1262,9 @@ export const ApiKeyService: GenService<{
    * expire_time, rate_limit, spend_cap_micros, allowed_cidrs, allowed_models.
    * Access: developer role, admin-scope key.
    * Errors: NOT_FOUND; FAILED_PRECONDITION for a revoked, expired or rotated
-   * key; INVALID_ARGUMENT as for CreateApiKey.
+   * key; INVALID_ARGUMENT as for CreateApiKey, and for a change that would
+   * widen a scoped key; PERMISSION_DENIED (KEY_ABOVE_CALLER) for a key above
+   * the caller; UNAVAILABLE (SHARED_STATE_UNAVAILABLE) without Redis.
    *
    * @generated from rpc formstate.v1.ApiKeyService.UpdateApiKey
    */
@@ -1250,7 +1276,9 @@ export const ApiKeyService: GenService<{
   /**
    * Revokes a key at once, and every scoped key minted from it. Revoking a
    * revoked key returns it unchanged.
-   * Access: developer role, admin-scope key. Errors: NOT_FOUND.
+   * Access: developer role, admin-scope key. Errors: NOT_FOUND;
+   * PERMISSION_DENIED (KEY_ABOVE_CALLER, or SCOPED_KEY_CALLER for a scoped key
+   * revoking another key); UNAVAILABLE (SHARED_STATE_UNAVAILABLE) without Redis.
    *
    * @generated from rpc formstate.v1.ApiKeyService.RevokeApiKey
    */
@@ -1265,7 +1293,9 @@ export const ApiKeyService: GenService<{
    * working until its grace period ends.
    * Access: developer role, admin-scope key.
    * Errors: NOT_FOUND; FAILED_PRECONDITION for a key that is not ACTIVE or is
-   * a scoped key.
+   * a scoped key; PERMISSION_DENIED (KEY_ABOVE_CALLER) for a key above the
+   * caller; UNAVAILABLE (SHARED_STATE_UNAVAILABLE) without Redis. Scoped keys
+   * minted from the old key end with its grace period.
    *
    * @generated from rpc formstate.v1.ApiKeyService.RotateApiKey
    */
