@@ -4,6 +4,7 @@
  * There is no Buf Schema Registry here, so they come from npm packages:
  * - grpc/reflection/v1 and v1alpha: shipped as .proto files by @grpc/reflection;
  * - grpc/health/v1: shipped by grpc-health-check;
+ * - google/rpc/error_details.proto (ErrorInfo, RetryInfo, BadRequest): shipped by google-proto-files;
  * - buf/validate/validate.proto: no package ships the source, but
  *   @bufbuild/protovalidate embeds its complete FileDescriptorProto, which this
  *   script prints back as proto source (options and custom options included).
@@ -51,6 +52,7 @@ copyFrom(
   "grpc/reflection/v1alpha/reflection.proto",
 );
 copyFrom("grpc-health-check", "proto/health/v1/health.proto", "grpc/health/v1/health.proto");
+copyFrom("google-proto-files", "google/rpc/error_details.proto", "google/rpc/error_details.proto");
 
 /** Extensions of the printed file that can appear as custom options inside it. */
 const customOptions: DescExtension[] = file_buf_validate_validate.extensions;
@@ -236,4 +238,4 @@ function printFile(p: FileDescriptorProto): string {
 const validatePath = join(out, "buf/validate/validate.proto");
 mkdirSync(dirname(validatePath), { recursive: true });
 writeFileSync(validatePath, printFile(file_buf_validate_validate.proto));
-console.log("third_party/: grpc reflection v1 + v1alpha, grpc health v1, buf/validate/validate.proto");
+console.log("third_party/: grpc reflection v1 + v1alpha, grpc health v1, google/rpc/error_details.proto, buf/validate/validate.proto");

@@ -8,8 +8,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import {
-  ErrorInfoSchema,
   LimitExceededSchema,
   LimitReason,
   PaymentRequiredSchema,

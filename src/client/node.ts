@@ -15,6 +15,7 @@ import { type BatchUsageOutcome, type Credentials, type FormstateClients, authIn
 import { accountName } from "../names/names.js";
 
 export * from "./common.js";
+export * from "./webhooks.js";
 
 // Node 20 has the symbol; older runtimes get the well-known registry symbol TypeScript's downlevel uses.
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");

@@ -8,6 +8,8 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { LimitExceededSchema, LimitReason, RetryInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { RetryInfoSchema as GoogleRetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { errorInfo } from "../errors.js";
 import { type Principal, principalKey } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Plan } from "../plans/plans.js";
@@ -52,6 +54,9 @@ export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
         Code.ResourceExhausted,
         { ...headers(d), "retry-after": String(retrySec) },
         [
+          // google.rpc.RetryInfo for standard tooling; ours adds the limit and its window.
+          { desc: GoogleRetryInfoSchema, value: create(GoogleRetryInfoSchema, { retryDelay: durationFromMs(d.retryAfterMs) }) },
+          errorInfo("RATE_LIMITED", { limit_rps: String(target.limit.requestsPerSecond), burst: String(target.limit.burst) }),
           { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: durationFromMs(d.retryAfterMs), limit: BigInt(target.limit.burst), window: durationFromMs(Math.round((1000 * target.limit.burst) / target.limit.requestsPerSecond)) }) },
           { desc: LimitExceededSchema, value: create(LimitExceededSchema, { reason: LimitReason.RATE_LIMITED, limit: BigInt(target.limit.burst), used: BigInt(target.limit.burst), requested: 1n }) },
         ],

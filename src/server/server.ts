@@ -3,10 +3,11 @@
  * (with the interceptor chain), CORS, and the plain HTTP routes.
  */
 import type http from "node:http";
-import { createValidateInterceptor } from "@connectrpc/validate";
-import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { App } from "../app.js";
-import { createAuthenticateInterceptor } from "../auth/authenticate.js";
+import { type AuthenticateDeps, credentialOf, createAuthenticateInterceptor, resolve } from "../auth/authenticate.js";
+import { createX402OfferInterceptor } from "../x402/x402-offer-interceptor.js";
+import { isTopUpPath, serveTopUp } from "../x402/x402-route.js";
+import { RECEIPT_JWKS_PATH } from "../receipts/receipt-chain.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
 import { createTenancyInterceptor } from "../auth/tenancy.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
@@ -14,16 +15,19 @@ import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
 import { requestContextValues } from "./client-ip.js";
 import { applyCors } from "./cors.js";
+import { type GuardedAdapterOptions, guardedConnectAdapter } from "./connect-adapter.js";
 import { serveConsole } from "./console-route.js";
 import { type Listener, listen } from "./listener.js";
 import { createGrpcFastPath } from "./fast-path/grpc-unary.js";
 import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js";
+import { logProtocolFailure } from "./protocol-failure.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
 import { createLatencyInterceptor, serverLatency } from "./latency.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { registerRoutes } from "./routes.js";
+import { createValidationInterceptor } from "./validate.js";
 
-type NodeHandler = ReturnType<typeof connectNodeAdapter>;
+type NodeHandler = ReturnType<typeof guardedConnectAdapter>;
 type Req = Parameters<NodeHandler>[0];
 type Res = Parameters<NodeHandler>[1];
 
@@ -39,19 +43,22 @@ export interface RunningServer {
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
-  const options: ConnectNodeAdapterOptions = {
+  const authDeps: AuthenticateDeps = {
+    jwt: () => app.jwt(),
+    memberRole: (p, u) => app.accounts.memberRole(p, u),
+    apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
+    walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+    admitSession: (seen) => app.sessions.admit(seen),
+  };
+  const options: GuardedAdapterOptions = {
+    log: app.log,
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
       createLatencyInterceptor(),
       createRequestLogInterceptor(app.log),
-      createAuthenticateInterceptor({
-        jwt: () => app.jwt(),
-        memberRole: (p, u) => app.accounts.memberRole(p, u),
-        apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
-        walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
-        admitSession: (seen) => app.sessions.admit(seen),
-      }),
+      createX402OfferInterceptor(() => app.x402),
+      createAuthenticateInterceptor(authDeps),
       createAuthorizeInterceptor(),
       createRateLimitInterceptor({
         limiter: app.limiter,
@@ -59,7 +66,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         planOf: (p) => app.accounts.planOf(p),
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
-      createValidateInterceptor(),
+      createValidationInterceptor(),
       // Tenancy reads the validated request: which project it reaches, refused here if not the caller's.
       createTenancyInterceptor(config.platformProject),
     ],
@@ -67,9 +74,10 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
-    fallback: (req, res) => plainRoute(app, req, res),
+    onProtocolFailure: (f) => logProtocolFailure(app.log, f),
+    fallback: (req, res) => plainRoute(app, authDeps, req as Req, res as Res),
   };
-  const connect = connectNodeAdapter(options);
+  const connect = guardedConnectAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
   // implementations and interceptors run. FORMSTATE_GRPC_FAST_PATH=0 sends everything through Connect.
   const fast = process.env.FORMSTATE_GRPC_FAST_PATH === "0" ? undefined : createGrpcFastPath({ ...options, routes: unaryRoutes, interceptors: options.interceptors ?? [] });
@@ -84,9 +92,16 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 }
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
-function plainRoute(app: App, req: Req, res: Res): void {
+function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): void {
   if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
+  if (isTopUpPath(path)) {
+    const authenticate = async (h: Headers, ip: string) => {
+      const credential = credentialOf(h);
+      return credential === undefined ? undefined : resolve(authDeps, credential, ip);
+    };
+    return void serveTopUp({ rail: app.x402, authenticate }, req as http.IncomingMessage, res as http.ServerResponse);
+  }
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
   }
@@ -96,6 +111,7 @@ function plainRoute(app: App, req: Req, res: Res): void {
     if ((req.url ?? "").includes("reset=1")) serverLatency.reset();
     return json(res, 200, snapshot);
   }
+  if (req.method === "GET" && path === RECEIPT_JWKS_PATH) return json(res, 200, app.receipts.jwks());
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
     // Redis degraded is still serving (local limits, short key cache) but shown, for operators and load balancers' logs.

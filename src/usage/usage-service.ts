@@ -24,6 +24,7 @@ import { callerEnvironment, readEnvironment, wireEnvironment } from "../ledger/s
 import { durationMs } from "../wire/duration.js";
 import { itemViolation, toItemError } from "./batch-items.js";
 import type { UsageReports } from "./usage-reports.js";
+import type { AlertMethods } from "../alerts/alert-service.js";
 import { type AuthorizationRow, type RecordInput, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
 import { keyName } from "../names/names.js";
 import { projectOf } from "../auth/tenancy.js";
@@ -110,7 +111,7 @@ function withBalance<T>(ctx: HandlerContext, balance: number | bigint, res: T): 
 }
 
 /** The UsageService implementation over the metering domain. */
-export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<typeof UsageService> {
+export function usageService(usage: Usage, reports: UsageReports): Omit<ServiceImpl<typeof UsageService>, keyof AlertMethods> {
   return {
     async recordUsage(req, ctx) {
       const { record, balance } = await usage.record(callerOf(ctx), req.parent, recordInput(req));

@@ -96,6 +96,8 @@ export interface UsageDeps {
   keys: ApiKeys;
   prices: PriceBook;
   planOf(projectId: string): Promise<Plan>;
+  /** Revenue share (src/marketplace): books the publishers' split of a debit in the debit's transaction. */
+  marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void> };
 }
 
 /** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
@@ -257,6 +259,7 @@ export class Usage {
       };
       await tx.insertInto("usage_record").values(record).execute();
       await this.rollUp(tx, record);
+      await this.deps.marketplace?.bookUsage(tx, record);
       return { record, balance };
     };
   }

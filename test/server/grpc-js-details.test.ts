@@ -11,7 +11,8 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
-import { ErrorInfoSchema, LimitExceededSchema, LimitReason, PaymentRequiredSchema, RetryInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { LimitExceededSchema, LimitReason, PaymentRequiredSchema, RetryInfoSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema as GoogleRetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { grpcStatusDetails } from "../../docs/examples/grpc-js-status-details.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
@@ -71,6 +72,12 @@ describe("@grpc/grpc-js reads typed error details from the status", () => {
     expect(delayMs).toBeLessThanOrEqual(1000);
     expect(limit.reason).toBe(LimitReason.RATE_LIMITED);
     expect(limit.limit).toBe(1n);
+    // The standard google.rpc.RetryInfo and ErrorInfo, for tooling that knows only those.
+    const google = details.find((d) => isMessage(d, GoogleRetryInfoSchema));
+    if (!google || !isMessage(google, GoogleRetryInfoSchema)) throw new Error("no google.rpc.RetryInfo");
+    expect(Number(google.retryDelay?.seconds ?? 0n) * 1000 + (google.retryDelay?.nanos ?? 0) / 1e6).toBe(delayMs);
+    const info = details.find((d) => isMessage(d, ErrorInfoSchema));
+    expect(info && isMessage(info, ErrorInfoSchema) && info.reason).toBe("RATE_LIMITED");
     // The same answer carries the limit headers as metadata.
     expect(err.metadata.get("retry-after")).toHaveLength(1);
   });
@@ -108,5 +115,23 @@ describe("@grpc/grpc-js reads typed error details from the status", () => {
     if (!isMessage(info, ErrorInfoSchema)) throw new Error(`not an ErrorInfo: ${info.$typeName}`);
     expect(info.reason).toBe("NOT_FOUND");
     expect(info.domain).toBe("formstate.dev");
+    // grpc-message is percent-encoded only where the gRPC spec says: grpc-js users read '/' and ':' plainly.
+    expect(err.details).toContain("accounts/someone-else");
+    expect(err.details).not.toMatch(/%[0-9A-F]{2}/);
+  });
+
+  it("a validation failure carries google.rpc.BadRequest field violations, and its message reads plainly", async () => {
+    const accounts = new pkg.formstate.v1.AccountService(`127.0.0.1:${ts.server.port}`, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    md.add("authorization", `Bearer ${token}`);
+    const err = await fails(call(accounts, "getAccount", { name: "accounts/Not Valid;50%" }, md));
+    accounts.close();
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/^name: /);
+    expect(err.details).not.toMatch(/%3A|%2F|%3B/);
+    const [bad] = grpcStatusDetails(err.metadata).filter((d) => isMessage(d, BadRequestSchema));
+    if (!bad || !isMessage(bad, BadRequestSchema)) throw new Error("no BadRequest detail");
+    expect(bad.fieldViolations.map((v) => v.field)).toEqual(["name"]);
+    expect(bad.fieldViolations[0].description).toMatch(/pattern/);
   });
 });

@@ -105,7 +105,8 @@ export const LimitExceededSchema: GenMessage<LimitExceeded> = /*@__PURE__*/
   messageDesc(file_formstate_v1_errors, 1);
 
 /**
- * Sent with RESOURCE_EXHAUSTED when a rate limit refuses a call.
+ * Sent with RESOURCE_EXHAUSTED when a rate limit refuses a call, beside the
+ * standard google.rpc.RetryInfo (same delay): this one adds the limit and its window.
  *
  * @generated from message formstate.v1.RetryInfo
  */
@@ -138,7 +139,8 @@ export const RetryInfoSchema: GenMessage<RetryInfo> = /*@__PURE__*/
   messageDesc(file_formstate_v1_errors, 2);
 
 /**
- * A machine-readable reason for an error (AIP-193), with UPPER_SNAKE reason.
+ * No longer sent: errors carry the standard google.rpc.ErrorInfo (same
+ * fields, domain "formstate.dev"). Kept so older generated code still compiles.
  *
  * @generated from message formstate.v1.ErrorInfo
  */

@@ -17,8 +17,12 @@ import http2 from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type HandlerContext, type Interceptor, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { type Compression, compressionNegotiate, createMethodSerializationLookup, validateUniversalHandlerOptions } from "@connectrpc/connect/protocol";
-import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { bodyTooLarge, isBodyTooLarge, messageTooLarge, malformed, parseBinary, stopReading } from "../request-body.js";
+import { setGrpcStatus } from "../grpc-message.js";
+import type { ProtocolFailure } from "../protocol-failure.js";
+import { requestIdKey } from "../request-id.js";
 import { LightHeaders } from "./light-headers.js";
 import type { UnaryRoute, UnaryRoutes } from "./unary-routes.js";
 
@@ -29,6 +33,8 @@ export interface GrpcFastPathOptions {
   readMaxBytes?: number;
   writeMaxBytes?: number;
   maxTimeoutMs?: number;
+  /** Told of a call that failed before the interceptors saw it (bad framing, size, a message that does not parse). */
+  onProtocolFailure?: (failure: ProtocolFailure) => void;
 }
 
 /** Serves a request if it is a unary gRPC call the fast path takes; false leaves it untouched for Connect. */
@@ -53,9 +59,9 @@ export function createGrpcFastPath(options: GrpcFastPathOptions): GrpcFastPath {
   const prepared = new Map<string, Prepared>();
   for (const [path, route] of options.routes) {
     const lookup = createMethodSerializationLookup(route.method, opt.binaryOptions, opt.jsonOptions, opt);
-    prepared.set(path, { route, input: lookup.getI(true), output: lookup.getO(true) });
+    prepared.set(path, { route, output: lookup.getO(true) });
   }
-  const env: Env = { ...opt, contextValues: options.contextValues };
+  const env: Env = { ...opt, contextValues: options.contextValues, onProtocolFailure: options.onProtocolFailure };
 
   return (anyReq, anyRes) => {
     const req = anyReq as http2.Http2ServerRequest;
@@ -75,11 +81,10 @@ export function createGrpcFastPath(options: GrpcFastPathOptions): GrpcFastPath {
 
 interface Prepared {
   route: UnaryRoute;
-  input: { parse(data: Uint8Array): unknown };
   output: { serialize(data: unknown): Uint8Array };
 }
 
-type Env = ReturnType<typeof validateUniversalHandlerOptions> & { contextValues?: (req: http2.Http2ServerRequest) => ContextValues };
+type Env = ReturnType<typeof validateUniversalHandlerOptions> & Pick<GrpcFastPathOptions, "contextValues" | "onProtocolFailure">;
 
 const DONE = new ConnectError("call completed", Code.Canceled);
 
@@ -141,12 +146,14 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
   const responseHeader = LightHeaders.of("content-type", CONTENT_TYPE_PROTO);
   const responseTrailer = LightHeaders.of("grpc-status", "0");
   if (compression.response) responseHeader.set("grpc-encoding", compression.response.name);
+  const values = env.contextValues ? env.contextValues(req) : undefined;
+  let reached = false;
   try {
     const body = await readBody(req, env.readMaxBytes);
     if (timeout.error) throw timeout.error;
-    const input = p.input.parse(singleMessage(body, env.readMaxBytes));
+    const input = parseBinary(p.route.method.input, singleMessage(body, env.readMaxBytes));
     const requestHeader = LightHeaders.fromNode(h);
-    const values = env.contextValues ? env.contextValues(req) : undefined;
+    reached = true;
     const method = p.route.method;
     const service = method.parent;
     const url = `http://${req.authority}${req.url}`;
@@ -199,15 +206,22 @@ async function serve(p: Prepared, env: Env, req: http2.Http2ServerRequest, res: 
     respond(res, responseHeader, responseTrailer, frame);
   } catch (e) {
     call.end(e);
-    setTrailerStatus(responseTrailer, e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e));
+    if (isBodyTooLarge(e)) stopReading(req, res);
+    if (!reached && values) responseHeader.set("x-request-id", values.get(requestIdKey));
+    if (!reached && e instanceof ConnectError) {
+      env.onProtocolFailure?.({ method: p.route.method, protocol: "grpc", code: e.code, message: e.rawMessage, requestId: values?.get(requestIdKey), contentType: h["content-type"] });
+    }
+    setGrpcStatus(responseTrailer, e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e));
     respond(res, responseHeader, responseTrailer, undefined);
   }
 }
 
 /**
- * The request body, whole. A frame announcing more than readMaxBytes fails as soon as its header
- * arrives (what follows is dropped). Listeners are inline and never removed: the request is
- * done with after its end, and named arrows would each cost a __name() call (see `impl` above).
+ * The request body, whole, and never more than one envelope of readMaxBytes: a frame announcing
+ * more fails as soon as its header arrives, and so does a body running past the one frame it may
+ * hold (a small frame followed by megabytes of junk). Reading then stops (`stopReading` cuts the
+ * stream once the status is sent) so nothing past the limit is held. Listeners are inline: named
+ * arrows would each cost a __name() call (see `impl` above).
  */
 function readBody(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -215,19 +229,23 @@ function readBody(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<
     let size = 0;
     let checked = false;
     let settled = false;
+    const tooLarge = (err: ConnectError) => {
+      settled = true;
+      chunks.length = 0;
+      req.removeAllListeners("data");
+      req.pause();
+      reject(err);
+    };
     req.on("data", (chunk: Buffer) => {
       if (settled) return;
       chunks.push(chunk);
       size += chunk.length;
+      if (size > readMaxBytes + 5) return tooLarge(bodyTooLarge(readMaxBytes + 5));
       if (!checked && size >= 5) {
         checked = true;
         const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
         const length = head.readUInt32BE(1);
-        if (length > readMaxBytes) {
-          settled = true;
-          chunks.length = 0;
-          reject(new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
-        }
+        if (length > readMaxBytes) tooLarge(messageTooLarge(length, readMaxBytes));
       }
     });
     req.on("end", () => {
@@ -249,12 +267,13 @@ function singleMessage(body: Buffer, readMaxBytes: number): Uint8Array {
   if (body.length < 5) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
   const flags = body[0];
   const length = body.readUInt32BE(1);
-  if (length > readMaxBytes) throw new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+  if (length > readMaxBytes) throw messageTooLarge(length, readMaxBytes);
   if (body.length < 5 + length) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
   const rest = body.length - 5 - length;
   const second = rest >= 5 ? body.readUInt32BE(5 + length + 1) : undefined;
-  if (second !== undefined && second > readMaxBytes) throw new ConnectError(`message size ${second} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
-  if ((flags & 0b00000001) === 0b00000001) throw new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal);
+  if (second !== undefined && second > readMaxBytes) throw messageTooLarge(second, readMaxBytes);
+  if (flags & 0b1111_1110) throw malformed(`envelope flags 0x${flags.toString(16).padStart(2, "0")} are not valid in a request`);
+  if ((flags & 0b00000001) === 0b00000001) throw malformed("message flagged compressed but the request names no encoding");
   if (rest > 0) {
     // Connect reads a second envelope before refusing it; a partial one is an incomplete envelope.
     if (second === undefined || rest < 5 + second) throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
