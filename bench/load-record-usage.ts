@@ -5,12 +5,15 @@
  * from the trailers) so the generator, which shares the cores with the
  * server, costs as little as it can: Connect's client cost more CPU per call
  * than the server it measured. CONNS HTTP/2 connections x STREAMS concurrent
- * calls, CALLS in all, optionally paced to RATE calls/s. Prints
- * {rps, p50, p99, failed, firstError} as JSON.
+ * calls, CALLS in all, optionally paced to RATE calls/s. With BATCH=n
+ * (n > 1) each call is a BatchRecordUsage of n usages and `rps` counts usages
+ * (every item's result is decoded: an item error counts as failed). Prints
+ * {rps, p50, p99, failed, firstError} as JSON (latencies per call).
  */
 import http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { RecordUsageRequestSchema } from "../gen/formstate/v1/usage_service_pb.js";
+import { BatchRecordUsageRequestSchema, BatchRecordUsageResponseSchema, RecordUsageRequestSchema } from "../gen/formstate/v1/usage_service_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
 
 const conns = Number(process.env.CONNS ?? 8);
 const streams = Number(process.env.STREAMS ?? 10);
@@ -18,7 +21,8 @@ const calls = Number(process.env.CALLS ?? 10_000);
 const rate = Number(process.env.RATE || 0);
 const key = process.env.API_KEY!;
 const baseUrl = process.env.BASE_URL!;
-const path = "/formstate.v1.UsageService/RecordUsage";
+const batch = Number(process.env.BATCH || 1);
+const path = batch > 1 ? "/formstate.v1.UsageService/BatchRecordUsage" : "/formstate.v1.UsageService/RecordUsage";
 const sessions = Array.from({ length: conns }, () => http2.connect(baseUrl));
 const latencies: number[] = [];
 let next = 0;
@@ -26,11 +30,13 @@ let failed = 0;
 let firstError: string | undefined;
 const run = process.pid.toString(36) + Date.now().toString(36);
 
+const usage = (i: number) => ({ requestId: `${run}-${i}`, usage: { case: "modelUsage" as const, value: { model: "models/bench/model", inputTokens: 100n, outputTokens: 50n } } });
+
 function frame(i: number): Buffer {
-  const bytes = toBinary(
-    RecordUsageRequestSchema,
-    create(RecordUsageRequestSchema, { parent: "accounts/demo", requestId: `${run}-${i}`, usage: { case: "modelUsage", value: { model: "models/bench/model", inputTokens: 100n, outputTokens: 50n } } }),
-  );
+  const bytes =
+    batch > 1
+      ? toBinary(BatchRecordUsageRequestSchema, create(BatchRecordUsageRequestSchema, { parent: "accounts/demo", requests: Array.from({ length: batch }, (_, k) => usage(i * batch + k)) }))
+      : toBinary(RecordUsageRequestSchema, create(RecordUsageRequestSchema, { parent: "accounts/demo", ...usage(i) }));
   const f = Buffer.allocUnsafe(5 + bytes.length);
   f[0] = 0;
   f.writeUInt32BE(bytes.length, 1);
@@ -52,8 +58,18 @@ function call(session: http2.ClientHttp2Session, body: Buffer): Promise<string> 
     };
     req.on("response", take);
     req.on("trailers", take);
-    req.on("data", () => {});
-    req.on("end", () => resolve(status === "0" ? "0" : `${status || "no status"} ${message}`));
+    const chunks: Buffer[] = [];
+    req.on("data", (d: Buffer) => batch > 1 && chunks.push(d));
+    req.on("end", () => {
+      if (status !== "0") return resolve(`${status || "no status"} ${message}`);
+      if (batch > 1) {
+        const body = Buffer.concat(chunks);
+        const res = fromBinary(BatchRecordUsageResponseSchema, body.subarray(5, 5 + body.readUInt32BE(1)));
+        const bad = res.results.find((r) => r.result.case !== "response");
+        if (bad || res.results.length !== batch) return resolve(`item ${bad?.result.case === "error" ? bad.result.value.message : "missing"}`);
+      }
+      resolve("0");
+    });
     req.on("error", (err) => resolve(`error ${err.message}`));
     req.end(body);
   });
@@ -87,5 +103,5 @@ await Promise.all(Array.from({ length: conns * streams }, (_, w) => worker(w)));
 const secs = (performance.now() - t0) / 1000;
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
-console.log(JSON.stringify({ rps: latencies.length / secs, p50: pct(50), p99: pct(99), failed, firstError }));
+console.log(JSON.stringify({ rps: (latencies.length * batch) / secs, p50: pct(50), p99: pct(99), failed, firstError }));
 process.exit(0);

@@ -277,7 +277,8 @@ export class Usage {
     const now = this.deps.clock.now();
     const hash = requestHash([input.estimate, input.ttlMs ?? null, input.apiKey ?? ""]);
     const plan = await this.deps.planOf(projectId);
-    return this.deps.database.transaction(async (tx) => {
+    // Holds are hot writes like records: concurrent ones share a commit (each decided as if alone, in arrival order).
+    return this.commits.run(async (tx) => {
       const replay = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for a different authorization");
