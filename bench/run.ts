@@ -182,7 +182,7 @@ async function main() {
     ...SERVER_ENV,
   });
   const pid = proc.pid!;
-  const tokenOut = execFileSync(process.execPath, ["--import", "tsx", "src/cli/token.ts", "--project", "demo", "--role", "admin", "--subject", "dev-admin"], {
+  const tokenOut = execFileSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "token", "--project", "demo", "--role", "admin", "--subject", "dev-admin"], {
     cwd: root,
     env: { ...process.env, FORMSTATE_DATA_DIR: dataDir },
     encoding: "utf8",

@@ -16,7 +16,11 @@ export type ConsoleBundle = ReadonlyMap<string, ConsoleFile>;
 
 const here = import.meta.dirname;
 
+/** Defined (true) by scripts/build.mjs in the compiled server, which ships the console prebuilt in dist/console/. */
+declare const __FORMSTATE_DIST__: boolean | undefined;
+
 export async function buildConsole(options: { minify?: boolean } = {}): Promise<ConsoleBundle> {
+  if (typeof __FORMSTATE_DIST__ !== "undefined" && __FORMSTATE_DIST__) return readPrebuilt(join(here, "console"));
   // Loaded on demand: a server that never serves the console never loads esbuild.
   const esbuild = await import("esbuild");
   const result = await esbuild.build({
@@ -37,5 +41,13 @@ export async function buildConsole(options: { minify?: boolean } = {}): Promise<
   return new Map<string, ConsoleFile>([
     ["index.html", { body: html, contentType: "text/html; charset=utf-8" }],
     ["console.js", { body: js.contents, contentType: "text/javascript; charset=utf-8" }],
+  ]);
+}
+
+/** The console scripts/build.mjs wrote beside the compiled server: no esbuild at run time. */
+async function readPrebuilt(dir: string): Promise<ConsoleBundle> {
+  return new Map<string, ConsoleFile>([
+    ["index.html", { body: await readFile(join(dir, "index.html")), contentType: "text/html; charset=utf-8" }],
+    ["console.js", { body: await readFile(join(dir, "console.js")), contentType: "text/javascript; charset=utf-8" }],
   ]);
 }

@@ -88,8 +88,19 @@ const DEV_AUDIENCE = "formstate";
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 const ALLOWED_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
 
+/** What a caller of loadConfig needs configured. */
+export interface LoadConfigOptions {
+  /**
+   * false for commands that only open the database (the CLI's keys, credits,
+   * accounts, migrate): production's FORMSTATE_JWKS_URL, _JWT_ISSUER and
+   * _JWT_AUDIENCE are then not demanded, since nothing verifies a token.
+   * Default true.
+   */
+  requireIdentityProvider?: boolean;
+}
+
 /** Reads and validates the configuration from environment variables. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
   const problems: string[] = [];
   const str = (name: string) => {
     const v = env[name]?.trim();
@@ -140,9 +151,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   let issuer = str("FORMSTATE_JWT_ISSUER");
   let audience = str("FORMSTATE_JWT_AUDIENCE");
   if (mode === "production") {
-    if (!str("FORMSTATE_JWKS_URL")) problems.push("FORMSTATE_JWKS_URL is required in production");
-    if (!issuer) problems.push("FORMSTATE_JWT_ISSUER is required in production");
-    if (!audience) problems.push("FORMSTATE_JWT_AUDIENCE is required in production");
+    if (options.requireIdentityProvider !== false) {
+      if (!str("FORMSTATE_JWKS_URL")) problems.push("FORMSTATE_JWKS_URL is required in production");
+      if (!issuer) problems.push("FORMSTATE_JWT_ISSUER is required in production");
+      if (!audience) problems.push("FORMSTATE_JWT_AUDIENCE is required in production");
+    }
   } else if (!jwksUrl) {
     issuer ??= DEV_ISSUER;
     audience ??= DEV_AUDIENCE;

@@ -19,6 +19,7 @@ import { toSession } from "../sessions/session-wire.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { type Principal, callerOf, parseRole } from "../auth/principal.js";
+import { childOf, projectOf } from "../auth/tenancy.js";
 
 type Caller = Exclude<Principal, { kind: "anonymous" }>;
 import { invalidArgument } from "../errors.js";
@@ -37,6 +38,7 @@ function toAccount(v: AccountView): Account {
     planTier: plan.tier ?? PlanTier.UNSPECIFIED,
     subscriptionStatus: subscriptionStatusToWire(row.subscription_status),
     creditBalanceMicros: BigInt(row.credit_balance_micros),
+    testCreditBalanceMicros: BigInt(row.test_credit_balance_micros),
     agentSlots: { used: BigInt(v.agentSlotsUsed), limit: BigInt(plan.agentSlots ?? 0), unlimited: plan.agentSlots === null },
     apiKeys: { used: BigInt(v.apiKeysUsed), limit: BigInt(plan.apiKeyLimit ?? 0), unlimited: plan.apiKeyLimit === null },
     createTime: timestampFromMs(row.create_time),
@@ -112,30 +114,30 @@ export function accountService(accounts: Accounts, wallets: WalletBindings, sess
       return {};
     },
     async createWalletChallenge(req, ctx) {
-      const c = await wallets.challenge(bindingCaller(callerOf(ctx)), req.parent, req.accountId);
+      const c = await wallets.challenge(bindingCaller(callerOf(ctx)), projectOf(ctx), req.accountId);
       return { challenge: create(WalletChallengeSchema, { nonce: c.nonce, message: c.message, expireTime: timestampFromMs(c.expiresAt) }) };
     },
     async bindWallet(req, ctx) {
-      return { binding: toBinding(await wallets.bind(bindingCaller(callerOf(ctx)), req.parent, req.accountId, req.nonce, req.signature)) };
+      return { binding: toBinding(await wallets.bind(bindingCaller(callerOf(ctx)), projectOf(ctx), req.accountId, req.nonce, req.signature)) };
     },
     async listWalletBindings(req, ctx) {
-      const page = await wallets.list(bindingCaller(callerOf(ctx)), req.parent, req.pageSize, req.pageToken);
+      const page = await wallets.list(bindingCaller(callerOf(ctx)), projectOf(ctx), req.pageSize, req.pageToken);
       return { bindings: page.items.map(toBinding), nextPageToken: page.nextPageToken };
     },
     async deleteWalletBinding(req, ctx) {
-      await wallets.remove(bindingCaller(callerOf(ctx)), req.name);
+      await wallets.remove(bindingCaller(callerOf(ctx)), childOf(ctx, "wallets"));
       return {};
     },
     async listSessions(req, ctx) {
-      const page = await sessions.list(callerOf(ctx), req.parent, req.pageSize, req.pageToken, req.showInactive);
+      const page = await sessions.list(callerOf(ctx), projectOf(ctx), req.pageSize, req.pageToken, req.showInactive);
       return { sessions: page.items.map(toSession), nextPageToken: page.nextPageToken };
     },
     async revokeSession(req, ctx) {
-      const [view] = await sessions.withBudgets([await sessions.revoke(callerOf(ctx), req.name)]);
+      const [view] = await sessions.withBudgets([await sessions.revoke(callerOf(ctx), childOf(ctx, "sessions"))]);
       return { session: toSession(view) };
     },
     async revokeAllSessions(req, ctx) {
-      const r = await sessions.revokeAll(callerOf(ctx), req.parent, req.subject);
+      const r = await sessions.revokeAll(callerOf(ctx), projectOf(ctx), req.subject);
       return { revokedCount: r.revoked, revokeTime: timestampFromMs(r.revokeTime) };
     },
   };

@@ -1,3 +1,6 @@
+import type { Generated } from "kysely";
+import type { Micros } from "../ledger/micros.js";
+
 /** The `account` table: one row per project. */
 export interface AccountTable {
   project_id: string;
@@ -7,8 +10,10 @@ export interface AccountTable {
   plan_tier: string;
   /** none, active, trialing, past_due, canceled, unpaid. */
   subscription_status: string;
-  /** Integer micro-USD. */
-  credit_balance_micros: number;
+  /** Integer micro-USD; a bigint past 2^53 (src/ledger/micros.ts). */
+  credit_balance_micros: Micros;
+  /** The test-mode sandbox balance (migration 0014): what fs_test_ keys spend; never real money. */
+  test_credit_balance_micros: Generated<Micros>;
   /** The subject that created the account. */
   created_by: string;
   /** The request_id of the create, so a retried create answers the same. */

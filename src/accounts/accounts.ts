@@ -1,17 +1,19 @@
 /**
  * Account domain logic: creating a project's account, reading and updating
- * it, and its members with their roles. Project scoping is decided here, in
- * `ownProject`, for every account method.
+ * it, and its members with their roles. Project scoping is decided before,
+ * by the tenancy interceptor (src/auth/tenancy.ts), for every account method.
  */
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { roleName } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { alreadyExists, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import type { Plan, Plans } from "../plans/plans.js";
+import type { Micros } from "../ledger/micros.js";
 import * as repo from "./account-repository.js";
+import { accountName, memberName } from "../names/names.js";
 
 /** Whoever acts on an account: a user or a key, already authenticated. */
 export interface Caller {
@@ -48,8 +50,7 @@ export interface AccountChanges {
   billingEmail?: string;
 }
 
-export const accountName = (projectId: string) => `accounts/${projectId}`;
-export const memberName = (projectId: string, userId: string) => `accounts/${projectId}/members/${userId}`;
+export { accountName, memberName };
 
 const PLAN_CACHE_MS = 5_000;
 
@@ -185,10 +186,11 @@ export class Accounts {
     this.planCache.delete(projectId);
   }
 
-  /** The project's credit balance in micro-USD (0 without an account). */
-  async creditBalance(projectId: string): Promise<number> {
+  /** The project's credit balance in micro-USD (0 without an account): live, or the test-mode sandbox's. */
+  async creditBalance(projectId: string, environment: "live" | "test" = "live"): Promise<Micros> {
     await this.counters.settleBalance?.(projectId);
-    return (await repo.findAccount(this.database.db, projectId))?.credit_balance_micros ?? 0;
+    const row = await repo.findAccount(this.database.db, projectId);
+    return (environment === "test" ? row?.test_credit_balance_micros : row?.credit_balance_micros) ?? 0;
   }
 
   /**
@@ -214,12 +216,13 @@ export class Accounts {
     await this.create({ subject: adminSubject, projectId, role: Role.ADMIN }, { displayName }, "");
   }
 
-  private ownProject(caller: Caller, name: string): string {
-    return ownProject(caller, name);
+  /** The project of a name the tenancy interceptor checked is the caller's. */
+  private ownProject(_caller: Caller, name: string): string {
+    return checkedProjectIn(name);
   }
 
   private ownMember(caller: Caller, name: string): { projectId: string; userId: string } {
-    const { projectId, id } = ownChild(caller, name, "members", "member");
+    const { project: projectId, id } = checkedChildIn(name, "members");
     return { projectId, userId: id };
   }
 

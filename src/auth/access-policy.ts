@@ -5,7 +5,7 @@
  */
 import { create, getOption, hasOption } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type AccessPolicy, AccessPolicySchema, Role, Scope, access } from "../../gen/formstate/v1/access_pb.js";
+import { type AccessPolicy, AccessPolicySchema, Role, Scope, Tenancy, access } from "../../gen/formstate/v1/access_pb.js";
 import { permissionDenied } from "../errors.js";
 import { type Principal, roleName, scopeName } from "./principal.js";
 
@@ -14,9 +14,9 @@ import { type Principal, roleName, scopeName } from "./principal.js";
  * reflection describe the server, not tenant data, and are public.
  */
 const infrastructurePolicies: Record<string, AccessPolicy> = {
-  "grpc.health.v1.Health": create(AccessPolicySchema, { public: true }),
-  "grpc.reflection.v1.ServerReflection": create(AccessPolicySchema, { public: true }),
-  "grpc.reflection.v1alpha.ServerReflection": create(AccessPolicySchema, { public: true }),
+  "grpc.health.v1.Health": create(AccessPolicySchema, { public: true, tenancy: Tenancy.NONE }),
+  "grpc.reflection.v1.ServerReflection": create(AccessPolicySchema, { public: true, tenancy: Tenancy.NONE }),
+  "grpc.reflection.v1alpha.ServerReflection": create(AccessPolicySchema, { public: true, tenancy: Tenancy.NONE }),
 };
 
 const cache = new WeakMap<DescMethod, AccessPolicy | null>();

@@ -57,6 +57,8 @@ export interface ApiKeyPrincipal {
   allowedModels: string[];
   rateLimit?: { requestsPerSecond: number; burst: number };
   parentKeyId?: string;
+  /** The key's environment: `test` keys (`fs_test_`) meter against the sandbox ledger (docs/test-mode.md). */
+  environment: "live" | "test";
 }
 
 export type Principal = AnonymousPrincipal | UserPrincipal | ApiKeyPrincipal;

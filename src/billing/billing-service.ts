@@ -6,10 +6,14 @@ import { type BillingService, type CreditTransaction, CreditTransactionKind, Cre
 import { ActorSchema } from "../../gen/formstate/v1/common_pb.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { callerOf } from "../auth/principal.js";
+import { projectOf } from "../auth/tenancy.js";
+import { exactInteger } from "../db/exact-integers.js";
 import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
+import { readEnvironment } from "../ledger/sandbox.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
 import type { CheckoutItem } from "./checkout.js";
+import { authorizationName, creditTransactionName, isKeyName, recordName } from "../names/names.js";
 
 const kinds: Record<LedgerKind, CreditTransactionKind> = {
   grant: CreditTransactionKind.GRANT,
@@ -42,15 +46,15 @@ export function toPlan(p: Plan, stripePriceId = "") {
 
 function toTransaction(r: LedgerRow): CreditTransaction {
   return create(CreditTransactionSchema, {
-    name: `accounts/${r.project_id}/creditTransactions/${r.tx_id}`,
+    name: creditTransactionName(r.project_id, r.tx_id),
     kind: kinds[r.kind as LedgerKind] ?? CreditTransactionKind.UNSPECIFIED,
     amountMicros: BigInt(r.amount_micros),
     balanceAfterMicros: BigInt(r.balance_after_micros),
     idempotencyKey: r.idempotency_key,
     description: r.description,
-    usageRecord: r.usage_record_id ? `accounts/${r.project_id}/usageRecords/${r.usage_record_id}` : "",
-    authorization: r.authorization_id ? `accounts/${r.project_id}/authorizations/${r.authorization_id}` : "",
-    actor: r.actor ? create(ActorSchema, { kind: r.actor.startsWith("accounts/") ? { case: "apiKey", value: r.actor } : { case: "userId", value: r.actor } }) : create(ActorSchema, { kind: { case: "system", value: "formstate" } }),
+    usageRecord: r.usage_record_id ? recordName(r.project_id, r.usage_record_id) : "",
+    authorization: r.authorization_id ? authorizationName(r.project_id, r.authorization_id) : "",
+    actor: r.actor ? create(ActorSchema, { kind: isKeyName(r.actor) ? { case: "apiKey", value: r.actor } : { case: "userId", value: r.actor } }) : create(ActorSchema, { kind: { case: "system", value: "formstate" } }),
     createTime: timestampFromMs(r.create_time),
   });
 }
@@ -62,7 +66,7 @@ export function billingService(billing: Billing): ServiceImpl<typeof BillingServ
     },
     async getSubscription(req, ctx) {
       const caller = callerOf(ctx);
-      const s = await billing.subscription(caller, req.name);
+      const s = await billing.subscription(caller, projectOf(ctx));
       return {
         subscription: {
           name: req.name,
@@ -78,27 +82,29 @@ export function billingService(billing: Billing): ServiceImpl<typeof BillingServ
     },
     async createCheckoutSession(req, ctx) {
       const item: CheckoutItem = req.item.case === "plan" ? { kind: "plan", tier: req.item.value } : { kind: "credits", micros: Number(req.item.value) };
-      const session = await billing.createCheckout(callerOf(ctx), req.parent, item, req.successUrl, req.cancelUrl);
+      const session = await billing.createCheckout(callerOf(ctx), projectOf(ctx), item, req.successUrl, req.cancelUrl);
       return { sessionId: session.sessionId, url: session.url, expireTime: timestampFromMs(session.expireTime) };
     },
     async processCheckout(req, ctx) {
-      const done = await billing.processCheckout(callerOf(ctx), req.parent, req.sessionId);
+      const done = await billing.processCheckout(callerOf(ctx), projectOf(ctx), req.sessionId);
       ctx.responseHeader.set("x-credit-balance-micros", String(done.balance));
       return { grantedCreditsMicros: BigInt(done.grantedMicros), tier: done.tier, alreadyProcessed: done.alreadyProcessed, balanceMicros: BigInt(done.balance) };
     },
     async createPortalSession(req, ctx) {
-      return { url: await billing.createPortal(callerOf(ctx), req.parent, req.returnUrl) };
+      return { url: await billing.createPortal(callerOf(ctx), projectOf(ctx), req.returnUrl) };
     },
     async addCredits(req, ctx) {
-      const { row, balance } = await billing.addCredits(callerOf(ctx), req.parent, Number(req.amountMicros), req.reason, req.requestId);
+      const { row, balance } = await billing.addCredits(callerOf(ctx), projectOf(ctx), exactInteger(req.amountMicros), req.reason, req.requestId);
       ctx.responseHeader.set("x-credit-balance-micros", String(balance));
       return { creditTransaction: toTransaction(row), balanceMicros: BigInt(balance) };
     },
     async listCreditTransactions(req, ctx) {
+      const caller = callerOf(ctx);
       const page = await billing.transactions(
-        callerOf(ctx),
-        req.parent,
+        caller,
+        projectOf(ctx),
         {
+          environment: readEnvironment(caller, req.environment),
           kinds: req.kinds.map((k) => kindNames.get(k)!).filter(Boolean),
           startTime: req.startTime ? timestampDate(req.startTime).getTime() : undefined,
           endTime: req.endTime ? timestampDate(req.endTime).getTime() : undefined,

@@ -11,9 +11,11 @@ import type { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import type { Clock } from "../clock.js";
 import type { Database } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
-import { ownProject } from "../auth/project-scope.js";
+import type { CheckedProject } from "../auth/tenancy.js";
+import { accountName, subscriptionName } from "../names/names.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
+import type { Micros } from "../ledger/micros.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthOf } from "../usage/period.js";
@@ -94,8 +96,8 @@ export class Billing {
   }
 
   /** The subscription; Stripe ids only for admins. */
-  async subscription(caller: Caller, name: string) {
-    const projectId = this.ownProject(caller, name.replace(/\/subscription$/, ""));
+  async subscription(caller: Caller, projectId: CheckedProject) {
+    const name = subscriptionName(projectId);
     const db = this.deps.database.db;
     const row = await db.selectFrom("account").selectAll().where("project_id", "=", projectId).executeTakeFirst();
     if (!row) throw notFound(`subscription "${name}"`);
@@ -114,26 +116,24 @@ export class Billing {
   }
 
   /** A Stripe Checkout session for a paid plan or a credit pack. */
-  async createCheckout(caller: Caller, parent: string, item: CheckoutItem, successUrl: string, cancelUrl: string) {
+  async createCheckout(_caller: Caller, projectId: CheckedProject, item: CheckoutItem, successUrl: string, cancelUrl: string) {
     const stripe = this.requireStripe();
-    const projectId = this.ownProject(caller, parent);
     this.requireReturnUrl("success_url", successUrl);
     this.requireReturnUrl("cancel_url", cancelUrl);
     return this.viaStripe("create a checkout session", () => stripe.checkout.create(projectId, item, successUrl, cancelUrl));
   }
 
   /** Fulfils a paid Checkout session of the caller's account, once. */
-  async processCheckout(caller: Caller, parent: string, sessionId: string): Promise<Fulfilment & { tier: PlanTier }> {
+  async processCheckout(caller: Caller, projectId: CheckedProject, sessionId: string): Promise<Fulfilment & { tier: PlanTier }> {
     const stripe = this.requireStripe();
-    const projectId = this.ownProject(caller, parent);
     const done = await this.viaStripe("process a checkout session", () => stripe.checkout.fulfil(projectId, sessionId, { via: "process_checkout", actor: caller.subject }));
     return { ...done, tier: this.deps.plans.byId(done.planTier).tier };
   }
 
   /** A Stripe customer-portal session for the caller's account. */
-  async createPortal(caller: Caller, parent: string, returnUrl: string): Promise<string> {
+  async createPortal(_caller: Caller, projectId: CheckedProject, returnUrl: string): Promise<string> {
     const stripe = this.requireStripe();
-    const projectId = this.ownProject(caller, parent);
+    const parent = accountName(projectId);
     this.requireReturnUrl("return_url", returnUrl);
     const customer = await store.findCustomer(this.deps.database.db, projectId);
     if (!customer) {
@@ -145,8 +145,8 @@ export class Billing {
   }
 
   /** An operator's grant, idempotent by request id (a retry books nothing more). */
-  async addCredits(caller: Caller, parent: string, amountMicros: number, reason: string, requestId: string) {
-    const target = parent.slice("accounts/".length);
+  async addCredits(caller: Caller, target: CheckedProject, amountMicros: Micros, reason: string, requestId: string) {
+    const parent = accountName(target);
     const platformAdmin = actsForPlatform(caller, this.deps.platformProject) && caller.role === Role.ADMIN;
     if (!platformAdmin) {
       if (target !== caller.projectId) throw notFound(`account "${parent}"`);
@@ -169,8 +169,7 @@ export class Billing {
     });
   }
 
-  async transactions(caller: Caller, parent: string, filter: ledger.LedgerFilter, size: number, token: string) {
-    const projectId = this.ownProject(caller, parent);
+  async transactions(_caller: Caller, projectId: CheckedProject, filter: ledger.LedgerFilter, size: number, token: string) {
     await this.deps.settleBalance?.(projectId);
     const n = pageSize(size);
     const before = decodePageToken(token, ["number"]) as [number] | undefined;
@@ -199,9 +198,5 @@ export class Billing {
       this.deps.log.warn({ reason: describe(err) }, `could not ${what} with Stripe`);
       throw toConnectError(err);
     }
-  }
-
-  private ownProject(caller: Caller, name: string): string {
-    return ownProject(caller, name);
   }
 }

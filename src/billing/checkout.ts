@@ -28,7 +28,7 @@ export interface Fulfilment {
   alreadyProcessed: boolean;
   /** The webhook event had been applied before (webhook only). */
   duplicateEvent: boolean;
-  balance: number;
+  balance: number | bigint;
 }
 
 const MICROS_PER_CENT = 10_000;

@@ -47,6 +47,7 @@ async function booked(tx: Db, projectId: string, kind: "refund" | "dispute", cha
     .selectFrom("credit_transaction")
     .select((eb) => [eb.fn.sum<number>("amount_micros").as("sum"), eb.fn.countAll<number>().as("n")])
     .where("project_id", "=", projectId)
+    .where("environment", "=", "live")
     .where("idempotency_key", "like", `${kind}:${chargeId}:%`)
     .executeTakeFirst();
   return { taken: -Number(r?.sum ?? 0), entries: Number(r?.n ?? 0) };

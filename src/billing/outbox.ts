@@ -19,6 +19,7 @@ import type { Db } from "../db/database.js";
 import { newId } from "../ids.js";
 import * as ledger from "../ledger/ledger.js";
 import type { LedgerRow } from "../ledger/ledger.js";
+import { type Micros, comparableMicros } from "../ledger/micros.js";
 import { DAY_MS } from "../usage/period.js";
 import type { MeterOutboxTable } from "./billing-tables.js";
 import { invoicedPart } from "./invoicing.js";
@@ -47,10 +48,13 @@ export const meterIdentifier = (usageRecordId: string) => `fs-usage-${usageRecor
  * customer are not reported (there is no one to bill). Returns the balance
  * after both entries.
  */
-export async function invoiceUsage(tx: Db, debit: LedgerRow, plan: { overdraftAllowed: boolean }, occurTime: number): Promise<number> {
-  const balanceAfter = Number(debit.balance_after_micros);
+export async function invoiceUsage(tx: Db, debit: LedgerRow, plan: { overdraftAllowed: boolean }, occurTime: number): Promise<Micros> {
+  const balanceAfter = debit.balance_after_micros;
+  // Test mode (docs/test-mode.md): sandbox usage is never reported to Stripe, whatever the plan.
+  if (debit.environment !== "live") return balanceAfter;
   const cost = -Number(debit.amount_micros);
-  const value = invoicedPart({ overdraftAllowed: plan.overdraftAllowed, balanceBefore: balanceAfter + cost, cost });
+  // The rule only compares the balance with the cost, so a balance past 2^53 may be clamped for it.
+  const value = invoicedPart({ overdraftAllowed: plan.overdraftAllowed, balanceBefore: comparableMicros(balanceAfter) + cost, cost });
   if (value <= 0 || !debit.usage_record_id) return balanceAfter;
   if (!(await enqueueMeterEvent(tx, debit, debit.usage_record_id, value, occurTime))) return balanceAfter;
   const { row } = await ledger.book(
@@ -58,7 +62,7 @@ export async function invoiceUsage(tx: Db, debit: LedgerRow, plan: { overdraftAl
     { projectId: debit.project_id, kind: "invoiced", amountMicros: value, idempotencyKey: `invoiced:${debit.usage_record_id}`, usageRecordId: debit.usage_record_id, description: "usage overage billed on the Stripe invoice" },
     debit.create_time,
   );
-  return Number(row.balance_after_micros);
+  return row.balance_after_micros;
 }
 
 /** Writes the outbox row reporting `value` of a usage debit; false when the account has no Stripe customer. */

@@ -16,6 +16,7 @@ import {
   type UpgradeOption,
   type X402PaymentRequired,
 } from "../../gen/formstate/v1/errors_pb.js";
+import { accountName } from "../names/names.js";
 
 /**
  * The response header that marks a payment-required answer. The HTTP layer
@@ -60,7 +61,7 @@ export function paymentRequired(f: PaymentRequiredFacts): ConnectError {
     amountMicros: BigInt(amount),
     requestedMicros: BigInt(f.requestedMicros),
     availableMicros: BigInt(f.availableMicros),
-    account: `accounts/${f.projectId}`,
+    account: accountName(f.projectId),
     limitedResource: f.limitedResource ?? "",
     payWith: f.reason === LimitReason.CREDITS_EXHAUSTED ? [PAY_WITH_CHECKOUT] : [PAY_WITH_RAISE_CAP],
     x402: f.x402,
@@ -76,7 +77,7 @@ export function paymentRequired(f: PaymentRequiredFacts): ConnectError {
   const info = create(ErrorInfoSchema, {
     reason: "PAYMENT_REQUIRED",
     domain: "formstate.dev",
-    metadata: { limit: reasonName, amount_micros: String(amount), account: `accounts/${f.projectId}` },
+    metadata: { limit: reasonName, amount_micros: String(amount), account: accountName(f.projectId) },
   });
   return new ConnectError(f.message, Code.FailedPrecondition, { [PAYMENT_REQUIRED_HEADER]: reasonName }, [
     { desc: PaymentRequiredSchema, value: detail },

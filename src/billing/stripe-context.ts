@@ -12,6 +12,7 @@ import type { Plans } from "../plans/plans.js";
 import * as store from "./billing-store.js";
 import { KeyedLock } from "./keyed-lock.js";
 import type { Stripe } from "./stripe-client.js";
+import { accountName } from "../names/names.js";
 
 export type StripeSettings = StripeConfig & { secretKey: string; webhookSecret: string };
 
@@ -36,7 +37,7 @@ export function ensureCustomer(ctx: StripeContext, projectId: string): Promise<s
     const existing = await store.findCustomer(ctx.database.db, projectId);
     if (existing) return existing.stripe_customer_id;
     const account = await store.accountContact(ctx.database.db, projectId);
-    if (!account) throw notFound(`account "accounts/${projectId}"`);
+    if (!account) throw notFound(`account "${accountName(projectId)}"`);
     const customer = await ctx.stripe.customers.create(
       { name: account.display_name || projectId, email: account.billing_email || undefined, metadata: { formstate_project: projectId } },
       { idempotencyKey: `formstate-customer-${projectId}` },

@@ -18,6 +18,8 @@ import { invalidArgument } from "../errors.js";
 import type { Plan } from "../plans/plans.js";
 import { BALANCE_HEADER } from "../usage/usage-service.js";
 import { type Usage, recordName } from "../usage/usage.js";
+import { invocationName, isKeyName, keyName } from "../names/names.js";
+import { childOf, projectOf } from "../auth/tenancy.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
 import { type AgentFields, type AgentOrder, type AgentRow, type Agents, type HireRow, agentName, hireName } from "./agents.js";
 import { etagOf } from "./etag.js";
@@ -49,7 +51,7 @@ function toHire(h: HireRow): Hire {
     name: hireName(h.project_id, h.hire_id),
     agent: agentName(h.agent_id),
     state: h.state === "active" ? HireState.ACTIVE : HireState.RELEASED,
-    hiredBy: create(ActorSchema, { kind: h.hired_by.startsWith("accounts/") ? { case: "apiKey", value: h.hired_by } : { case: "userId", value: h.hired_by } }),
+    hiredBy: create(ActorSchema, { kind: isKeyName(h.hired_by) ? { case: "apiKey", value: h.hired_by } : { case: "userId", value: h.hired_by } }),
     createTime: timestampFromMs(h.create_time),
     releaseTime: h.release_time === null ? undefined : timestampFromMs(h.release_time),
   });
@@ -100,20 +102,20 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
       return {};
     },
     async hireAgent(req, ctx) {
-      const r = await agents.hire(callerOf(ctx), req.parent, req.agent, req.requestId);
+      const r = await agents.hire(callerOf(ctx), projectOf(ctx), req.agent, req.requestId);
       return { hire: toHire(r.hire), agentSlots: slots(r.used, r.plan) };
     },
     async releaseAgent(req, ctx) {
-      const r = await agents.release(callerOf(ctx), req.name);
+      const r = await agents.release(callerOf(ctx), childOf(ctx, "hires"));
       return { hire: toHire(r.hire), agentSlots: slots(r.used, r.plan) };
     },
     async listHires(req, ctx) {
-      const page = await agents.hires(callerOf(ctx), req.parent, req.includeReleased, req.pageSize, req.pageToken);
+      const page = await agents.hires(callerOf(ctx), projectOf(ctx), req.includeReleased, req.pageSize, req.pageToken);
       return { hires: page.items.map(toHire), nextPageToken: page.nextPageToken };
     },
     async invokeAgent(req, ctx) {
       const caller = callerOf(ctx);
-      const projectId = usage.ownProject(caller, req.parent);
+      const projectId = projectOf(ctx);
       const target = req.target.case === "hire" ? { hire: req.target.value } : { agent: req.target.value };
       const { agent, hire, models } = await agents.forInvocation(usage.database(), projectId, target);
       const tokens = req.inputTokens !== undefined || req.outputTokens !== undefined;
@@ -136,7 +138,7 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
       const tokenCost = record.cost_micros - record.invocation_price;
       return {
         invocation: {
-          name: `accounts/${projectId}/invocations/${record.record_id}`,
+          name: invocationName(projectId, record.record_id),
           agent: record.agent ?? "",
           hire: record.invocation ?? "",
           operation: record.operation ?? "",
@@ -148,7 +150,7 @@ export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof A
           costMicros: BigInt(record.cost_micros),
           requestId: req.requestId,
           usageRecord: recordName(projectId, record.record_id),
-          apiKey: record.api_key_id ? `accounts/${projectId}/apiKeys/${record.api_key_id}` : "",
+          apiKey: record.api_key_id ? keyName(projectId, record.api_key_id) : "",
           createTime: timestampFromMs(record.create_time),
         },
         balanceMicros: BigInt(balance),

@@ -12,7 +12,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { LimitReason } from "../../gen/formstate/v1/errors_pb.js";
 import type { Caller } from "../accounts/accounts.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import type { CheckedProject, ChildRef } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
@@ -21,6 +21,7 @@ import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import * as repo from "./agent-repository.js";
 import type { AgentRow, HireRow } from "./agent-repository.js";
+import { accountName, agentIdOf, agentName, hireName, parseChildName } from "../names/names.js";
 import { checkEtag } from "./etag.js";
 import { catalogOrders, listedStatuses } from "./keyset.js";
 import type { Models } from "./models.js";
@@ -47,9 +48,8 @@ export interface InvocationPrice {
   hireName: string;
 }
 
-export const agentName = (id: string) => `agents/${id}`;
-export const hireName = (projectId: string, id: string) => `accounts/${projectId}/hires/${id}`;
-const idOf = (name: string) => (name.startsWith("agents/") ? name.slice("agents/".length) : name);
+export { agentName, hireName };
+const idOf = agentIdOf;
 const list = (json: string) => JSON.parse(json) as string[];
 
 const orders = catalogOrders("price_per_invocation");
@@ -159,8 +159,8 @@ export class Agents {
 
   // ---- hires ----
 
-  async hire(caller: Caller, parent: string, agent: string, requestId: string): Promise<{ hire: HireRow; used: number; plan: Plan }> {
-    const projectId = ownProject(caller, parent);
+  async hire(caller: Caller, projectId: CheckedProject, agent: string, requestId: string): Promise<{ hire: HireRow; used: number; plan: Plan }> {
+    const parent = accountName(projectId);
     const plan = await this.deps.planOf(projectId);
     return this.deps.database.transaction(async (tx) => {
       if (!(await repo.accountExists(tx, projectId))) throw notFound(`account "${parent}"`);
@@ -194,8 +194,8 @@ export class Agents {
   }
 
   /** Releases a hire (a released one comes back unchanged); works whether or not the project still sees the agent. */
-  async release(caller: Caller, name: string): Promise<{ hire: HireRow; used: number; plan: Plan }> {
-    const { projectId, id } = ownChild(caller, name, "hires", "hire");
+  async release(_caller: Caller, { project: projectId, id }: ChildRef): Promise<{ hire: HireRow; used: number; plan: Plan }> {
+    const name = hireName(projectId, id);
     const plan = await this.deps.planOf(projectId);
     return this.deps.database.transaction(async (tx) => {
       if (!(await repo.findHire(tx, projectId, id))) throw notFound(`hire "${name}"`);
@@ -204,8 +204,8 @@ export class Agents {
     });
   }
 
-  hires(caller: Caller, parent: string, includeReleased: boolean, size: number, token: string) {
-    return repo.listHires(this.deps.database.db, ownProject(caller, parent), includeReleased, size, token);
+  hires(_caller: Caller, projectId: CheckedProject, includeReleased: boolean, size: number, token: string) {
+    return repo.listHires(this.deps.database.db, projectId, includeReleased, size, token);
   }
 
   /** Slots in use: the project's active hires. */
@@ -219,8 +219,8 @@ export class Agents {
   async forInvocation(db: Db, projectId: string, target: { hire?: string; agent?: string }) {
     let hire: HireRow | undefined;
     if (target.hire) {
-      const m = /^accounts\/([^/]+)\/hires\/([^/]+)$/.exec(target.hire);
-      hire = m && m[1] === projectId ? await repo.findHire(db, projectId, m[2]) : undefined;
+      const ref = parseChildName(target.hire, "hires");
+      hire = ref && ref.project === projectId ? await repo.findHire(db, projectId, ref.id) : undefined;
       if (!hire) throw notFound(`hire "${target.hire}"`);
       if (hire.state !== "active") throw failedPrecondition(`${target.hire} is released`, "HIRE_RELEASED");
     }

@@ -12,6 +12,7 @@ import type { Caller } from "../accounts/accounts.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { alreadyExists, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { modelIdOf, modelName } from "../names/names.js";
 import { checkEtag } from "./etag.js";
 import { catalogOrders, listedStatuses } from "./keyset.js";
 import * as repo from "./model-repository.js";
@@ -38,8 +39,8 @@ export interface ModelPrice {
   outputPriceMicrosPerMillion: number;
 }
 
-export const modelName = (id: string) => `models/${id}`;
-const idOf = (nameOrId: string) => (nameOrId.startsWith("models/") ? nameOrId.slice("models/".length) : nameOrId);
+export { modelName };
+const idOf = modelIdOf;
 
 const orders = catalogOrders("input_price");
 export type ModelOrder = keyof typeof orders;

@@ -1,61 +1,37 @@
 /**
- * The admin CLI: `npx formstate <command>`. Commands that change data act on
+ * The admin CLI: `npx formstate <command>` (bin/formstate.js loads the
+ * compiled dist/cli.js, built from ./main.ts, in the same process). Commands that change data act on
  * the configured database directly (DATABASE_URL), as an operator, through
- * the same domain logic the server uses. Exit codes: 0 ok, 1 failure,
- * 2 bad usage. `--json` prints machine-readable output.
+ * the same domain logic the server uses; they need no identity provider.
+ * Exit codes: 0 ok, 1 failed, 2 bad usage or configuration. `--json` prints
+ * JSON on stdout, and a failure as one JSON line on stderr.
  */
-import { spawnSync } from "node:child_process";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
-import { ConnectError } from "@connectrpc/connect";
+import { createRequire } from "node:module";
+import { Command, CommanderError, Option } from "commander";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { App } from "../app.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
-import { ConfigError, loadConfig } from "../config.js";
+import { loadConfig } from "../config.js";
 import { redactDatabaseUrl } from "../db/database.js";
 import { keyName, scopesOf, statusOf } from "../keys/api-keys.js";
 import { createLogger } from "../logger.js";
+import { accountName } from "../names/names.js";
+import { operatorProject } from "../auth/tenancy.js";
+import { EXIT, UsageError, reportFailure } from "./errors.js";
+import { mintToken } from "./token.js";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
-
-const help: Record<string, string> = {
-  "": `usage: formstate <command> [options]
-
-commands:
-  serve                      run the server (same as npm start)
-  migrate                    create the database and run migrations
-  token                      mint a development token (see: formstate token --help)
-  keys create|list|revoke    manage a project's API keys
-  credits grant              grant credits to an account
-  accounts show              show an account
-
-every command takes --help; --json prints JSON. Exit codes: 0 ok, 1 failed, 2 bad usage.`,
-  serve: "usage: formstate serve\n  Runs the server with the environment's configuration (PORT, DATABASE_URL, ...).",
-  migrate: "usage: formstate migrate [--json]\n  Creates the database named by DATABASE_URL and runs every pending migration.",
-  token: "usage: formstate token --project <id> [--role admin|developer|user|none] [--subject <sub>] [--ttl <seconds>]",
-  keys: `usage:
-  formstate keys create --project <id> [--name <display name>] [--scopes read,write,admin] [--json]
-  formstate keys list --project <id> [--json]
-  formstate keys revoke --project <id> --key <key id or name> [--reason <text>] [--json]`,
-  credits: "usage: formstate credits grant --project <id> --amount-micros <n> --reason <text> [--request-id <id>] [--json]",
-  accounts: "usage: formstate accounts show --project <id> [--json]",
-};
-
-class UsageError extends Error {}
-
-function need(v: string | undefined, flag: string): string {
-  if (!v) throw new UsageError(`${flag} is required`);
-  return v;
-}
+/** Set by scripts/build.mjs in the compiled CLI; from package.json when run from source. */
+declare const __FORMSTATE_VERSION__: string | undefined;
+const VERSION = typeof __FORMSTATE_VERSION__ === "string" ? __FORMSTATE_VERSION__ : (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
 
 /** The operator acting from the CLI: an admin of the project it names. */
 function operator(projectId: string): UserPrincipal {
   return { kind: "user", subject: "cli-operator", projectId, role: Role.ADMIN, roleSource: "token", expiresAt: 0 };
 }
 
+/** Opens the database (running migrations) for one command; no identity provider needed. */
 async function withApp<T>(fn: (app: App) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+  const config = loadConfig(process.env, { requireIdentityProvider: false });
   const app = await App.create(config, { log: createLogger("silent") });
   try {
     return await fn(app);
@@ -64,63 +40,148 @@ async function withApp<T>(fn: (app: App) => Promise<T>): Promise<T> {
   }
 }
 
-function print(json: boolean, value: unknown, text: string): void {
-  process.stdout.write(json ? `${JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2)}\n` : `${text}\n`);
-}
-
 const scopeByName: Record<string, Scope> = { read: Scope.READ, write: Scope.WRITE, admin: Scope.ADMIN };
 
-async function main(argv: string[]): Promise<number> {
-  if (argv[0] === "--help" || argv[0] === "-h") argv = argv.slice(1);
-  const [command = ""] = argv;
-  const hasSub = ["keys", "credits", "accounts"].includes(command) && argv[1] !== undefined && !argv[1].startsWith("-");
-  const sub = hasSub ? argv[1] : "";
-  const { values } = parseArgs({
-    args: argv.slice(hasSub ? 2 : 1),
-    options: {
-      help: { type: "boolean", short: "h" },
-      json: { type: "boolean" },
-      project: { type: "string" },
-      name: { type: "string" },
-      scopes: { type: "string" },
-      key: { type: "string" },
-      reason: { type: "string" },
-      "amount-micros": { type: "string" },
-      "request-id": { type: "string" },
-      role: { type: "string" },
-      subject: { type: "string" },
-      ttl: { type: "string" },
-    },
-    allowPositionals: false,
-  });
-  if (!(command in help) || command === "") {
-    process.stdout.write(`${help[""]}\n`);
-    return command === "" || values.help ? 0 : 2;
-  }
-  if (values.help) {
-    process.stdout.write(`${help[command]}\n`);
-    return 0;
-  }
-  const json = Boolean(values.json);
-  switch (command) {
-    case "serve":
-    case "token": {
-      const script = command === "serve" ? "src/main.ts" : "src/cli/token.ts";
-      const r = spawnSync(process.execPath, ["--import", import.meta.resolve("tsx"), join(root, script), ...argv.slice(1)], { stdio: "inherit" });
-      return r.status ?? 1;
-    }
-    case "migrate":
-      return withApp(async (app) => {
-        print(json, { database: redactDatabaseUrl(app.config.databaseUrl), migrated: true }, `migrated ${redactDatabaseUrl(app.config.databaseUrl)}`);
-        return 0;
+/** Set by `serve` once the server listens: the process must then stay up. */
+let serving = false;
+
+/** The `formstate` program. `out` receives what a command prints on stdout. */
+export function buildProgram(out: (text: string) => void = (t) => process.stdout.write(t)): Command {
+  const program = new Command("formstate")
+    .description("Formstate's server and admin commands.")
+    .version(VERSION, "-V, --version", "print the version")
+    .option("--json", "print JSON (failures: one JSON line on stderr)")
+    .showSuggestionAfterError()
+    .configureHelp({ showGlobalOptions: true })
+    .addHelpText("after", "\nExit codes: 0 ok, 1 failed, 2 bad usage or configuration.\nMore on a command: formstate help <command>")
+    .exitOverride()
+    .configureOutput({ writeOut: out, outputError: () => {} }); // errors are printed once, by main()
+
+  const json = (cmd: Command) => Boolean(cmd.optsWithGlobals().json);
+  const print = (cmd: Command, value: unknown, text: string) =>
+    out(json(cmd) ? `${JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2)}\n` : `${text}\n`);
+  const project = () => new Option("--project <id>", "the project (account) to act on").makeOptionMandatory();
+
+  program
+    .command("serve")
+    .description("run the server in this process (same as npm start): PORT, DATABASE_URL, ... from the environment")
+    .action(async () => {
+      const { serve } = await import("../serve.js");
+      await serve();
+      // serve() returns once listening; the server keeps this process alive until a signal stops it.
+      serving = true;
+    });
+
+  program
+    .command("migrate")
+    .description("create the database named by DATABASE_URL and run every pending migration")
+    .action((_o, cmd: Command) =>
+      withApp(async (app) => {
+        const database = redactDatabaseUrl(app.config.databaseUrl);
+        print(cmd, { database, migrated: true }, `migrated ${database}`);
+      }),
+    );
+
+  program
+    .command("token")
+    .description("mint a development token signed by the development issuer (refused in production)")
+    .option("--project <id>", "the token's project (default: FORMSTATE_DEV_PROJECT, demo)")
+    .addOption(new Option("--role <role>", "the role claim").choices(["admin", "developer", "user", "none"]).default("admin"))
+    .option("--subject <sub>", "the subject (default: dev-<role>)")
+    .option("--ttl <seconds>", "lifetime in seconds, up to 30 days", "43200")
+    .action(async (o: { project?: string; role: string; subject?: string; ttl: string }, cmd: Command) => {
+      const minted = await mintToken(o);
+      print(cmd, minted, minted.token);
+    });
+
+  const keys = program.command("keys").description("manage a project's API keys").exitOverride();
+  keys
+    .command("create")
+    .description("create an API key; its secret is printed only now")
+    .addOption(project())
+    .option("--name <display name>", "a display name", "")
+    .option("--scopes <list>", "comma list of read, write, admin", "read")
+    .action((o: { project: string; name: string; scopes: string }, cmd: Command) => {
+      const scopes = o.scopes.split(",").map((s) => {
+        const scope = scopeByName[s.trim()];
+        if (!scope) throw new UsageError(`unknown scope ${JSON.stringify(s)}: use read, write, admin`);
+        return scope;
       });
-    case "accounts": {
-      if (sub !== "show") throw new UsageError("accounts takes: show");
-      const projectId = need(values.project, "--project");
       return withApp(async (app) => {
-        const v = await app.accounts.get(operator(projectId), `accounts/${projectId}`);
-        const out = {
-          name: `accounts/${projectId}`,
+        const { row, secret } = await app.apiKeys.create(
+          operator(o.project),
+          accountName(o.project),
+          { displayName: o.name, scopes, environment: "live", expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] },
+          "",
+          "",
+        );
+        const name = keyName(o.project, row.key_id);
+        print(cmd, { name, secret }, `${name}\n${secret}\n(the secret is shown only now)`);
+      });
+    });
+  keys
+    .command("list")
+    .description("list the project's API keys (never their secrets)")
+    .addOption(project())
+    .action((o: { project: string }, cmd: Command) =>
+      withApp(async (app) => {
+        const page = await app.apiKeys.list(operator(o.project), accountName(o.project), [], true, 1000, "");
+        const now = Date.now();
+        const list = page.items.map((r) => ({
+          name: keyName(o.project, r.key_id),
+          displayName: r.display_name,
+          status: statusOf(r, now),
+          kind: r.kind,
+          scopes: scopesOf(r).map((s) => Scope[s].toLowerCase()),
+        }));
+        print(cmd, list, list.map((k) => `${k.name}\t${k.status}\t${k.kind}\t${k.scopes.join(",")}\t${k.displayName}`).join("\n") || "no keys");
+      }),
+    );
+  keys
+    .command("revoke")
+    .description("revoke an API key")
+    .addOption(project())
+    .requiredOption("--key <key>", "the key's id or full name")
+    .option("--reason <text>", "why, for the audit log", "revoked from the CLI")
+    .action((o: { project: string; key: string; reason: string }, cmd: Command) =>
+      withApp(async (app) => {
+        const name = o.key.includes("/") ? o.key : keyName(o.project, o.key);
+        const row = await app.apiKeys.revoke(operator(o.project) as UserPrincipal | ApiKeyPrincipal, name, o.reason, "");
+        print(cmd, { name, status: statusOf(row, Date.now()) }, `${name} revoked`);
+      }),
+    );
+
+  const credits = program.command("credits").description("grant credits to an account").exitOverride();
+  credits
+    .command("grant")
+    .description("grant credits (idempotent by --request-id)")
+    .addOption(project())
+    .requiredOption("--amount-micros <n>", "micro-USD to grant (1 USD = 1000000)")
+    .requiredOption("--reason <text>", "why, for the ledger")
+    .option("--request-id <id>", "idempotency key (default: a new one)")
+    .action((o: { project: string; amountMicros: string; reason: string; requestId?: string }, cmd: Command) => {
+      const amount = Number(o.amountMicros);
+      if (!/^\d+$/.test(o.amountMicros) || !Number.isSafeInteger(amount) || amount <= 0) {
+        throw new UsageError("--amount-micros must be a positive whole number of micro-USD");
+      }
+      return withApp(async (app) => {
+        // The operator acts as an admin of the platform project, as AddCredits requires in production.
+        const platformAdmin = operator(app.config.platformProject);
+        const { row, balance } = await app.billing.addCredits(platformAdmin, operatorProject(o.project), amount, o.reason, o.requestId ?? `cli-${Date.now()}`);
+        print(cmd, { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, `granted ${amount} micro-USD to ${accountName(o.project)}; balance ${balance}`);
+      });
+    });
+
+  const accounts = program.command("accounts").description("show an account").exitOverride();
+  accounts
+    .command("show")
+    .description("show an account's plan, credits and usage of its limits")
+    .addOption(project())
+    .action((o: { project: string }, cmd: Command) =>
+      withApp(async (app) => {
+        const v = await app.accounts.get(operator(o.project), accountName(o.project));
+        const shown = {
+          name: accountName(o.project),
           displayName: v.row.display_name,
           plan: v.plan.id,
           subscriptionStatus: v.row.subscription_status,
@@ -128,71 +189,41 @@ async function main(argv: string[]): Promise<number> {
           agentSlots: { used: v.agentSlotsUsed, limit: v.plan.agentSlots },
           apiKeys: { used: v.apiKeysUsed, limit: v.plan.apiKeyLimit },
         };
-        print(json, out, `${out.name} (${out.displayName || "no name"}): plan ${out.plan}, credits ${out.creditBalanceMicros} micro-USD, agent slots ${out.agentSlots.used}/${out.agentSlots.limit ?? "unlimited"}, API keys ${out.apiKeys.used}/${out.apiKeys.limit ?? "unlimited"}`);
-        return 0;
-      });
-    }
-    case "credits": {
-      if (sub !== "grant") throw new UsageError("credits takes: grant");
-      const projectId = need(values.project, "--project");
-      const amount = Number(need(values["amount-micros"], "--amount-micros"));
-      if (!Number.isSafeInteger(amount) || amount <= 0) throw new UsageError("--amount-micros must be a positive whole number of micro-USD");
-      const reason = need(values.reason, "--reason");
-      return withApp(async (app) => {
-        // The operator acts as an admin of the platform project, as AddCredits requires in production.
-        const platformAdmin = { ...operator(app.config.platformProject) };
-        const { row, balance } = await app.billing.addCredits(platformAdmin, `accounts/${projectId}`, amount, reason, values["request-id"] ?? `cli-${Date.now()}`);
-        print(json, { transaction: row.tx_id, amountMicros: amount, balanceMicros: balance }, `granted ${amount} micro-USD to accounts/${projectId}; balance ${balance}`);
-        return 0;
-      });
-    }
-    case "keys": {
-      const projectId = need(values.project, "--project");
-      return withApp(async (app) => {
-        const caller = operator(projectId);
-        if (sub === "create") {
-          const scopes = (values.scopes ?? "read").split(",").map((s) => {
-            const scope = scopeByName[s.trim()];
-            if (!scope) throw new UsageError(`unknown scope ${JSON.stringify(s)}: use read, write, admin`);
-            return scope;
-          });
-          const { row, secret } = await app.apiKeys.create(caller, `accounts/${projectId}`, { displayName: values.name ?? "", scopes, environment: "live", expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] }, "", "");
-          print(json, { name: keyName(projectId, row.key_id), secret }, `${keyName(projectId, row.key_id)}\n${secret}\n(the secret is shown only now)`);
-          return 0;
-        }
-        if (sub === "list") {
-          const page = await app.apiKeys.list(caller, `accounts/${projectId}`, [], true, 1000, "");
-          const now = Date.now();
-          const keys = page.items.map((r) => ({ name: keyName(projectId, r.key_id), displayName: r.display_name, status: statusOf(r, now), kind: r.kind, scopes: scopesOf(r).map((s) => Scope[s].toLowerCase()) }));
-          print(json, keys, keys.map((k) => `${k.name}\t${k.status}\t${k.kind}\t${k.scopes.join(",")}\t${k.displayName}`).join("\n") || "no keys");
-          return 0;
-        }
-        if (sub === "revoke") {
-          const key = need(values.key, "--key");
-          const name = key.includes("/") ? key : keyName(projectId, key);
-          const row = await app.apiKeys.revoke(caller as UserPrincipal | ApiKeyPrincipal, name, values.reason ?? "revoked from the CLI", "");
-          print(json, { name, status: statusOf(row, Date.now()) }, `${name} revoked`);
-          return 0;
-        }
-        throw new UsageError("keys takes: create, list, revoke");
-      });
-    }
+        print(
+          cmd,
+          shown,
+          `${shown.name} (${shown.displayName || "no name"}): plan ${shown.plan}, credits ${shown.creditBalanceMicros} micro-USD, agent slots ${shown.agentSlots.used}/${shown.agentSlots.limit ?? "unlimited"}, API keys ${shown.apiKeys.used}/${shown.apiKeys.limit ?? "unlimited"}`,
+        );
+      }),
+    );
+
+  // Every subcommand: our exit handling, output, and usage errors that say which option.
+  for (const cmd of [keys, credits, accounts, ...program.commands, ...keys.commands, ...credits.commands, ...accounts.commands]) {
+    cmd.exitOverride().configureOutput({ writeOut: out, outputError: () => {} });
   }
-  return 2;
+  return program;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof UsageError || (err instanceof TypeError && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS"))) {
-      process.stderr.write(`formstate: ${err.message}\n`);
-      process.exit(2);
-    }
-    if (err instanceof ConfigError) {
-      process.stderr.write(`formstate: ${err.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`formstate: ${err instanceof ConnectError ? err.rawMessage : err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+/**
+ * Runs the CLI on `argv` (without node and the script); resolves with the
+ * exit code, or "serving" when `serve` started the server in this process.
+ */
+export async function runCli(argv: string[]): Promise<number | "serving"> {
+  const program = buildProgram();
+  // --json anywhere on the line decides how a failure is printed, even one found while parsing.
+  const json = argv.includes("--json");
+  if (argv.length === 0) {
+    program.outputHelp();
+    return EXIT.ok;
+  }
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return serving ? "serving" : EXIT.ok;
+  } catch (err) {
+    // --help, --version and `help <command>` end parsing by "throwing" success.
+    if (err instanceof CommanderError && (err.exitCode === 0 || err.code === "commander.helpDisplayed" || err.code === "commander.version")) return EXIT.ok;
+    // `formstate keys` without a subcommand prints the keys help: that is bad usage.
+    if (err instanceof CommanderError && err.code === "commander.help") return EXIT.usage;
+    return reportFailure(err, json);
+  }
+}

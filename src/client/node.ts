@@ -8,6 +8,7 @@
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { type Credentials, type FormstateClients, authInterceptor, clientsFor } from "./common.js";
+import { accountName } from "../names/names.js";
 
 export * from "./common.js";
 
@@ -51,7 +52,7 @@ export function createFormstateClient(options: FormstateClientOptions): Formstat
       const projectId = project;
       if (!projectId) throw new Error("createFormstateClient: pass `project` to mint scoped keys");
       const res = await clients.apiKeys.createScopedKey({
-        parent: `accounts/${projectId}`,
+        parent: accountName(projectId),
         parentKey: o.parentKey ?? "",
         ttl: durationFromMs(o.ttlMs),
         spendCapMicros: o.spendCapMicros,

@@ -8,6 +8,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, sql } from "kysely";
+import { type ExactStatement, exactStatement } from "./exact-integers.js";
 import { migrationProvider } from "./migrations/index.js";
 import { ensureSchema, openPostgres } from "./postgres.js";
 import type { DatabaseSchema } from "./schema.js";
@@ -55,14 +56,15 @@ export function redactDatabaseUrl(url: string): string {
  * Kysely's SQLite driver prepares every query anew; preparing cost ~8% of a
  * VerifyApiKey call in a CPU profile. Queries are built from a fixed set of
  * shapes, so a bounded cache of prepared statements by SQL text removes it.
+ * Each statement binds and reads integers exactly (exact-integers.ts).
  */
 function withStatementCache(sqlite: SqliteDatabase.Database) {
-  const cache = new Map<string, SqliteDatabase.Statement>();
+  const cache = new Map<string, ExactStatement>();
   return {
     prepare(sql: string) {
       let stmt = cache.get(sql);
       if (!stmt) {
-        stmt = sqlite.prepare(sql);
+        stmt = exactStatement(sqlite.prepare(sql));
         if (cache.size >= 1000) cache.delete(cache.keys().next().value!);
         cache.set(sql, stmt);
       }
@@ -96,9 +98,15 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
     return database;
   }
   const filename = sqliteFilename(url);
-  if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true });
-  const sqlite = new SqliteDatabase(filename);
-  sqlite.pragma("journal_mode = WAL");
+  let sqlite: SqliteDatabase.Database;
+  try {
+    if (filename !== ":memory:") mkdirSync(dirname(filename), { recursive: true });
+    sqlite = new SqliteDatabase(filename);
+    sqlite.pragma("journal_mode = WAL");
+  } catch (err) {
+    // better-sqlite3 says only "unable to open database file": name the file, so the operator knows which.
+    throw new Error(`cannot open the SQLite database ${filename}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   // NORMAL in WAL mode: a committed transaction survives a process crash; FULL would add power loss at ~5x the cost.
   sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("foreign_keys = ON");

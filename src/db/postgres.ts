@@ -23,13 +23,13 @@ const INT8_OID = 20;
 const NUMERIC_OID = 1700;
 
 /**
- * Integers come back as JS numbers, like SQLite without safeIntegers (the
- * table types say `number`): int8 (bigint columns, count) and numeric (sum of
- * bigint). A value a double cannot hold exactly throws instead of rounding money.
+ * Integers come back as on SQLite (exact-integers.ts): int8 (bigint columns,
+ * count) and numeric (sum of bigint) as JS numbers when a double holds them
+ * exactly, as bigints past 2^53 (a balance may pass it), never rounded.
  */
-function exactNumber(text: string): number {
+function exactNumber(text: string): number | bigint {
   const n = Number(text);
-  if (/^-?\d+$/.test(text) && !Number.isSafeInteger(n)) throw new RangeError(`database value ${text} does not fit a JS number exactly`);
+  if (/^-?\d+$/.test(text) && !Number.isSafeInteger(n)) return BigInt(text);
   return n;
 }
 

@@ -120,7 +120,8 @@ export interface ApiKeyServiceDeps {
   plans: Plans;
   now: () => number;
   planOf(projectId: string): Promise<import("../plans/plans.js").Plan>;
-  creditBalance(projectId: string): Promise<number>;
+  /** The balance the key spends: live, or the test-mode sandbox for a test key. */
+  creditBalance(projectId: string, environment: "live" | "test"): Promise<number | bigint>;
 }
 
 const ipOf = (ctx: HandlerContext) => ctx.values.get(clientIpKey);
@@ -187,34 +188,34 @@ export function apiKeyService(deps: ApiKeyServiceDeps): ServiceImpl<typeof ApiKe
         valid: VerifyResult.VALID,
       };
       if (!("row" in verdict) || !verdict.row) return { valid: false, result: results[verdict.result] };
-      const row = verdict.row;
+      const { row, effective } = verdict;
       const now = deps.now();
       const plan = await deps.planOf(row.project_id);
-      const limit = row.rate_limit_rps === null ? plan.rateLimit : { requestsPerSecond: row.rate_limit_rps, burst: row.rate_limit_burst ?? row.rate_limit_rps };
+      const limit = effective.rateLimit ?? plan.rateLimit;
       let result = results[verdict.result];
       // Counting only when asked: a gateway that verifies and then forwards must not pay twice.
       const decision = req.countAgainstRateLimit && result === VerifyResult.VALID
         ? await deps.limiter.take(`key:${row.key_id}`, limit, now)
         : undefined;
       if (decision && !decision.allowed) result = VerifyResult.RATE_LIMITED;
-      const capped = row.spend_cap_micros !== null;
+      const capped = effective.remainingSpendMicros !== null;
       return {
         valid: result === VerifyResult.VALID,
         result,
         projectId: row.project_id,
         apiKey: keyName(row.project_id, row.key_id),
-        scopes: scopesOf(row).filter((s) => s !== Scope.UNSPECIFIED),
-        allowedModels: listOf(row.allowed_models),
-        allowedMethods: listOf(row.allowed_methods),
+        scopes: effective.scopes.filter((s) => s !== Scope.UNSPECIFIED),
+        allowedModels: effective.models,
+        allowedMethods: effective.methods,
         environment: row.environment === "test" ? KeyEnvironment.TEST : KeyEnvironment.LIVE,
         kind: row.kind === "scoped" ? ApiKeyKind.SCOPED : ApiKeyKind.STANDARD,
         rateLimit: decision
           ? { limit: BigInt(decision.limit), remaining: BigInt(decision.remaining), resetTime: timestampFromMs(now + decision.resetMs) }
           : { limit: BigInt(limit.burst), remaining: BigInt(limit.burst), resetTime: timestampFromMs(now) },
         spendCapped: capped,
-        remainingSpendMicros: capped ? BigInt(Math.max(0, row.spend_cap_micros! - row.spent_micros)) : 0n,
-        creditBalanceMicros: BigInt(await deps.creditBalance(row.project_id)),
-        expireTime: ms(row.expire_time),
+        remainingSpendMicros: capped ? BigInt(effective.remainingSpendMicros!) : 0n,
+        creditBalanceMicros: BigInt(await deps.creditBalance(row.project_id, row.environment === "test" ? "test" : "live")),
+        expireTime: ms(effective.expireTime),
       };
     },
     async listApiKeyEvents(req, ctx) {

@@ -19,7 +19,7 @@ import {
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { planLimitError } from "../plans/plan-limit-error.js";
@@ -27,10 +27,27 @@ import type { Plan, Plans } from "../plans/plans.js";
 import { newId } from "../ids.js";
 import type { KeyInvalidation } from "../cluster/key-invalidation.js";
 import { type KeyEnvironment, generateKey, parseKey, secretMatches } from "./key-format.js";
-import { ipAllowed, normalizeIp } from "./ip-allowlist.js";
+import { normalizeIp } from "./ip-allowlist.js";
+import {
+  type EffectiveKey,
+  type KeyChanges,
+  type KeyStatus,
+  assertMayGrant,
+  assertMayManage,
+  assertNarrowing,
+  assertNotScopedCaller,
+  assertOverrideWithin,
+  effectiveKey,
+  grantLimit,
+  narrowedChild,
+  planBound,
+  presentedVerdict,
+  statusOf,
+} from "./key-authority.js";
 import { patternCovered } from "./model-patterns.js";
 import * as repo from "./api-key-repository.js";
 import type { ApiKeyRow } from "./api-key-repository.js";
+import { keyName } from "../names/names.js";
 
 /** The one message for an unknown key, a wrong secret and a bad checksum: a prober learns nothing. */
 export const INVALID_KEY = "invalid API key";
@@ -49,7 +66,8 @@ export interface KeySettings {
   allowedModels: string[];
 }
 
-export type KeyStatus = "active" | "revoked" | "rotated" | "expired";
+export type { KeyStatus } from "./key-authority.js";
+export { statusOf } from "./key-authority.js";
 
 /** Callers that manage keys: users and standard keys. */
 export type KeyCaller = Exclude<Principal, { kind: "anonymous" }>;
@@ -71,14 +89,8 @@ export interface ApiKeysDeps {
   invalidation?: KeyInvalidation;
 }
 
-/** A key's derived status: expiry is a matter of time, not a stored state. */
-export function statusOf(row: ApiKeyRow, now: number): KeyStatus {
-  if (row.status === "revoked") return "revoked";
-  if (row.expire_time !== null && row.expire_time <= now) return "expired";
-  return row.status === "rotated" ? "rotated" : "active";
-}
 
-export const keyName = (projectId: string, keyId: string) => `accounts/${projectId}/apiKeys/${keyId}`;
+export { keyName };
 export const scopesOf = (row: ApiKeyRow): Scope[] => row.scopes.split(",").filter(Boolean).map((s) => scopeNames[s]);
 export const maxScope = (scopes: Scope[]): Scope => scopes.reduce((a, b) => (b > a ? b : a), Scope.UNSPECIFIED);
 export const listOf = (json: string): string[] => JSON.parse(json) as string[];
@@ -169,18 +181,17 @@ export class ApiKeys {
     if (!parsed) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     const now = this.deps.clock.now();
     const row = await this.load(parsed.keyId, now);
-    if (!row || !secretMatches(parsed.secret, row.secret_hash) || row.environment !== parsed.environment) {
-      throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
-    }
-    const status = statusOf(row, now);
-    if (status === "revoked") throw unauthenticated("API key revoked", "API_KEY_REVOKED");
-    if (status === "expired") throw unauthenticated(row.status === "rotated" ? "API key expired: it was rotated and its grace period ended" : "API key expired", "API_KEY_EXPIRED");
+    if (!row || !secretMatches(parsed.secret, row.secret_hash)) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     const ip = normalizeIp(clientIp);
-    if (!ipAllowed(listOf(row.allowed_cidrs), ip)) throw permissionDenied(`API key may not be used from ${ip}`, "IP_NOT_ALLOWED");
+    const eff = await this.effective(row, now);
+    const verdict = presentedVerdict(parsed, row, eff, ip);
+    if (verdict === "unknown") throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
+    if (verdict === "revoked") throw unauthenticated(eff.statusFrom === row ? "API key revoked" : "API key revoked: its parent key was revoked", "API_KEY_REVOKED");
+    if (verdict === "expired") throw unauthenticated(expiredMessage(row, eff), "API_KEY_EXPIRED");
+    if (verdict === "ip_not_allowed") throw permissionDenied(`API key may not be used from ${ip}`, "IP_NOT_ALLOWED");
     this.lastUsed.set(row.key_id, Math.floor(now / 60_000) * 60_000);
     if (ip) await this.noteIp(row, ip, now);
-    const scopes = scopesOf(row);
-    const scope = maxScope(scopes);
+    const scope = maxScope(eff.scopes);
     return {
       kind: "api_key",
       keyId: row.key_id,
@@ -189,11 +200,27 @@ export class ApiKeys {
       scope,
       role: roleForScope(scope),
       keyKind: row.kind === "scoped" ? "scoped" : "standard",
-      allowedMethods: listOf(row.allowed_methods),
-      allowedModels: listOf(row.allowed_models),
-      rateLimit: row.rate_limit_rps === null ? undefined : { requestsPerSecond: row.rate_limit_rps, burst: row.rate_limit_burst ?? row.rate_limit_rps },
+      allowedMethods: eff.methods,
+      allowedModels: eff.models,
+      rateLimit: eff.rateLimit ?? undefined,
       parentKeyId: row.parent_key_id ?? undefined,
+      environment: row.environment === "test" ? "test" : "live",
     };
+  }
+
+  /**
+   * The key met with its parent chain (ancestors read through the same
+   * cache, so a parent's revoke, rotation or narrowing reaches its children
+   * on their next call).
+   */
+  private async effective(row: ApiKeyRow, now: number, fresh = false): Promise<EffectiveKey> {
+    const chain: (ApiKeyRow | undefined)[] = [];
+    for (let id = row.parent_key_id, depth = 0; id && depth < 4; depth++) {
+      const parent = fresh ? await repo.findKey(this.deps.database.db, id) : await this.load(id, now);
+      chain.push(parent && parent.project_id === row.project_id ? parent : undefined);
+      id = parent?.parent_key_id ?? null;
+    }
+    return effectiveKey(row, chain, now);
   }
 
   private async load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
@@ -241,7 +268,7 @@ export class ApiKeys {
 
   async create(caller: KeyCaller, parent: string, settings: KeySettings, requestId: string, ip: string): Promise<{ row: ApiKeyRow; secret: string }> {
     const projectId = this.ownProject(caller, parent);
-    this.refuseScopedCaller(caller);
+    assertNotScopedCaller(caller);
     const replayKey = `${projectId}\0${caller.subject}\0${requestId}`;
     const now = this.deps.clock.now();
     if (requestId) {
@@ -249,8 +276,8 @@ export class ApiKeys {
       if (replay && now - replay.at < REPLAY_TTL_MS) return replay.result;
     }
     const plan = await this.deps.planOf(projectId);
-    this.checkScopes(caller, settings.scopes, "api_key.scopes");
-    this.checkRateLimit(plan, settings.rateLimit, "api_key.rate_limit");
+    assertMayGrant(caller, settings.scopes, "api_key.scopes");
+    assertOverrideWithin(...planBound(plan), settings.rateLimit, "api_key.rate_limit");
     const generated = generateKey(settings.environment);
     const result = await this.deps.database.transaction(async (tx) => {
       if (requestId && (await repo.findKeyByRequest(tx, projectId, caller.subject, requestId))) {
@@ -285,16 +312,17 @@ export class ApiKeys {
 
   async update(caller: KeyCaller, name: string, paths: string[], settings: KeySettings, ip: string): Promise<ApiKeyRow> {
     const { projectId, keyId } = this.ownKey(caller, name);
-    this.refuseScopedCaller(caller);
+    assertNotScopedCaller(caller);
     const plan = await this.deps.planOf(projectId);
-    if (paths.includes("scopes")) this.checkScopes(caller, settings.scopes, "api_key.scopes");
-    if (paths.includes("rate_limit")) this.checkRateLimit(plan, settings.rateLimit, "api_key.rate_limit");
+    if (paths.includes("scopes")) assertMayGrant(caller, settings.scopes, "api_key.scopes");
+    if (paths.includes("rate_limit")) assertOverrideWithin(...planBound(plan), settings.rateLimit, "api_key.rate_limit");
     const now = this.deps.clock.now();
-    const row = await this.deps.database.transaction(async (tx) => {
+    const { row, touched } = await this.deps.database.transaction(async (tx) => {
       const row = await this.require(tx, projectId, keyId, name);
+      assertMayManage(caller, row, "update");
       const status = statusOf(row, now);
       if (status !== "active") throw failedPrecondition(`API key ${name} is ${status} and cannot be changed`, "API_KEY_NOT_ACTIVE");
-      const changes: Parameters<typeof repo.updateKey>[2] = { update_time: now };
+      const changes: Parameters<typeof repo.updateKey>[2] & KeyChanges = { update_time: now };
       for (const path of paths) {
         if (path === "display_name") changes.display_name = settings.displayName;
         if (path === "scopes") changes.scopes = settings.scopes.map(scopeName).join(",");
@@ -307,12 +335,17 @@ export class ApiKeys {
         if (path === "allowed_cidrs") changes.allowed_cidrs = JSON.stringify(settings.allowedCidrs);
         if (path === "allowed_models") changes.allowed_models = JSON.stringify(settings.allowedModels);
       }
+      if (row.kind === "scoped") {
+        const parent = row.parent_key_id ? await repo.findKey(tx, row.parent_key_id) : undefined;
+        assertNarrowing(row, parent, changes);
+      }
       await repo.updateKey(tx, keyId, changes);
       const updated = (await repo.findKey(tx, keyId))!;
       await this.event(tx, updated, "updated", actorOf(caller), ip, { update_mask: paths.join(",") });
-      return updated;
+      const children = await this.narrowChildren(tx, updated, now);
+      return { row: updated, touched: [keyId, ...children] };
     });
-    await this.invalidate([keyId]);
+    await this.invalidate(touched);
     return row;
   }
 
@@ -321,6 +354,7 @@ export class ApiKeys {
     const now = this.deps.clock.now();
     const { row, revoked } = await this.deps.database.transaction(async (tx) => {
       const row = await this.require(tx, projectId, keyId, name);
+      assertMayManage(caller, row, "revoke");
       if (row.status === "revoked") return { row, revoked: [] as string[] };
       const revoked = await repo.revokeWithChildren(tx, keyId, now, reason);
       for (const id of revoked) {
@@ -335,7 +369,7 @@ export class ApiKeys {
 
   async rotate(caller: KeyCaller, name: string, graceMs: number, requestId: string, ip: string) {
     const { projectId, keyId } = this.ownKey(caller, name);
-    this.refuseScopedCaller(caller);
+    assertNotScopedCaller(caller);
     const now = this.deps.clock.now();
     const replayKey = `${projectId}\0${caller.subject}\0rotate\0${requestId}`;
     if (requestId) {
@@ -344,6 +378,7 @@ export class ApiKeys {
     }
     const result = await this.deps.database.transaction(async (tx) => {
       const old = await this.require(tx, projectId, keyId, name);
+      assertMayManage(caller, old, "rotate");
       const status = statusOf(old, now);
       if (old.kind !== "standard") throw failedPrecondition("scoped keys cannot be rotated: mint a new one", "API_KEY_SCOPED");
       if (status !== "active") throw failedPrecondition(`API key ${name} is ${status} and cannot be rotated`, "API_KEY_NOT_ACTIVE");
@@ -370,9 +405,11 @@ export class ApiKeys {
       const updatedOld = (await repo.findKey(tx, keyId))!;
       await this.event(tx, updatedOld, "rotated", actorOf(caller), ip, { replaced_by: keyName(projectId, generated.keyId), grace_ms: String(graceMs) });
       await this.event(tx, row, "created", actorOf(caller), ip, { rotated_from: name });
-      return { row, secret: generated.key, old: updatedOld };
+      // Children stay with the old key and end with its grace period.
+      const children = await this.narrowChildren(tx, updatedOld, now);
+      return { row, secret: generated.key, old: updatedOld, touched: [keyId, ...children] };
     });
-    await this.invalidate([keyId]);
+    await this.invalidate(result.touched);
     if (requestId) this.remember(replayKey, { row: result.row, secret: result.secret }, now);
     return result;
   }
@@ -385,7 +422,7 @@ export class ApiKeys {
     ip: string,
   ): Promise<{ row: ApiKeyRow; secret: string }> {
     const projectId = this.ownProject(caller, parent);
-    if (caller.kind === "api_key" && caller.keyKind === "scoped") throw permissionDenied("scoped keys cannot mint scoped keys", "SCOPED_KEY_CALLER");
+    assertNotScopedCaller(caller, "mint scoped keys");
     const now = this.deps.clock.now();
     const replayKey = `${projectId}\0${caller.subject}\0scoped\0${requestId}`;
     if (requestId) {
@@ -405,7 +442,7 @@ export class ApiKeys {
         if (status !== "active") throw failedPrecondition(`parent key is ${status}`, "API_KEY_NOT_ACTIVE");
         scopes = scopesOf(parentRow);
         // Never more than the caller may grant, nor what the parent holds.
-        const callerMax = caller.kind === "user" ? scopeForRole(caller.role) : caller.scope;
+        const callerMax = grantLimit(caller);
         scopes = scopes.filter((s) => s <= callerMax);
         parentModels = listOf(parentRow.allowed_models);
         if (parentRow.expire_time !== null) expire = Math.min(expire, parentRow.expire_time);
@@ -465,20 +502,22 @@ export class ApiKeys {
     const parsed = parseKey(presented);
     if (!parsed) return { result: "malformed" as const };
     const now = this.deps.clock.now();
-    const row = await this.load(parsed.keyId, now);
+    let row = await this.load(parsed.keyId, now);
     if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
-    const status = statusOf(row, now);
-    if (status === "revoked") return { result: "revoked" as const, row };
-    if (status === "expired") return { result: "expired" as const, row };
-    if (clientIp && !ipAllowed(listOf(row.allowed_cidrs), clientIp)) return { result: "ip_not_allowed" as const, row };
+    let effective = await this.effective(row, now);
     // Spend moves on every recorded usage: a capped key's remaining spend is read fresh, not from the
     // auth cache. Everything else the verdict shows is what the cache holds (dropped on every change).
-    if (row.spend_cap_micros === null) return { result: "valid" as const, row };
-    return { result: "valid" as const, row: (await repo.findKey(this.deps.database.db, row.key_id)) ?? row };
+    if (effective.spendCapMicros !== null) {
+      row = (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
+      effective = await this.effective(row, now, true);
+    }
+    const result = presentedVerdict(parsed, row, effective, clientIp ? normalizeIp(clientIp) : "");
+    if (result === "unknown") return { result };
+    return { result, row, effective };
   }
 
   async listEvents(caller: KeyCaller, parent: string, types: string[], size: number, token: string) {
-    const { projectId, id } = ownChild(caller, parent, "apiKeys", "API key");
+    const { project: projectId, id } = checkedChildIn(parent, "apiKeys");
     const keyId = id === "-" ? undefined : id;
     if (keyId) await this.require(this.deps.database.db, projectId, keyId, parent);
     const n = pageSize(size);
@@ -584,24 +623,19 @@ export class ApiKeys {
     }
   }
 
-  private checkScopes(caller: KeyCaller, scopes: Scope[], field: string): void {
-    const limit = caller.kind === "user" ? scopeForRole(caller.role) : caller.scope;
-    for (const s of scopes) {
-      if (s > limit) {
-        const who = caller.kind === "user" ? `a ${roleName(caller.role)}` : `a key with scope ${scopeName(caller.scope)}`;
-        throw invalidArgument(field, `scope ${scopeName(s)} is above what ${who} may grant (${scopeName(limit)})`);
-      }
+  /** Narrows the stored state of a key's scoped children to what the key now is; returns their ids. */
+  private async narrowChildren(tx: Db, parent: ApiKeyRow, now: number): Promise<string[]> {
+    if (parent.kind !== "standard") return [];
+    const ids: string[] = [];
+    for (const id of await repo.childKeyIds(tx, parent.key_id)) {
+      const child = await repo.findKey(tx, id);
+      if (!child) continue;
+      const changes = narrowedChild(child, parent);
+      if (Object.keys(changes).length === 0) continue;
+      await repo.updateKey(tx, id, { ...changes, update_time: now });
+      ids.push(id);
     }
-  }
-
-  private checkRateLimit(plan: Plan, limit: KeySettings["rateLimit"], field: string): void {
-    if (limit && limit.requestsPerSecond > plan.rateLimit.requestsPerSecond) {
-      throw invalidArgument(field, `${limit.requestsPerSecond} requests per second is above the ${plan.displayName} plan's ${plan.rateLimit.requestsPerSecond}`);
-    }
-  }
-
-  private refuseScopedCaller(caller: KeyCaller): void {
-    if (caller.kind === "api_key" && caller.keyKind === "scoped") throw permissionDenied("scoped keys cannot manage keys", "SCOPED_KEY_CALLER");
+    return ids;
   }
 
   private keyLimitError(plan: Plan, used: number): ConnectError {
@@ -630,12 +664,13 @@ export class ApiKeys {
     });
   }
 
-  private ownProject(caller: KeyCaller, name: string): string {
-    return ownProject(caller, name);
+  /** The project of a name the tenancy interceptor checked is the caller's (src/auth/tenancy.ts). */
+  private ownProject(_caller: KeyCaller, name: string): string {
+    return checkedProjectIn(name);
   }
 
   private ownKey(caller: KeyCaller, name: string): { projectId: string; keyId: string } {
-    const { projectId, id } = ownChild(caller, name, "apiKeys", "API key");
+    const { project: projectId, id } = checkedChildIn(name, "apiKeys");
     return { projectId, keyId: id };
   }
 
@@ -644,6 +679,11 @@ export class ApiKeys {
     if (!row) throw notFound(`API key "${name}"`);
     return row;
   }
+}
+
+function expiredMessage(row: ApiKeyRow, eff: EffectiveKey): string {
+  if (eff.statusFrom !== row) return eff.statusFrom.status === "rotated" ? "API key expired: its parent key was rotated and the grace period ended" : "API key expired: its parent key expired";
+  return row.status === "rotated" ? "API key expired: it was rotated and its grace period ended" : "API key expired";
 }
 
 function actorOf(caller: KeyCaller): { kind: string; id: string } {

@@ -55,6 +55,12 @@ export interface ParsedKey {
   secret: string;
 }
 
+/** A key string from its parts, checksum appended (used to tell a swapped environment from a typo in tests and tools). */
+export function formatKey(environment: KeyEnvironment, keyId: string, secret: string): string {
+  const body = `fs_${environment}_${keyId}_${secret}`;
+  return body + checksum(body);
+}
+
 /** A new key: the full string (shown once), its id, and the hash to store. */
 export function generateKey(environment: KeyEnvironment, keyId = newKeyId()) {
   const secret = randomChars(ALPHABET, SECRET_LEN);

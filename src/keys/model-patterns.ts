@@ -2,10 +2,11 @@
  * Model allowlists: `provider/model` exactly, `provider/*`, or a prefix glob
  * `provider/name*`. An empty list allows every model.
  */
+import { modelIdOf } from "../names/names.js";
 
 /** The model id (`openai/gpt-4o`) from a model resource name or id. */
 export function modelId(nameOrId: string): string {
-  return nameOrId.startsWith("models/") ? nameOrId.slice("models/".length) : nameOrId;
+  return modelIdOf(nameOrId);
 }
 
 function matches(pattern: string, model: string): boolean {

@@ -4,11 +4,21 @@
  * together in the caller's transaction, so the balance always equals the sum
  * of the ledger. Checks against the balance (credits, overdraft) belong to
  * the caller, in the same transaction, before it books.
+ *
+ * A project has two ledgers: `live` (real money) and `test`, the sandbox that
+ * test keys spend (docs/test-mode.md). Each has its own balance column,
+ * sequence and idempotency keys; every function here takes the environment
+ * and defaults to live, so nothing reads or moves sandbox credits unasked.
+ * Amounts are exact past 2^53 (micros.ts).
  */
 import { type Selectable, sql } from "kysely";
 import type { Db } from "../db/database.js";
 import { newId } from "../ids.js";
 import type { CreditTransactionTable } from "./credit-transaction-table.js";
+import type { Micros } from "./micros.js";
+
+/** Which ledger: live money or the test-mode sandbox. */
+export type Environment = "live" | "test";
 
 export type LedgerKind = "grant" | "purchase" | "usage_debit" | "refund" | "adjustment" | "hold" | "hold_release" | "plan_credits" | "dispute" | "invoiced";
 export type LedgerRow = Selectable<CreditTransactionTable>;
@@ -17,7 +27,9 @@ export interface LedgerEntry {
   projectId: string;
   kind: LedgerKind;
   /** Signed micro-USD: credits positive, debits negative. */
-  amountMicros: number;
+  amountMicros: Micros;
+  /** Which ledger; live when absent. */
+  environment?: Environment;
   idempotencyKey: string;
   description?: string;
   usageRecordId?: string;
@@ -25,15 +37,21 @@ export interface LedgerEntry {
   actor?: string;
 }
 
-/** The project's balance inside a transaction. */
-export async function balanceOf(tx: Db, projectId: string): Promise<number> {
-  const r = await tx.selectFrom("account").select("credit_balance_micros").where("project_id", "=", projectId).executeTakeFirst();
-  return Number(r?.credit_balance_micros ?? 0);
+/** The project's balance in one ledger (inside a transaction when it guards a write). */
+export async function balanceOf(tx: Db, projectId: string, environment: Environment = "live"): Promise<Micros> {
+  const r = await tx.selectFrom("account").select(["credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId).executeTakeFirst();
+  return (environment === "test" ? r?.test_credit_balance_micros : r?.credit_balance_micros) ?? 0;
 }
 
-/** An entry already booked under this idempotency key, if any. */
-export function findByIdempotencyKey(tx: Db, projectId: string, key: string): Promise<LedgerRow | undefined> {
-  return tx.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId).where("idempotency_key", "=", key).executeTakeFirst();
+/** An entry already booked under this idempotency key in this ledger, if any. */
+export function findByIdempotencyKey(tx: Db, projectId: string, key: string, environment: Environment = "live"): Promise<LedgerRow | undefined> {
+  return tx
+    .selectFrom("credit_transaction")
+    .selectAll()
+    .where("project_id", "=", projectId)
+    .where("environment", "=", environment)
+    .where("idempotency_key", "=", key)
+    .executeTakeFirst();
 }
 
 /**
@@ -41,23 +59,30 @@ export function findByIdempotencyKey(tx: Db, projectId: string, key: string): Pr
  * the entry. A key booked before returns that entry and moves nothing.
  */
 export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ row: LedgerRow; duplicate: boolean }> {
-  const existing = await findByIdempotencyKey(tx, entry.projectId, entry.idempotencyKey);
+  const environment = entry.environment ?? "live";
+  const existing = await findByIdempotencyKey(tx, entry.projectId, entry.idempotencyKey, environment);
   if (existing) return { row: existing, duplicate: true };
   // Three statements on the hot path (metering books on every call): the balance comes back from its
   // own update, the next seq is computed inside the insert.
-  const moved = await tx
-    .updateTable("account")
-    .set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", entry.amountMicros), update_time: now }))
-    .where("project_id", "=", entry.projectId)
-    .returning("credit_balance_micros")
-    .executeTakeFirst();
+  const update = tx.updateTable("account").where("project_id", "=", entry.projectId);
+  const moved =
+    environment === "test"
+      ? (await update
+          .set((eb) => ({ test_credit_balance_micros: eb("test_credit_balance_micros", "+", entry.amountMicros), update_time: now }))
+          .returning("test_credit_balance_micros as balance")
+          .executeTakeFirst())
+      : (await update
+          .set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", entry.amountMicros), update_time: now }))
+          .returning("credit_balance_micros as balance")
+          .executeTakeFirst());
   const row: LedgerRow = {
     tx_id: newId(),
     project_id: entry.projectId,
+    environment,
     seq: 0,
     kind: entry.kind,
     amount_micros: entry.amountMicros,
-    balance_after_micros: Number(moved?.credit_balance_micros ?? 0),
+    balance_after_micros: moved?.balance ?? 0,
     idempotency_key: entry.idempotencyKey,
     description: entry.description ?? "",
     usage_record_id: entry.usageRecordId ?? null,
@@ -70,7 +95,7 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
     .values({
       ...row,
       // max + 1 is safe: the caller's write transaction holds the project's write lock.
-      seq: sql<number>`(select coalesce(max(seq), 0) + 1 from credit_transaction where project_id = ${entry.projectId})`,
+      seq: sql<number>`(select coalesce(max(seq), 0) + 1 from credit_transaction where project_id = ${entry.projectId} and environment = ${environment})`,
     })
     .returning("seq")
     .executeTakeFirstOrThrow();
@@ -78,25 +103,29 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
   return { row, duplicate: false };
 }
 
-/** The sum of a project's ledger (for audits and tests: it must equal the balance). */
-export async function ledgerSum(db: Db, projectId: string): Promise<number> {
+/** The sum of a project's ledger (for audits and tests: it must equal that ledger's balance). */
+export async function ledgerSum(db: Db, projectId: string, environment: Environment = "live"): Promise<Micros> {
   const r = await db
     .selectFrom("credit_transaction")
-    .select((eb) => eb.fn.sum<number>("amount_micros").as("sum"))
+    .select((eb) => eb.fn.sum<Micros>("amount_micros").as("sum"))
     .where("project_id", "=", projectId)
+    .where("environment", "=", environment)
     .executeTakeFirst();
-  return Number(r?.sum ?? 0);
+  // PostgreSQL's sum is numeric: a number or bigint already; SQLite's too (exact-integers.ts).
+  return r?.sum ?? 0;
 }
 
 export interface LedgerFilter {
   kinds: LedgerKind[];
   startTime?: number;
   endTime?: number;
+  /** Which ledger; live when absent. */
+  environment?: Environment;
 }
 
 /** Entries newest first, after the seq cursor. */
 export function listEntries(db: Db, projectId: string, filter: LedgerFilter, limit: number, beforeSeq?: number): Promise<LedgerRow[]> {
-  let q = db.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId);
+  let q = db.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId).where("environment", "=", filter.environment ?? "live");
   if (filter.kinds.length) q = q.where("kind", "in", filter.kinds);
   if (filter.startTime !== undefined) q = q.where("create_time", ">=", filter.startTime);
   if (filter.endTime !== undefined) q = q.where("create_time", "<", filter.endTime);

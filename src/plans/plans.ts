@@ -19,6 +19,8 @@ export interface Plan {
   overdraftAllowed: boolean;
   /** Concurrent sign-in sessions per user; the oldest is revoked past it. null or absent = unlimited. */
   sessionLimit?: number | null;
+  /** Test-mode sandbox credits the project is topped up to each month (docs/test-mode.md); absent = 100 USD. */
+  sandboxCreditsMicros?: number;
 }
 
 export const defaultPlans: Plan[] = [

@@ -27,7 +27,7 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
       plans: app.plans,
       now: () => app.clock.now(),
       planOf: (p) => app.accounts.planOf(p),
-      creditBalance: (p) => app.accounts.creditBalance(p),
+      creditBalance: (p, env) => app.accounts.creditBalance(p, env),
     }),
   );
   router.service(UsageService, usageService(app.usage, app.usageReports));

@@ -6,6 +6,7 @@ import type http from "node:http";
 import type { App } from "../app.js";
 import { createAuthenticateInterceptor } from "../auth/authenticate.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
+import { createTenancyInterceptor } from "../auth/tenancy.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
 import { createWalletAuthenticator } from "../wallets/wallet-authenticator.js";
 import { createRateLimitInterceptor } from "../limits/rate-limit-interceptor.js";
@@ -41,7 +42,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
   const options: GuardedAdapterOptions = {
     log: app.log,
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
-    // Order matters: id and logging outermost, then who is calling, whether they may, then input.
+    // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
       createRequestLogInterceptor(app.log),
       createAuthenticateInterceptor({
@@ -59,6 +60,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
       createValidationInterceptor(),
+      // Tenancy reads the validated request: which project it reaches, refused here if not the caller's.
+      createTenancyInterceptor(config.platformProject),
     ],
     contextValues: requestContextValues,
     readMaxBytes: config.maxMessageBytes,

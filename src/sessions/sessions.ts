@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { AuthError } from "../auth/auth-error.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import type { CheckedProject, ChildRef } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
@@ -19,6 +19,7 @@ import type { AuthSessionTable } from "./session-tables.js";
 import type { Selectable } from "kysely";
 import type { KeyInvalidation } from "../cluster/key-invalidation.js";
 import { type BudgetRef, ensureBudget } from "../wallets/wallet-budgets.js";
+import { sessionName } from "../names/names.js";
 
 export type SessionRow = Selectable<AuthSessionTable>;
 export type SessionKind = "idp" | "wallet";
@@ -65,7 +66,7 @@ export function sessionIdOf(kind: SessionKind, scope: string, key: string): stri
   return `${kind === "idp" ? "i" : "w"}${createHash("sha256").update(`${kind}\n${scope}\n${key}`).digest("hex").slice(0, 31)}`;
 }
 
-export const sessionName = (projectId: string, id: string) => `accounts/${projectId}/sessions/${id}`;
+export { sessionName };
 
 const LAST_SEEN_WRITE_MS = 30_000;
 
@@ -161,8 +162,7 @@ export class Sessions {
   }
 
   /** Sessions the caller may see, most recently seen first. */
-  async list(caller: SessionCaller, parent: string, size: number, token: string, showInactive: boolean) {
-    const projectId = ownProject(caller, parent);
+  async list(caller: SessionCaller, projectId: CheckedProject, size: number, token: string, showInactive: boolean) {
     const now = this.deps.clock.now();
     const limit = pageSize(size);
     const cursor = decodePageToken(token, ["number", "string"]);
@@ -186,8 +186,8 @@ export class Sessions {
     return rows.map((row) => ({ row, budget: row.budget_id === null ? undefined : byId.get(row.budget_id) }));
   }
 
-  async get(caller: SessionCaller, name: string): Promise<SessionRow> {
-    const { projectId, id } = ownChild(caller, name, "sessions", "session");
+  async get(caller: SessionCaller, { project: projectId, id }: ChildRef): Promise<SessionRow> {
+    const name = sessionName(projectId, id);
     const row = await this.deps.database.db.selectFrom("auth_session").selectAll().where("project_id", "=", projectId).where("session_id", "=", id).executeTakeFirst();
     // Another user's session is NOT_FOUND for non-admins, as if it did not exist.
     if (!row || (caller.role < Role.ADMIN && row.subject !== caller.subject)) throw notFound(`session "${name}"`);
@@ -195,8 +195,8 @@ export class Sessions {
   }
 
   /** Revokes one session; revoking a revoked session returns it unchanged. */
-  async revoke(caller: SessionCaller, name: string): Promise<SessionRow> {
-    const row = await this.get(caller, name);
+  async revoke(caller: SessionCaller, ref: ChildRef): Promise<SessionRow> {
+    const row = await this.get(caller, ref);
     if (row.revoke_time !== null) return row;
     const now = this.deps.clock.now();
     await this.deps.database.db.updateTable("auth_session").set({ revoke_time: now, revoke_reason: `revoked by ${caller.subject}` }).where("session_id", "=", row.session_id).where("revoke_time", "is", null).execute();
@@ -206,8 +206,7 @@ export class Sessions {
   }
 
   /** Revokes every session of `subject` (the caller when empty); tokens issued before now fail. */
-  async revokeAll(caller: SessionCaller, parent: string, subject: string): Promise<{ revoked: number; revokeTime: number }> {
-    const projectId = ownProject(caller, parent);
+  async revokeAll(caller: SessionCaller, projectId: CheckedProject, subject: string): Promise<{ revoked: number; revokeTime: number }> {
     const target = subject === "" ? caller.subject : subject;
     if (target !== caller.subject && caller.role < Role.ADMIN) throw permissionDenied("only admins revoke other subjects' sessions", "ROLE_TOO_LOW");
     const now = this.deps.clock.now();

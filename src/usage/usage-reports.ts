@@ -3,11 +3,15 @@
  * a scan of raw records, except the partial hours at a range's edges),
  * records page by page, and a forecast to the period's end. Every report is
  * derived from the same report lines (usage-rollups.ts), so they agree.
+ * Every report reads one environment: live unless test mode is asked for
+ * (docs/test-mode.md), so sandbox usage never mixes into live figures.
  */
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import type { Clock } from "../clock.js";
 import * as ledger from "../ledger/ledger.js";
+import type { Environment } from "../ledger/ledger.js";
+import { comparableMicros } from "../ledger/micros.js";
 import { DAY_MS, HOUR_MS, ceilTo, floorTo, monthOf } from "./period.js";
 import { type Amounts, type LineKind, addAmounts, linesOf, recordGroups, zeroAmounts } from "./usage-rollups.js";
 import type { UsageRecordRow } from "./usage.js";
@@ -99,11 +103,11 @@ export class UsageReports {
   }
 
   /** Totals per model and agent over [start, end), by the rules of usage-rollups.ts. */
-  async summary(projectId: string, start?: number, end?: number): Promise<Summary> {
+  async summary(projectId: string, start?: number, end?: number, env: Environment = "live"): Promise<Summary> {
     const s = start ?? this.period().start;
     // Unset end means now, inclusive of the current millisecond.
     const e = end ?? this.clock.now() + 1;
-    const lines = await this.linesOver(this.database.db, projectId, s, e);
+    const lines = await this.linesOver(this.database.db, projectId, s, e, env);
     const models = new Set<string>();
     const agents = new Set<string>();
     for (const key of lines.keys()) {
@@ -125,7 +129,7 @@ export class UsageReports {
    * hours at either edge from raw records (indexed by time) through the same
    * rules, so any range is exact and cheap.
    */
-  private async linesOver(db: Db, projectId: string, s: number, e: number): Promise<LineMap> {
+  private async linesOver(db: Db, projectId: string, s: number, e: number, env: Environment): Promise<LineMap> {
     const out: LineMap = new Map();
     const add = (kind: LineKind, subject: string, a: Amounts) => out.set(lineKey(kind, subject), addAmounts(get(out, kind, subject), a));
     const hs = Math.min(ceilTo(s, HOUR_MS), e);
@@ -143,6 +147,7 @@ export class UsageReports {
           eb.fn.sum<number>("token_cost_micros").as("t"),
         ])
         .where("project_id", "=", projectId)
+        .where("environment", "=", env)
         .where("hour", ">=", hs)
         .where("hour", "<", he)
         .groupBy(["subject_kind", "subject"])
@@ -153,7 +158,7 @@ export class UsageReports {
     }
     for (const [a, b] of [[s, hs], [he, e]] as const) {
       if (b <= a) continue;
-      for (const group of await recordGroups(db, projectId, a, b)) for (const l of linesOf(group)) add(l.kind, l.subject, l);
+      for (const group of await recordGroups(db, projectId, a, b, env)) for (const l of linesOf(group)) add(l.kind, l.subject, l);
     }
     return out;
   }
@@ -164,7 +169,7 @@ export class UsageReports {
    * its range; with a model, that model's line (invocations: its agent
    * invocations); with an agent, that agent's line.
    */
-  async timeseries(projectId: string, granularity: "hour" | "day", start: number, end: number | undefined, filter: { model?: string; agent?: string }): Promise<Point[]> {
+  async timeseries(projectId: string, granularity: "hour" | "day", start: number, end: number | undefined, filter: { model?: string; agent?: string }, env: Environment = "live"): Promise<Point[]> {
     const unit = granularity === "hour" ? HOUR_MS : DAY_MS;
     const s = floorTo(start, unit);
     const e = ceilTo(end ?? this.clock.now(), unit);
@@ -172,6 +177,7 @@ export class UsageReports {
       .selectFrom("usage_rollup")
       .select(["hour", "subject_kind", "subject", "input_tokens", "output_tokens", "requests", "cost_micros", "token_cost_micros"])
       .where("project_id", "=", projectId)
+      .where("environment", "=", env)
       .where("hour", ">=", s)
       .where("hour", "<", e);
     if (filter.model) q = q.where("subject_kind", "in", ["model", "agent_model"]).where("subject", "=", filter.model);
@@ -202,10 +208,10 @@ export class UsageReports {
    * A model filter returns the records that charged that model (model records
    * and agent records with tokens of it): the records behind its summary line.
    */
-  async list(projectId: string, f: { start?: number; end?: number; model?: string; agent?: string; apiKeyId?: string }, size: number, token: string) {
+  async list(projectId: string, f: { start?: number; end?: number; model?: string; agent?: string; apiKeyId?: string; environment?: Environment }, size: number, token: string) {
     const n = pageSize(size);
     const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
-    let q = this.database.db.selectFrom("usage_record").selectAll().where("project_id", "=", projectId);
+    let q = this.database.db.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("environment", "=", f.environment ?? "live");
     if (f.start !== undefined) q = q.where("occur_time", ">=", f.start);
     if (f.end !== undefined) q = q.where("occur_time", "<", f.end);
     if (f.model) q = q.where("model", "=", f.model);
@@ -220,16 +226,16 @@ export class UsageReports {
   }
 
   /** Projects the period's spend and tokens from its rate so far, and when credits run out at that rate. */
-  async forecast(projectId: string) {
+  async forecast(projectId: string, env: Environment = "live") {
     const now = this.clock.now();
     const { start, end } = this.period();
-    const spent = await this.summary(projectId, start, now);
+    const spent = await this.summary(projectId, start, now, env);
     await this.settleBalance(projectId);
-    const balance = await ledger.balanceOf(this.database.db, projectId);
+    const balance = await ledger.balanceOf(this.database.db, projectId, env);
     const elapsed = Math.max(now - start, 1);
     const scale = (end - start) / elapsed;
     const rate = spent.totals.costMicros / elapsed; // micro-USD per ms
-    const exhaust = rate > 0 ? now + Math.floor(Math.max(balance, 0) / rate) : undefined;
+    const exhaust = rate > 0 ? now + Math.floor(Math.max(comparableMicros(balance), 0) / rate) : undefined;
     return {
       start,
       end,

@@ -9,6 +9,7 @@
  * the partial hours at a range's edges are read from raw records through the
  * same function, and summaries, timeseries and record filters are derived
  * from the lines the same way, so every report agrees with the records.
+ * Live and test (sandbox) usage keep separate lines: a report reads one.
  */
 import type { Db } from "../db/database.js";
 import { HOUR_MS, floorTo } from "./period.js";
@@ -68,7 +69,7 @@ export function linesOf(g: RecordGroup): Line[] {
 /** Adds one record's lines to its hour's rollups (inside the record's transaction). */
 export async function rollUpRecord(
   tx: Db,
-  r: { project_id: string; occur_time: number; kind: string; model: string | null; agent: string | null; input_tokens: number; output_tokens: number; cost_micros: number; invocation_price: number },
+  r: { project_id: string; environment: string; occur_time: number; kind: string; model: string | null; agent: string | null; input_tokens: number; output_tokens: number; cost_micros: number; invocation_price: number },
 ): Promise<void> {
   const hour = floorTo(r.occur_time, HOUR_MS);
   const group: RecordGroup = { kind: r.kind, model: r.model, agent: r.agent, inputTokens: r.input_tokens, outputTokens: r.output_tokens, count: 1, costMicros: r.cost_micros, invocationMicros: r.invocation_price };
@@ -77,6 +78,7 @@ export async function rollUpRecord(
       .insertInto("usage_rollup")
       .values({
         project_id: r.project_id,
+        environment: r.environment,
         hour,
         subject_kind: l.kind,
         subject: l.subject,
@@ -87,7 +89,7 @@ export async function rollUpRecord(
         token_cost_micros: l.tokenCostMicros,
       })
       .onConflict((oc) =>
-        oc.columns(["project_id", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
+        oc.columns(["project_id", "environment", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
           input_tokens: eb("usage_rollup.input_tokens", "+", l.inputTokens),
           output_tokens: eb("usage_rollup.output_tokens", "+", l.outputTokens),
           requests: eb("usage_rollup.requests", "+", l.requests),
@@ -100,7 +102,7 @@ export async function rollUpRecord(
 }
 
 /** Raw records of [start, end) grouped for linesOf (the partial hours at a range's edges). */
-export async function recordGroups(db: Db, projectId: string, start: number, end: number): Promise<RecordGroup[]> {
+export async function recordGroups(db: Db, projectId: string, start: number, end: number, environment = "live"): Promise<RecordGroup[]> {
   const rows = await db
     .selectFrom("usage_record")
     .select((eb) => [
@@ -114,6 +116,7 @@ export async function recordGroups(db: Db, projectId: string, start: number, end
       eb.fn.sum<number>("invocation_price").as("p"),
     ])
     .where("project_id", "=", projectId)
+    .where("environment", "=", environment)
     .where("occur_time", ">=", start)
     .where("occur_time", "<", end)
     .groupBy(["kind", "model", "agent"])

@@ -16,15 +16,18 @@ import {
   type UsageService,
 } from "../../gen/formstate/v1/usage_service_pb.js";
 import { callerOf } from "../auth/principal.js";
+import { readEnvironment, wireEnvironment } from "../ledger/sandbox.js";
 import { durationMs } from "../wire/duration.js";
 import type { UsageReports } from "./usage-reports.js";
 import { type AuthorizationRow, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
+import { keyName } from "../names/names.js";
+import { projectOf } from "../auth/tenancy.js";
 
 /** Every metered answer also carries the balance as a header, for clients that only read headers. */
 export const BALANCE_HEADER = "x-credit-balance-micros";
 
 const tsMs = (t: Timestamp | undefined) => (t ? timestampDate(t).getTime() : undefined);
-const keyName = (projectId: string, keyId: string | null) => (keyId ? `accounts/${projectId}/apiKeys/${keyId}` : "");
+const keyNameOf = (projectId: string, keyId: string | null) => (keyId ? keyName(projectId, keyId) : "");
 
 function usageOf(u: { case: "modelUsage"; value: ModelUsage } | { case: "agentOperation"; value: AgentOperation } | { case: undefined }): UsageInput {
   if (u.case === "modelUsage") return { kind: "model", model: u.value.model, inputTokens: Number(u.value.inputTokens), outputTokens: Number(u.value.outputTokens) };
@@ -49,13 +52,14 @@ export function toUsageRecord(r: UsageRecordRow): UsageRecord {
         : { case: "agentOperation", value: { agent: r.agent!, operation: r.operation ?? "", model: r.model ?? "", inputTokens: BigInt(r.input_tokens), outputTokens: BigInt(r.output_tokens) } },
     costMicros: BigInt(r.cost_micros),
     price: { inputPriceMicrosPerMillion: BigInt(r.input_price), outputPriceMicrosPerMillion: BigInt(r.output_price), pricePerInvocationMicros: BigInt(r.invocation_price) },
-    apiKey: keyName(r.project_id, r.api_key_id),
+    apiKey: keyNameOf(r.project_id, r.api_key_id),
     recordedBy: create(ActorSchema, { kind: kind === "user" ? { case: "userId", value: id } : kind === "api_key" ? { case: "apiKey", value: id } : { case: "system", value: id } }),
     authorization: r.authorization_id ? authorizationName(r.project_id, r.authorization_id) : "",
     invocation: r.invocation ?? "",
     createTime: timestampFromMs(r.create_time),
     occurTime: timestampFromMs(r.occur_time),
     attributes: JSON.parse(r.attributes) as Record<string, string>,
+    environment: wireEnvironment(r.environment),
   });
 }
 
@@ -75,7 +79,7 @@ function toAuthorization(a: AuthorizationRow): Authorization {
     state: states[a.state] ?? AuthorizationState.UNSPECIFIED,
     model: a.model ?? "",
     agent: a.agent ?? "",
-    apiKey: keyName(a.project_id, a.api_key_id),
+    apiKey: keyNameOf(a.project_id, a.api_key_id),
     usageRecord: a.usage_record_id ? recordName(a.project_id, a.usage_record_id) : "",
     createTime: timestampFromMs(a.create_time),
     expireTime: timestampFromMs(a.expire_time),
@@ -83,7 +87,7 @@ function toAuthorization(a: AuthorizationRow): Authorization {
   });
 }
 
-function withBalance<T>(ctx: HandlerContext, balance: number, res: T): T {
+function withBalance<T>(ctx: HandlerContext, balance: number | bigint, res: T): T {
   ctx.responseHeader.set(BALANCE_HEADER, String(balance));
   return res;
 }
@@ -145,8 +149,9 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async getUsageSummary(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
-      const s = await reports.summary(projectId, tsMs(req.startTime), tsMs(req.endTime));
+      const caller = callerOf(ctx);
+      const projectId = projectOf(ctx);
+      const s = await reports.summary(projectId, tsMs(req.startTime), tsMs(req.endTime), readEnvironment(caller, req.environment));
       return {
         startTime: timestampFromMs(s.start),
         endTime: timestampFromMs(s.end),
@@ -176,19 +181,23 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async listUsageRecords(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
+      const caller = callerOf(ctx);
+      const projectId = projectOf(ctx);
       const keyId = req.apiKey ? req.apiKey.split("/").pop() : undefined;
-      const page = await reports.list(projectId, { start: tsMs(req.startTime), end: tsMs(req.endTime), model: req.model || undefined, agent: req.agent || undefined, apiKeyId: keyId }, req.pageSize, req.pageToken);
+      const environment = readEnvironment(caller, req.environment);
+      const page = await reports.list(projectId, { start: tsMs(req.startTime), end: tsMs(req.endTime), model: req.model || undefined, agent: req.agent || undefined, apiKeyId: keyId, environment }, req.pageSize, req.pageToken);
       return { usageRecords: page.items.map(toUsageRecord), nextPageToken: page.nextPageToken };
     },
     async getUsageTimeseries(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
+      const caller = callerOf(ctx);
+      const projectId = projectOf(ctx);
       const points = await reports.timeseries(
         projectId,
         req.granularity === UsageGranularity.HOUR ? "hour" : "day",
         tsMs(req.startTime)!,
         tsMs(req.endTime),
         { model: req.model || undefined, agent: req.agent || undefined },
+        readEnvironment(caller, req.environment),
       );
       return {
         points: points.map((p) => ({
@@ -202,8 +211,9 @@ export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<t
       };
     },
     async forecastUsage(req, ctx) {
-      const projectId = usage.ownProject(callerOf(ctx), req.parent);
-      const f = await reports.forecast(projectId);
+      const caller = callerOf(ctx);
+      const projectId = projectOf(ctx);
+      const f = await reports.forecast(projectId, readEnvironment(caller, req.environment));
       return {
         periodStartTime: timestampFromMs(f.start),
         periodEndTime: timestampFromMs(f.end),

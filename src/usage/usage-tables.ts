@@ -1,3 +1,5 @@
+import type { Micros } from "../ledger/micros.js";
+
 /** The `usage_record` table: one metered event, priced when recorded. */
 export interface UsageRecordTable {
   record_id: string;
@@ -5,6 +7,8 @@ export interface UsageRecordTable {
   request_id: string;
   /** Whose request id: `usage` (RecordUsage) or `invoke` (InvokeAgent); ids are unique per namespace (migration 0008). */
   request_namespace: string;
+  /** live or test (the sandbox ledger, migration 0014); request ids are unique per environment. */
+  environment: string;
   /** SHA-256 of the request's content, to refuse a reused request_id with other content. */
   request_hash: string;
   /** model or agent. */
@@ -25,7 +29,7 @@ export interface UsageRecordTable {
   authorization_id: string | null;
   invocation: string | null;
   attributes: string;
-  balance_after_micros: number;
+  balance_after_micros: Micros;
   occur_time: number;
   create_time: number;
 }
@@ -36,6 +40,8 @@ export interface UsageRecordTable {
  */
 export interface UsageRollupTable {
   project_id: string;
+  /** live or test: test usage never reaches live reports (migration 0014). */
+  environment: string;
   /** The hour's start, epoch ms. */
   hour: number;
   /** model, agent, or agent_model (tokens agents spent on the model). */
@@ -53,6 +59,8 @@ export interface UsageRollupTable {
 export interface UsageAuthorizationTable {
   auth_id: string;
   project_id: string;
+  /** live or test: which ledger the hold reserves from (migration 0014). */
+  environment: string;
   request_id: string;
   request_hash: string;
   held_micros: number;

@@ -14,12 +14,14 @@ import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
 import { type GroupCommit, createGroupCommit } from "../db/group-commit.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
 import { modelAllowed } from "../keys/model-patterns.js";
 import * as ledger from "../ledger/ledger.js";
+import { type Micros, addMicros, comparableMicros } from "../ledger/micros.js";
+import { callerEnvironment, sandboxAvailable, topUpSandbox } from "../ledger/sandbox.js";
 import { invoiceUsage } from "../billing/outbox.js";
 import { budgetRefusal, refundBudget, reserveBudget, settleBudget } from "../wallets/wallet-budgets.js";
 import type { Logger } from "../logger.js";
@@ -29,6 +31,7 @@ import { rollUpRecord } from "./usage-rollups.js";
 import { requireOccurTime } from "./backdating.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
+import { accountName, authorizationName, parseChildName, recordName } from "../names/names.js";
 
 export type UsageRecordRow = Selectable<UsageRecordTable>;
 export type AuthorizationRow = Selectable<UsageAuthorizationTable>;
@@ -56,7 +59,7 @@ export interface Eligibility {
   message: string;
   costMicros: number;
   upgrades: Plan[];
-  balance: number;
+  balance: Micros;
   creditsNeeded: number;
   hireRequired: boolean;
 }
@@ -98,8 +101,7 @@ export interface UsageDeps {
 export const DEFAULT_HOLD_MS = 5 * 60_000;
 const SWEEP_MS = 15_000;
 
-export const recordName = (projectId: string, id: string) => `accounts/${projectId}/usageRecords/${id}`;
-export const authorizationName = (projectId: string, id: string) => `accounts/${projectId}/authorizations/${id}`;
+export { authorizationName, recordName };
 
 function requestHash(parts: unknown): string {
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
@@ -131,8 +133,10 @@ export class Usage {
   }
 
   /** Records usage: priced, checked and debited in one transaction; idempotent by request id. */
-  async record(caller: Caller, parent: string, input: RecordInput): Promise<{ record: UsageRecordRow; balance: number }> {
+  async record(caller: Caller, parent: string, input: RecordInput): Promise<{ record: UsageRecordRow; balance: Micros }> {
     const projectId = this.ownProject(caller, parent);
+    // Test keys meter against the sandbox ledger (docs/test-mode.md): every read and write below names it.
+    const env = callerEnvironment(caller);
     const now = this.deps.clock.now();
     const namespace = input.namespace ?? "usage";
     requireOccurTime(input.occurTime, now);
@@ -149,6 +153,7 @@ export class Usage {
         .selectFrom("usage_record")
         .selectAll()
         .where("project_id", "=", projectId)
+        .where("environment", "=", env)
         .where("request_namespace", "=", namespace)
         .where("request_id", "=", input.requestId)
         .executeTakeFirst();
@@ -162,10 +167,10 @@ export class Usage {
       const recordId = newId();
       let authId: string | null = null;
       if (input.authorization) {
-        const auth = await this.heldAuthorization(tx, projectId, input.authorization, now);
+        const auth = await this.heldAuthorization(tx, projectId, input.authorization, now, env);
         authId = auth.auth_id;
         // Settling: the hold comes back, the actual cost goes out (even below zero: the work is done).
-        await ledger.book(tx, { projectId, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: "hold settled" }, now);
+        await ledger.book(tx, { projectId, environment: env, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: "hold settled" }, now);
         if (auth.api_key_id) await this.deps.keys.addSpend(tx, auth.api_key_id, -auth.held_micros);
         if (auth.budget_id) await settleBudget(tx, auth.budget_id, auth.held_micros, priced.cost, now);
         await tx
@@ -174,7 +179,7 @@ export class Usage {
           .where("auth_id", "=", auth.auth_id)
           .execute();
       } else {
-        await this.requireFunds(tx, projectId, plan, priced.cost);
+        await this.requireFunds(tx, projectId, plan, priced.cost, env);
         // A wallet token's budget is spent by the same transaction as the credits.
         if (caller.kind === "user" && caller.wallet?.budget) await reserveBudget(tx, caller.wallet.budget, priced.cost, now);
       }
@@ -184,7 +189,7 @@ export class Usage {
       }
       const debit = await ledger.book(
         tx,
-        { projectId, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: debitKey(namespace, input.requestId), usageRecordId: recordId, actor: caller.subject, description: priced.subject },
+        { projectId, environment: env, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: debitKey(namespace, input.requestId), usageRecordId: recordId, actor: caller.subject, description: priced.subject },
         now,
       );
       const occur = input.occurTime ?? now;
@@ -194,6 +199,7 @@ export class Usage {
         project_id: projectId,
         request_id: input.requestId,
         request_namespace: namespace,
+        environment: env,
         request_hash: hash,
         kind: input.usage.kind,
         model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
@@ -226,13 +232,14 @@ export class Usage {
     caller: Caller,
     parent: string,
     input: { requestId: string; estimate: UsageInput | { kind: "cost"; micros: number }; ttlMs?: number; apiKey?: string },
-  ): Promise<{ auth: AuthorizationRow; balance: number }> {
+  ): Promise<{ auth: AuthorizationRow; balance: Micros }> {
     const projectId = this.ownProject(caller, parent);
+    const env = callerEnvironment(caller);
     const now = this.deps.clock.now();
     const hash = requestHash([input.estimate, input.ttlMs ?? null, input.apiKey ?? ""]);
     const plan = await this.deps.planOf(projectId);
     return this.deps.database.transaction(async (tx) => {
-      const replay = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("request_id", "=", input.requestId).executeTakeFirst();
+      const replay = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("request_id", "=", input.requestId).executeTakeFirst();
       if (replay) {
         if (replay.request_hash !== hash) throw invalidArgument("request_id", "was already used for a different authorization");
         return { auth: replay, balance: await this.balanceAfterHold(tx, replay) };
@@ -251,7 +258,7 @@ export class Usage {
         else agent = priced.subject;
       }
       const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, est.kind === "cost" ? undefined : est);
-      await this.requireFunds(tx, projectId, plan, amount);
+      await this.requireFunds(tx, projectId, plan, amount, env);
       if (keyId) {
         await this.requireSpendRoom(tx, keyId, amount);
         await this.deps.keys.addSpend(tx, keyId, amount);
@@ -259,10 +266,11 @@ export class Usage {
       const budget = caller.kind === "user" ? caller.wallet?.budget : undefined;
       if (budget) await reserveBudget(tx, budget, amount, now);
       const authId = newId();
-      await ledger.book(tx, { projectId, kind: "hold", amountMicros: -amount, idempotencyKey: `hold:${authId}`, authorizationId: authId, actor: caller.subject, description: "hold" }, now);
+      await ledger.book(tx, { projectId, environment: env, kind: "hold", amountMicros: -amount, idempotencyKey: `hold:${authId}`, authorizationId: authId, actor: caller.subject, description: "hold" }, now);
       const auth: AuthorizationRow = {
         auth_id: authId,
         project_id: projectId,
+        environment: env,
         request_id: input.requestId,
         request_hash: hash,
         held_micros: amount,
@@ -278,21 +286,22 @@ export class Usage {
         close_time: null,
       };
       await tx.insertInto("usage_authorization").values(auth).execute();
-      return { auth, balance: await ledger.balanceOf(tx, projectId) };
+      return { auth, balance: await ledger.balanceOf(tx, projectId, env) };
     }, { scope: projectId });
   }
 
   /** Releases an unused hold; a released hold is returned unchanged. */
-  async release(caller: Caller, name: string): Promise<{ auth: AuthorizationRow; balance: number }> {
+  async release(caller: Caller, name: string): Promise<{ auth: AuthorizationRow; balance: Micros }> {
     const { projectId, id } = this.ownAuthorization(caller, name);
+    const env = callerEnvironment(caller);
     const now = this.deps.clock.now();
     return this.deps.database.transaction(async (tx) => {
-      const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("auth_id", "=", id).executeTakeFirst();
+      const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("auth_id", "=", id).executeTakeFirst();
       if (!auth) throw notFound(`authorization "${name}"`);
-      if (auth.state === "released") return { auth, balance: await ledger.balanceOf(tx, projectId) };
+      if (auth.state === "released") return { auth, balance: await ledger.balanceOf(tx, projectId, env) };
       if (auth.state !== "held" || auth.expire_time <= now) throw failedPrecondition(`authorization ${name} is ${auth.state === "held" ? "expired" : auth.state}`, "AUTHORIZATION_NOT_HELD");
       await this.returnHold(tx, auth, "released", now);
-      return { auth: (await tx.selectFrom("usage_authorization").selectAll().where("auth_id", "=", id).executeTakeFirstOrThrow()), balance: await ledger.balanceOf(tx, projectId) };
+      return { auth: (await tx.selectFrom("usage_authorization").selectAll().where("auth_id", "=", id).executeTakeFirstOrThrow()), balance: await ledger.balanceOf(tx, projectId, env) };
     }, { scope: projectId });
   }
 
@@ -333,9 +342,10 @@ export class Usage {
   }
 
   /** The balance a hold left when it was placed (what its first answer said). */
-  private async balanceAfterHold(tx: Db, auth: AuthorizationRow): Promise<number> {
-    const entry = await ledger.findByIdempotencyKey(tx, auth.project_id, `hold:${auth.auth_id}`);
-    return entry ? Number(entry.balance_after_micros) : ledger.balanceOf(tx, auth.project_id);
+  private async balanceAfterHold(tx: Db, auth: AuthorizationRow): Promise<Micros> {
+    const env = auth.environment as ledger.Environment;
+    const entry = await ledger.findByIdempotencyKey(tx, auth.project_id, `hold:${auth.auth_id}`, env);
+    return entry ? entry.balance_after_micros : ledger.balanceOf(tx, auth.project_id, env);
   }
 
   /** Expired holds of one project, returned inside the caller's transaction (so a check sees them freed). */
@@ -345,7 +355,7 @@ export class Usage {
   }
 
   private async returnHold(tx: Db, auth: AuthorizationRow, state: "released" | "expired", now: number): Promise<void> {
-    await ledger.book(tx, { projectId: auth.project_id, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: `hold ${state}` }, now);
+    await ledger.book(tx, { projectId: auth.project_id, environment: auth.environment as ledger.Environment, kind: "hold_release", amountMicros: auth.held_micros, idempotencyKey: `hold-release:${auth.auth_id}`, authorizationId: auth.auth_id, description: `hold ${state}` }, now);
     if (auth.api_key_id) await this.deps.keys.addSpend(tx, auth.api_key_id, -auth.held_micros);
     if (auth.budget_id) await refundBudget(tx, auth.budget_id, auth.held_micros, now);
     await tx.updateTable("usage_authorization").set({ state, close_time: now }).where("auth_id", "=", auth.auth_id).execute();
@@ -354,14 +364,16 @@ export class Usage {
   /** Whether a call would be allowed now, and why not. Reads only: changes nothing. */
   async eligibility(caller: Caller, parent: string, check: EligibilityCheck): Promise<Eligibility> {
     const projectId = this.ownProject(caller, parent);
+    const env = callerEnvironment(caller);
     const db = this.deps.database.db;
     await this.requireAccount(db, projectId);
     await this.returnExpiredHolds(projectId);
     const plan = await this.deps.planOf(projectId);
     const now = this.deps.clock.now();
-    // Plan credits not yet granted this month count as available (they are granted on first use).
+    // Plan credits (sandbox credits in test mode) not yet granted this month count as available (they are granted on first use).
     const granted = await ledger.findByIdempotencyKey(db, projectId, `plan-credits:${monthKey(now)}`);
-    const balance = (await ledger.balanceOf(db, projectId)) + (granted ? 0 : plan.includedCreditsMicros);
+    const balance =
+      env === "test" ? await sandboxAvailable(db, projectId, plan, now) : addMicros(await ledger.balanceOf(db, projectId), granted ? 0 : plan.includedCreditsMicros);
     const result: Eligibility = { eligible: true, reason: LimitReason.UNSPECIFIED, message: "allowed", costMicros: 0, upgrades: [], balance, creditsNeeded: 0, hireRequired: false };
     if (check.kind === "hire") {
       const status = await this.deps.prices.hireStatus(db, projectId, check.agent);
@@ -392,9 +404,9 @@ export class Usage {
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
     }
     if (!plan.overdraftAllowed && balance < cost) {
-      const err = this.creditsExhausted(plan, balance, cost, projectId);
+      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
-      return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - balance };
+      return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - comparableMicros(balance) };
     }
     return result;
   }
@@ -459,9 +471,9 @@ export class Usage {
   /** The key usage is attributed to: the named customer key, else the calling key. */
   private async attributedKey(tx: Db, caller: Caller, projectId: string, apiKey: string | undefined, usage: UsageInput | undefined): Promise<string | undefined> {
     if (!apiKey) return caller.kind === "api_key" ? caller.keyId : undefined;
-    const m = /^accounts\/([^/]+)\/apiKeys\/([^/]+)$/.exec(apiKey);
-    if (!m || m[1] !== projectId) throw notFound(`API key "${apiKey}"`);
-    const key = await this.deps.keys.forMetering(tx, projectId, m[2]);
+    const ref = parseChildName(apiKey, "apiKeys");
+    if (!ref || ref.project !== projectId) throw notFound(`API key "${apiKey}"`);
+    const key = await this.deps.keys.forMetering(tx, projectId, ref.id);
     if (!key.usable) throw failedPrecondition(`API key ${apiKey} is revoked or expired`, "API_KEY_NOT_ACTIVE");
     if (usage?.kind === "model" && !modelAllowed(key.allowedModels, usage.model)) {
       throw permissionDenied(`API key ${apiKey} may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
@@ -469,12 +481,13 @@ export class Usage {
     return key.keyId;
   }
 
-  private async requireFunds(tx: Db, projectId: string, plan: Plan, cost: number): Promise<void> {
+  private async requireFunds(tx: Db, projectId: string, plan: Plan, cost: number, env: ledger.Environment): Promise<void> {
     await this.expireProjectHolds(tx, projectId, this.deps.clock.now());
-    await this.grantPlanCredits(tx, projectId, plan);
-    const balance = await ledger.balanceOf(tx, projectId);
+    if (env === "test") await topUpSandbox(tx, projectId, plan, this.deps.clock.now());
+    else await this.grantPlanCredits(tx, projectId, plan);
+    const balance = await ledger.balanceOf(tx, projectId, env);
     if (plan.overdraftAllowed || balance >= cost) return;
-    throw this.creditsExhausted(plan, balance, cost, projectId);
+    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
   }
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
@@ -515,10 +528,11 @@ export class Usage {
     });
   }
 
-  private async heldAuthorization(tx: Db, projectId: string, name: string, now: number): Promise<AuthorizationRow> {
-    const m = /^accounts\/([^/]+)\/authorizations\/([^/]+)$/.exec(name);
-    if (!m || m[1] !== projectId) throw notFound(`authorization "${name}"`);
-    const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("auth_id", "=", m[2]).executeTakeFirst();
+  private async heldAuthorization(tx: Db, projectId: string, name: string, now: number, env: ledger.Environment): Promise<AuthorizationRow> {
+    const ref = parseChildName(name, "authorizations");
+    if (!ref || ref.project !== projectId) throw notFound(`authorization "${name}"`);
+    // A hold is settled only in its own environment: a live record never spends a sandbox hold, or the reverse.
+    const auth = await tx.selectFrom("usage_authorization").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("auth_id", "=", ref.id).executeTakeFirst();
     if (!auth) throw notFound(`authorization "${name}"`);
     if (auth.state === "held" && auth.expire_time <= now) throw failedPrecondition(`authorization ${name} expired`, "AUTHORIZATION_NOT_HELD");
     if (auth.state !== "held") throw failedPrecondition(`authorization ${name} is ${auth.state}`, "AUTHORIZATION_NOT_HELD");
@@ -532,14 +546,16 @@ export class Usage {
 
   private async requireAccount(tx: Db, projectId: string): Promise<void> {
     const row = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
-    if (!row) throw notFound(`account "accounts/${projectId}"`);
+    if (!row) throw notFound(`account "${accountName(projectId)}"`);
   }
 
-  ownProject(caller: Caller, name: string): string {
-    return ownProject(caller, name);
+  /** The project of a name the tenancy interceptor checked is the caller's (src/auth/tenancy.ts). */
+  private ownProject(_caller: Caller, name: string): string {
+    return checkedProjectIn(name);
   }
 
   private ownAuthorization(caller: Caller, name: string): { projectId: string; id: string } {
-    return ownChild(caller, name, "authorizations", "authorization");
+    const { project, id } = checkedChildIn(name, "authorizations");
+    return { projectId: project, id };
   }
 }

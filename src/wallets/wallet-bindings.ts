@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { parseRole, roleName } from "../auth/principal.js";
-import { ownChild, ownProject } from "../auth/project-scope.js";
+import type { CheckedProject, ChildRef } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
 import type { Database } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
@@ -18,6 +18,7 @@ import { fromBase58, fromHex, recoverEthSigner, verifyEd25519 } from "./signatur
 import type { WalletBindingTable } from "./wallet-tables.js";
 import type { Selectable } from "kysely";
 import type { KeyInvalidation } from "../cluster/key-invalidation.js";
+import { accountName, bindingName } from "../names/names.js";
 
 export type BindingRow = Selectable<WalletBindingTable>;
 
@@ -41,7 +42,7 @@ export interface WalletBindingsDeps {
 }
 
 export const CHALLENGE_TTL_MS = 5 * 60_000;
-export const bindingName = (projectId: string, id: string) => `accounts/${projectId}/wallets/${id}`;
+export { bindingName };
 
 function parse(accountId: string): WalletAccount {
   try {
@@ -53,7 +54,7 @@ function parse(accountId: string): WalletAccount {
 
 /** The text a wallet signs to bind itself; SIWE (EIP-4361) for eip155. */
 export function challengeMessage(o: { domain: string; account: WalletAccount; projectId: string; nonce: string; issuedAt: number; expiresAt: number }): string {
-  const statement = `Bind this wallet to the Formstate account accounts/${o.projectId}.`;
+  const statement = `Bind this wallet to the Formstate account ${accountName(o.projectId)}.`;
   const times = `Nonce: ${o.nonce}\nIssued At: ${new Date(o.issuedAt).toISOString()}\nExpiration Time: ${new Date(o.expiresAt).toISOString()}`;
   if (o.account.namespace === "eip155") {
     return `${o.domain} wants you to sign in with your Ethereum account:\n${checksumAddress(o.account.address)}\n\n${statement}\n\nURI: https://${o.domain}/accounts/${o.projectId}\nVersion: 1\nChain ID: ${o.account.reference}\n${times}`;
@@ -69,8 +70,7 @@ export class WalletBindings {
     this.cacheMs = deps.cacheMs ?? 1_000;
   }
 
-  async challenge(caller: BindingCaller, parent: string, accountId: string) {
-    const projectId = ownProject(caller, parent);
+  async challenge(caller: BindingCaller, projectId: CheckedProject, accountId: string) {
     const account = parse(accountId);
     const now = this.deps.clock.now();
     const nonce = randomBytes(16).toString("hex");
@@ -86,8 +86,7 @@ export class WalletBindings {
   }
 
   /** Verifies the signature over the nonce's message and binds; the nonce is spent only by a valid signature. */
-  async bind(caller: BindingCaller, parent: string, accountId: string, nonce: string, signature: string): Promise<BindingRow> {
-    const projectId = ownProject(caller, parent);
+  async bind(caller: BindingCaller, projectId: CheckedProject, accountId: string, nonce: string, signature: string): Promise<BindingRow> {
     const account = parse(accountId);
     const now = this.deps.clock.now();
     return this.deps.database.transaction(async (tx) => {
@@ -119,8 +118,7 @@ export class WalletBindings {
     });
   }
 
-  async list(caller: BindingCaller, parent: string, size: number, token: string) {
-    const projectId = ownProject(caller, parent);
+  async list(_caller: BindingCaller, projectId: CheckedProject, size: number, token: string) {
     const limit = pageSize(size);
     const cursor = decodePageToken(token, ["number", "string"]);
     let q = this.deps.database.db.selectFrom("wallet_binding").selectAll().where("project_id", "=", projectId);
@@ -133,8 +131,8 @@ export class WalletBindings {
   }
 
   /** Users remove their own bindings, admins any; the wallet's tokens fail from the next call. */
-  async remove(caller: BindingCaller, name: string): Promise<void> {
-    const { projectId, id } = ownChild(caller, name, "wallets", "wallet binding");
+  async remove(caller: BindingCaller, { project: projectId, id }: ChildRef): Promise<void> {
+    const name = bindingName(projectId, id);
     const db = this.deps.database.db;
     const row = await db.selectFrom("wallet_binding").selectAll().where("project_id", "=", projectId).where("binding_id", "=", id).executeTakeFirst();
     if (!row) throw notFound(`wallet binding "${name}"`);

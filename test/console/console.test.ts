@@ -38,25 +38,24 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
   let page: Page;
   let adminToken: string;
   let newKeySecret = "";
-  // The system clock, moved back while the catalog is published.
-  const publishClock = { offsetMs: 0, now: () => Date.now() + publishClock.offsetMs };
   const adminClient = () => createFormstateClient({ baseUrl: ts.url, token: adminToken });
 
   beforeAll(async () => {
     host = await serveStatic(await buildConsole());
     // Only the static host's exact origin may call the API from a browser.
+    // The catalog is published four hours back, so the usage backdated three hours below has a price in force
+    // (pricing at occurrence); the clock only moves forward, as the rate limiter expects.
+    const publishClock = { offsetMs: -4 * 3600_000, now: () => Date.now() + publishClock.offsetMs };
     ts = await startTestServer({ FORMSTATE_CORS_ORIGINS: host.origin }, { clock: publishClock });
-    adminToken = await ts.token({ projectId: PROJECT, role: "admin", subject: "console-admin" });
+    adminToken = await ts.token({ projectId: PROJECT, role: "admin", subject: "console-admin", ttlSec: 24 * 3600 });
     const admin = createFormstateClient({ baseUrl: ts.url, token: adminToken });
-    await admin.accounts.createAccount({ account: { displayName: "Console E2E", billingEmail: "ops@console.test" } });
-    // Published four hours ago, so the usage backdated three hours below is priced (pricing at occurrence).
-    publishClock.offsetMs = -4 * 3600_000;
     await admin.models.createModel({
       modelId: "console-e2e/chat-1",
       model: { displayName: "Chat 1", inputPriceMicrosPerMillion: 2_000_000n, outputPriceMicrosPerMillion: 8_000_000n },
     });
     await admin.agents.createAgent({ agentId: "console-helper", agent: { displayName: "Helper", pricePerInvocationMicros: 4_000n } });
     publishClock.offsetMs = 0;
+    await admin.accounts.createAccount({ account: { displayName: "Console E2E", billingEmail: "ops@console.test" } });
     await admin.agents.hireAgent({ parent: `accounts/${PROJECT}`, agent: AGENT });
     browser = await launchChromium();
     page = await browser.context.newPage();

@@ -31,7 +31,7 @@ function node(args: string[], env: Record<string, string>) {
 describe("npm run token", () => {
   it("mints a token the server accepts, with the key file kept private", async () => {
     ts = await startTestServer();
-    const { stdout } = await node(["src/cli/token.ts", "--project", "demo", "--role", "developer", "--subject", "dana"], { FORMSTATE_DATA_DIR: ts.dataDir });
+    const { stdout } = await node(["src/cli/main.ts", "token", "--project", "demo", "--role", "developer", "--subject", "dana"], { FORMSTATE_DATA_DIR: ts.dataDir });
     const token = stdout.trim();
     expect(token.split(".")).toHaveLength(3);
     expect(statSync(join(ts.dataDir, "dev-issuer-key.json")).mode & 0o777).toBe(0o600);
@@ -44,7 +44,7 @@ describe("npm run token", () => {
   });
 
   it("refuses in production and rejects bad arguments with exit code 2", async () => {
-    const prod = await node(["src/cli/token.ts", "--project", "demo"], {
+    const prod = await node(["src/cli/main.ts", "token", "--project", "demo"], {
       FORMSTATE_ENV: "production",
       FORMSTATE_JWKS_URL: "https://idp.example/jwks",
       FORMSTATE_JWT_ISSUER: "x",
@@ -52,7 +52,7 @@ describe("npm run token", () => {
     }).catch((e: { code: number; stderr: string }) => e);
     expect(prod).toMatchObject({ code: 2 });
     expect((prod as { stderr: string }).stderr).toMatch(/development issuer is off/);
-    const bad = await node(["src/cli/token.ts", "--project", "Bad Project"], { FORMSTATE_DATA_DIR: mkdtempSync(join(tmpdir(), "fs-tok-")) }).catch((e: { code: number; stderr: string }) => e);
+    const bad = await node(["src/cli/main.ts", "token", "--project", "Bad Project"], { FORMSTATE_DATA_DIR: mkdtempSync(join(tmpdir(), "fs-tok-")) }).catch((e: { code: number; stderr: string }) => e);
     expect(bad).toMatchObject({ code: 2 });
     expect((bad as { stderr: string }).stderr).toMatch(/--project/);
   });

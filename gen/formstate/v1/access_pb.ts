@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file formstate/v1/access.proto.
  */
 export const file_formstate_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("Chlmb3Jtc3RhdGUvdjEvYWNjZXNzLnByb3RvEgxmb3Jtc3RhdGUudjEieQoMQWNjZXNzUG9saWN5Eg4KBnB1YmxpYxgBIAEoCBIkCghtaW5fcm9sZRgCIAEoDjISLmZvcm1zdGF0ZS52MS5Sb2xlEiIKBXNjb3BlGAMgASgOMhMuZm9ybXN0YXRlLnYxLlNjb3BlEg8KB21ldGVyZWQYBCABKAgqTwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESEgoOUk9MRV9ERVZFTE9QRVIQAhIOCgpST0xFX0FETUlOEAMqUAoFU2NvcGUSFQoRU0NPUEVfVU5TUEVDSUZJRUQQABIOCgpTQ09QRV9SRUFEEAESDwoLU0NPUEVfV1JJVEUQAhIPCgtTQ09QRV9BRE1JThADOlQKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKAsyGi5mb3Jtc3RhdGUudjEuQWNjZXNzUG9saWN5UgZhY2Nlc3NiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("Chlmb3Jtc3RhdGUvdjEvYWNjZXNzLnByb3RvEgxmb3Jtc3RhdGUudjEi7wEKDEFjY2Vzc1BvbGljeRIOCgZwdWJsaWMYASABKAgSJAoIbWluX3JvbGUYAiABKA4yEi5mb3Jtc3RhdGUudjEuUm9sZRIiCgVzY29wZRgDIAEoDjITLmZvcm1zdGF0ZS52MS5TY29wZRIPCgdtZXRlcmVkGAQgASgIEiYKB3RlbmFuY3kYBSABKA4yFS5mb3Jtc3RhdGUudjEuVGVuYW5jeRIWCg5yZXNvdXJjZV9maWVsZBgGIAEoCRIWCg5yZWxhdGVkX2ZpZWxkcxgHIAMoCRIcChRwbGF0Zm9ybV9hbnlfcHJvamVjdBgIIAEoCCpPCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX0RFVkVMT1BFUhACEg4KClJPTEVfQURNSU4QAypQCgVTY29wZRIVChFTQ09QRV9VTlNQRUNJRklFRBAAEg4KClNDT1BFX1JFQUQQARIPCgtTQ09QRV9XUklURRACEg8KC1NDT1BFX0FETUlOEAMqXgoHVGVuYW5jeRIXChNURU5BTkNZX1VOU1BFQ0lGSUVEEAASEwoPVEVOQU5DWV9QUk9KRUNUEAESEAoMVEVOQU5DWV9OT05FEAISEwoPVEVOQU5DWV9DQVRBTE9HEAM6VAoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoCzIaLmZvcm1zdGF0ZS52MS5BY2Nlc3NQb2xpY3lSBmFjY2Vzc2IGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * Who may call a method. Read at runtime from the method descriptor by the
@@ -51,6 +51,38 @@ export type AccessPolicy = Message<"formstate.v1.AccessPolicy"> & {
    * @generated from field: bool metered = 4;
    */
   metered: boolean;
+
+  /**
+   * Which project's resources the request reaches. Required.
+   *
+   * @generated from field: formstate.v1.Tenancy tenancy = 5;
+   */
+  tenancy: Tenancy;
+
+  /**
+   * The request field (a dotted path for nested messages, e.g.
+   * `api_key.name`) that holds the resource name or parent. Required for
+   * TENANCY_PROJECT; optional for TENANCY_CATALOG.
+   *
+   * @generated from field: string resource_field = 6;
+   */
+  resourceField: string;
+
+  /**
+   * Further request fields that may name project resources (an API key, a
+   * hire, an authorization); when set, they must be of the same project.
+   *
+   * @generated from field: repeated string related_fields = 7;
+   */
+  relatedFields: string[];
+
+  /**
+   * The platform project's admins and developers (never wallet tokens) may
+   * name any project in `resource_field` (operator methods such as AddCredits).
+   *
+   * @generated from field: bool platform_any_project = 8;
+   */
+  platformAnyProject: boolean;
 };
 
 /**
@@ -126,6 +158,55 @@ export enum Scope {
  */
 export const ScopeSchema: GenEnum<Scope> = /*@__PURE__*/
   enumDesc(file_formstate_v1_access, 1);
+
+/**
+ * Which project's resources a request reaches, checked by the tenancy
+ * interceptor from the method descriptor before the handler runs.
+ *
+ * @generated from enum formstate.v1.Tenancy
+ */
+export enum Tenancy {
+  /**
+   * Not declared: the method is denied to everyone (fail closed).
+   *
+   * @generated from enum value: TENANCY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The request names a resource of one project in `resource_field`
+   * (`accounts/{project}` or `accounts/{project}/...`): it must be the
+   * caller's. Another project's name answers NOT_FOUND, the same whether it
+   * exists or not.
+   *
+   * @generated from enum value: TENANCY_PROJECT = 1;
+   */
+  PROJECT = 1,
+
+  /**
+   * The request names no project resource (the caller's own identity, a
+   * secret it presents, or nothing at all).
+   *
+   * @generated from enum value: TENANCY_NONE = 2;
+   */
+  NONE = 2,
+
+  /**
+   * The request names catalog resources (`agents/...`, `models/...`): public
+   * ones are readable across projects, private ones only by their owner, and
+   * only the owner writes them. Visibility is decided by the catalog from the
+   * stored owner; another project's private resource is NOT_FOUND.
+   *
+   * @generated from enum value: TENANCY_CATALOG = 3;
+   */
+  CATALOG = 3,
+}
+
+/**
+ * Describes the enum formstate.v1.Tenancy.
+ */
+export const TenancySchema: GenEnum<Tenancy> = /*@__PURE__*/
+  enumDesc(file_formstate_v1_access, 2);
 
 /**
  * The access policy of an RPC. Required on every method of every service.

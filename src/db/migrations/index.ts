@@ -18,6 +18,7 @@ import * as m0005 from "./0005-billing.js";
 import * as m0006 from "./0006-catalog-prices.js";
 import * as m0007 from "./0007-wallets-sessions.js";
 import * as m0008 from "./0008-finance.js";
+import * as m0014 from "./0014-sandbox.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
@@ -28,6 +29,7 @@ const migrations: Record<string, Migration> = {
   "0006-catalog-prices": m0006,
   "0007-wallets-sessions": m0007,
   "0008-finance": m0008,
+  "0014-sandbox": m0014,
 };
 
 export const migrationProvider: MigrationProvider = {
