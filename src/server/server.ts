@@ -20,6 +20,7 @@ import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js
 import { logProtocolFailure } from "./protocol-failure.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
 import { createRequestLogInterceptor } from "./request-log.js";
+import { Metrics } from "./metrics.js";
 import { registerRoutes } from "./routes.js";
 import { createValidationInterceptor } from "./validate.js";
 
@@ -39,11 +40,13 @@ export interface RunningServer {
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
+  const metrics = new Metrics(app);
   const options: GuardedAdapterOptions = {
     log: app.log,
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
+      metrics.interceptor(),
       createRequestLogInterceptor(app.log),
       createAuthenticateInterceptor({
         jwt: () => app.jwt(),
@@ -57,6 +60,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         limiter: app.limiter,
         clock: app.clock,
         planOf: (p) => app.accounts.planOf(p),
+        onDecision: (allowed) => metrics.rateLimitDecision(allowed),
+        anonymous: config.anonymousRateLimit,
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
       createValidationInterceptor(),
@@ -67,8 +72,11 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
-    onProtocolFailure: (f) => logProtocolFailure(app.log, f),
-    fallback: (req, res) => plainRoute(app, req as Req, res as Res),
+    onProtocolFailure: (f) => {
+      logProtocolFailure(app.log, f);
+      metrics.protocolFailure(f);
+    },
+    fallback: (req, res) => plainRoute(app, metrics, req as Req, res as Res),
   };
   const connect = guardedConnectAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
@@ -85,11 +93,24 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 }
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
-function plainRoute(app: App, req: Req, res: Res): void {
+function plainRoute(app: App, metrics: Metrics, req: Req, res: Res): void {
   if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
+  }
+  if (req.method === "GET" && path === "/metrics") {
+    void metrics.scrape().then(
+      ({ contentType, body }) => {
+        (res as http.ServerResponse).writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      },
+      (err: unknown) => {
+        app.log.warn({ err }, "metrics scrape failed");
+        json(res, 503, { error: "metrics unavailable" });
+      },
+    );
+    return;
   }
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
