@@ -114,8 +114,17 @@ function plainRoute(app: App, metrics: Metrics, req: Req, res: Res): void {
   }
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
-    // Redis degraded is still serving (local limits, short key cache) but shown, for operators and load balancers' logs.
-    return json(res, serving ? 200 : 503, { status: serving ? "SERVING" : "NOT_SERVING", ...(app.sharedState && { redis: app.sharedState.status() }) });
+    // Redis or the identity provider's JWKS down: still serving (local limits, API keys; JWT callers get
+    // UNAVAILABLE and retry) but DEGRADED, for operators and load balancers' logs. Taking every instance
+    // out for an IdP outage would stop API-key traffic too.
+    const jwksDown = app.config.jwt.jwksUrl !== undefined && !app.jwt().jwksAvailable();
+    const redis = app.sharedState?.status();
+    const degraded = jwksDown || (redis !== undefined && redis !== "connected");
+    return json(res, serving ? 200 : 503, {
+      status: !serving ? "NOT_SERVING" : degraded ? "DEGRADED" : "SERVING",
+      ...(redis && { redis }),
+      ...(app.config.jwt.jwksUrl !== undefined && { jwks: jwksDown ? "unavailable" : "ok" }),
+    });
   }
   json(res, 404, { error: "not found" });
 }
