@@ -41,8 +41,6 @@ export interface Config {
   maxTimeoutMs: number;
   /** Calls without credentials (public methods), per client IP; 0 rps turns it off. */
   anonymousRateLimit: { requestsPerSecond: number; burst: number };
-  /** OTLP/HTTP traces endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or FORMSTATE_OTLP_ENDPOINT); unset = tracing off. */
-  otlpEndpoint?: string;
   /** How long shutdown waits for in-flight calls before closing connections, ms. */
   shutdownGraceMs: number;
   /** The demo project seeded in development. */
@@ -242,7 +240,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     maxMessageBytes: int("FORMSTATE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxTimeoutMs: int("FORMSTATE_MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
     anonymousRateLimit: { requestsPerSecond: int("FORMSTATE_ANON_RATE_LIMIT_RPS", 50, 0, 1_000_000), burst: int("FORMSTATE_ANON_RATE_LIMIT_BURST", 100, 1, 1_000_000) },
-    otlpEndpoint: env.FORMSTATE_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || undefined,
     shutdownGraceMs: int("FORMSTATE_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     devProject,
     plansFile: str("FORMSTATE_PLANS_FILE"),
