@@ -26,7 +26,15 @@ import { originAllowed } from "./server/cors.js";
 import { HealthStatus } from "./server/health.js";
 import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
+import { Marketplace } from "./marketplace/marketplace.js";
 import { UsageReports } from "./usage/usage-reports.js";
+import { X402Rail } from "./x402/x402-topups.js";
+import { httpFacilitator } from "./x402/facilitator.js";
+import { SpendAlerts } from "./alerts/spend-alerts.js";
+import { WebhookSender } from "./alerts/webhook-sender.js";
+import { Receipts } from "./receipts/receipts.js";
+import { loadSigningKey } from "./auth/dev-issuer.js";
+import { dirname } from "node:path";
 
 export interface AppOverrides {
   clock?: Clock;
@@ -54,6 +62,15 @@ export class App {
   private verifier?: JwtVerifier;
   /** Redis, when REDIS_URL is set: rate limits and key invalidations shared with other instances. */
   sharedState?: SharedState;
+  /** x402 top-ups, when a facilitator and pay-to address are configured (issue 18). */
+  x402?: X402Rail;
+  /** Spend alerts and the sender of their webhooks (issue 18). */
+  alerts!: SpendAlerts;
+  webhooks!: WebhookSender;
+  /** Signed receipts of ledger entries (issue 18). */
+  receipts!: Receipts;
+  /** Publisher earnings and payouts (issue 18). */
+  marketplace!: Marketplace;
 
   private constructor(
     readonly config: Config,
@@ -81,7 +98,7 @@ export class App {
     const log = overrides.log ?? createLogger(config.logLevel);
     const clock = overrides.clock ?? systemClock;
     const plans = overrides.plans ?? loadPlans(config.plansFile);
-    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize });
+    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize, synchronous: config.sqliteSynchronous });
     // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
     const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;
     await shared?.ready();
@@ -93,15 +110,27 @@ export class App {
       activeHires: (db, projectId) => agents!.activeHires(db, projectId),
       settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
     });
-    const models = new Models(database, clock, config.platformProject);
-    agents = new Agents({ database, clock, plans, models, planOf: (p) => accounts.planOf(p) });
+    const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
+    const models = new Models(database, clock, config.platformProject, shares);
+    agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
     apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
       : undefined;
     const limiter = overrides.limiter ?? (shared ? new RedisRateLimiter(shared, new LocalRateLimiter(), log) : new LocalRateLimiter());
-    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p) });
+    const stripeSettings = config.stripe.secretKey && config.stripe.webhookSecret ? { ...config.stripe, secretKey: config.stripe.secretKey, webhookSecret: config.stripe.webhookSecret } : undefined;
+    const returnUrlAllowed = (url: string) => URL.canParse(url) && originAllowed(new URL(url).origin, config.corsOrigins);
+    const marketplace = new Marketplace({
+      database,
+      clock,
+      log,
+      config: config.marketplace,
+      publishers: { agent: (db, name) => agents.publisherOf(db, name), model: (db, name) => models.publisherOf(db, name) },
+      stripe: stripeSettings,
+      returnUrlAllowed,
+    });
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace });
     usage.start();
     const billing = new Billing({
       database,
@@ -110,12 +139,14 @@ export class App {
       log,
       platformProject: config.platformProject,
       selfGrant: config.mode === "development",
-      stripe: config.stripe.secretKey && config.stripe.webhookSecret ? { ...config.stripe, secretKey: config.stripe.secretKey, webhookSecret: config.stripe.webhookSecret } : undefined,
-      returnUrlAllowed: (url) => URL.canParse(url) && originAllowed(new URL(url).origin, config.corsOrigins),
+      stripe: stripeSettings,
+      returnUrlAllowed,
+      onConsumerClawback: (tx, c) => marketplace.consumerClawback(tx, c),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
       settleBalance: (p) => usage.returnExpiredHolds(p),
     });
     billing.start();
+    marketplace.start();
     // Sessions and wallet bindings share one invalidation channel; each drops only its own ids.
     const authInvalidation = shared && redisInvalidation(shared, log, "auth");
     const wallets = new WalletBindings({ database, clock, domain: config.walletDomain, invalidation: authInvalidation });
@@ -126,6 +157,13 @@ export class App {
     });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
+    app.receipts = new Receipts({ database, clock, key: await loadSigningKey(config.receiptKeyFile, dirname(config.receiptKeyFile)) });
+    app.alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs });
+    app.alerts.start();
+    app.webhooks = new WebhookSender({ database, clock, log, intervalMs: config.alerts.sendIntervalMs, backoffMs: config.alerts.backoffMs, backoffMaxMs: config.alerts.backoffMaxMs, maxAttempts: config.alerts.maxAttempts, timeoutMs: config.alerts.timeoutMs });
+    app.webhooks.start();
+    if (config.x402) app.x402 = new X402Rail({ database, clock, log, config: config.x402, facilitator: httpFacilitator(config.x402.facilitatorUrl, config.x402.facilitatorTimeoutMs) });
+    app.marketplace = marketplace;
     return app;
   }
 
@@ -150,6 +188,9 @@ export class App {
 
   async close(): Promise<void> {
     this.usage.stop();
+    await this.alerts.stop();
+    await this.webhooks.stop();
+    await this.marketplace.stop();
     await this.billing.stop();
     await this.apiKeys.stop();
     await this.database.close();

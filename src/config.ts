@@ -3,6 +3,8 @@
  * collected and reported at once, so an operator fixes them in one go.
  */
 import { resolve } from "node:path";
+import { type X402Config, readX402Config } from "./x402/x402-config.js";
+import { type AlertConfig, readAlertConfig } from "./alerts/alert-config.js";
 
 export type Mode = "development" | "production";
 
@@ -32,6 +34,8 @@ export interface Config {
   redisPrefix: string;
   /** Connections per instance to PostgreSQL. */
   databasePoolSize: number;
+  /** SQLite's `synchronous` pragma: FULL (acknowledged writes survive power loss) or NORMAL (only a process crash). */
+  sqliteSynchronous: "full" | "normal";
   stripe: StripeConfig;
   logLevel: string;
   tls?: { certFile: string; keyFile: string };
@@ -53,6 +57,33 @@ export interface Config {
   walletDomain: string;
   /** Serve the browser console at /console/ (built with esbuild on first request). */
   console: boolean;
+  /** x402 top-ups (issue 18); undefined = off. */
+  x402?: X402Config;
+  /** Spend alerts and their webhooks (issue 18). */
+  alerts: AlertConfig;
+  /** The key receipts are signed with (created on first use); FORMSTATE_RECEIPT_KEY_FILE, default in the data directory. */
+  receiptKeyFile: string;
+  /** The server's public origin (FORMSTATE_PUBLIC_URL) for URLs it hands out; unset = the origin a caller used. */
+  publicUrl?: string;
+  /** Revenue share and payouts of publishers (docs/marketplace.md). */
+  marketplace: MarketplaceConfig;
+}
+
+/** The marketplace's economics: publisher shares and the payout schedule. */
+export interface MarketplaceConfig {
+  /** The most a publisher's share may be, basis points (FORMSTATE_PUBLISHER_SHARE_MAX_BPS). */
+  shareMaxBps: number;
+  /** The share of a model or agent published without one (FORMSTATE_PUBLISHER_SHARE_DEFAULT_BPS). */
+  shareDefaultBps: number;
+  /** Earnings below this are carried to a later payout, micro-USD. */
+  payoutThresholdMicros: number;
+  /** One payout per publisher per period of this length, ms. */
+  payoutIntervalMs: number;
+  /** How often the payout sender looks for work, ms. */
+  payoutTickMs: number;
+  /** First retry delay of a failed transfer, ms; doubles per failure up to payoutBackoffMaxMs. */
+  payoutBackoffMs: number;
+  payoutBackoffMaxMs: number;
 }
 
 /** Stripe billing. Without a secret key the Stripe methods answer FAILED_PRECONDITION. */
@@ -190,6 +221,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   const devProject = str("FORMSTATE_DEV_PROJECT") ?? "demo";
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(devProject)) problems.push("FORMSTATE_DEV_PROJECT must match [a-z0-9][a-z0-9-]{0,62}");
 
+  const syncRaw = (str("FORMSTATE_SQLITE_SYNCHRONOUS") ?? "full").toLowerCase();
+  if (syncRaw !== "full" && syncRaw !== "normal") problems.push("FORMSTATE_SQLITE_SYNCHRONOUS must be full or normal");
+
   const stripeSecretKey = str("STRIPE_SECRET_KEY");
   const stripeWebhookSecret = str("STRIPE_WEBHOOK_SECRET");
   if (Boolean(stripeSecretKey) !== Boolean(stripeWebhookSecret)) problems.push("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must be set together");
@@ -202,6 +236,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
   };
   const meterEventName = str("STRIPE_METER_EVENT_NAME") ?? "formstate_usage";
   if (!/^[A-Za-z0-9_.-]{1,100}$/.test(meterEventName)) problems.push("STRIPE_METER_EVENT_NAME must be 1 to 100 letters, digits, _ . or -");
+
+  const shareMaxBps = int("FORMSTATE_PUBLISHER_SHARE_MAX_BPS", 8000, 0, 10_000);
+  const shareDefaultBps = int("FORMSTATE_PUBLISHER_SHARE_DEFAULT_BPS", Math.min(7000, shareMaxBps), 0, 10_000);
+  if (shareDefaultBps > shareMaxBps) problems.push("FORMSTATE_PUBLISHER_SHARE_DEFAULT_BPS must not exceed FORMSTATE_PUBLISHER_SHARE_MAX_BPS");
 
   const config: Config = {
     mode,
@@ -222,6 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     redisUrl: url("REDIS_URL", ["redis:", "rediss:"]),
     redisPrefix: str("FORMSTATE_REDIS_PREFIX") ?? "formstate:",
     databasePoolSize: int("FORMSTATE_DB_POOL_SIZE", 10, 1, 1000),
+    sqliteSynchronous: syncRaw === "normal" ? "normal" : "full",
     stripe: {
       secretKey: stripeSecretKey,
       webhookSecret: stripeWebhookSecret,
@@ -246,6 +285,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     platformProject,
     walletDomain: str("FORMSTATE_WALLET_DOMAIN") ?? "localhost",
     console: consoleOn,
+    x402: readX402Config(env, problems),
+    alerts: readAlertConfig(env, problems),
+    publicUrl: str("FORMSTATE_PUBLIC_URL")?.replace(/\/+$/, ""),
+    receiptKeyFile: resolve(str("FORMSTATE_RECEIPT_KEY_FILE") ?? resolve(dataDir, "receipt-signing-key.json")),
+    marketplace: {
+      shareMaxBps,
+      shareDefaultBps,
+      payoutThresholdMicros: int("FORMSTATE_PAYOUT_THRESHOLD_MICROS", 10_000_000, 10_000, Number.MAX_SAFE_INTEGER),
+      payoutIntervalMs: int("FORMSTATE_PAYOUT_INTERVAL_MS", 86_400_000, 1_000, 90 * 86_400_000),
+      payoutTickMs: int("FORMSTATE_PAYOUT_TICK_MS", 5_000, 10, 600_000),
+      payoutBackoffMs: int("FORMSTATE_PAYOUT_BACKOFF_MS", 5_000, 10, 3_600_000),
+      payoutBackoffMaxMs: int("FORMSTATE_PAYOUT_BACKOFF_MAX_MS", 3_600_000, 10, 86_400_000),
+    },
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

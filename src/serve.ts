@@ -3,13 +3,12 @@
  * -> signals. Used by src/main.ts (`npm start`) and `formstate serve`; the
  * process that calls it is the server, so SIGTERM and SIGINT reach it directly.
  */
-import { dirname } from "node:path";
 import { App } from "./app.js";
 import { ConfigError, loadConfig, usesDevIssuer } from "./config.js";
 import { isPostgresUrl, redactDatabaseUrl, sqliteFilename } from "./db/database.js";
 import { startServer } from "./server/server.js";
 import { seedDemoCatalog } from "./seed/demo-catalog.js";
-import { StartupError, checkWritableDir } from "./startup-checks.js";
+import { StartupError, checkWritablePaths } from "./startup-checks.js";
 import { accountName } from "./names/names.js";
 
 const DEV_ADMIN = "dev-admin";
@@ -28,10 +27,13 @@ export async function serve(): Promise<void> {
 
 async function run(): Promise<void> {
   const config = loadConfig();
-  // Checked before anything is opened, so an unwritable directory fails at once with its path and variable.
-  if (usesDevIssuer(config)) checkWritableDir(config.dataDir, "FORMSTATE_DATA_DIR");
+  // Checked before anything is opened, so an unwritable directory fails at once, naming the path and the variable.
   const sqlite = isPostgresUrl(config.databaseUrl) ? undefined : sqliteFilename(config.databaseUrl);
-  if (sqlite && sqlite !== ":memory:") checkWritableDir(dirname(sqlite), process.env.DATABASE_URL ? "the directory of DATABASE_URL" : "FORMSTATE_DATA_DIR");
+  checkWritablePaths({
+    dataDir: usesDevIssuer(config) ? config.dataDir : undefined,
+    sqliteFile: sqlite === ":memory:" ? undefined : sqlite,
+    sqliteFrom: process.env.DATABASE_URL?.trim() ? "DATABASE_URL" : "FORMSTATE_DATA_DIR",
+  });
   const app = await App.create(config);
   if (app.devIssuer) {
     await app.accounts.ensure(config.devProject, DEV_ADMIN, "Demo project");

@@ -3,8 +3,8 @@
  * fails start-up at once with the path, the variable that set it and the
  * reason, instead of a bare "unable to open database file" later.
  */
-import { mkdirSync, unlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 
 /** A start-up failure whose message is complete: printed as is, without a stack. */
 export class StartupError extends Error {
@@ -36,15 +36,50 @@ export function fsReason(err: unknown): string {
 /**
  * Creates `dir` if needed and proves it writable by writing and removing a
  * probe file (mode bits do not tell: a read-only mount, root, ACLs).
- * `source` names where the path came from, for the message.
+ * Returns why it is not writable, or undefined when it is.
  */
-export function checkWritableDir(dir: string, source: string): void {
+export function writeProblem(dir: string): string | undefined {
   try {
     mkdirSync(dir, { recursive: true });
     const probe = join(dir, `.formstate-write-check-${process.pid}`);
     writeFileSync(probe, "");
     unlinkSync(probe);
+    return undefined;
   } catch (err) {
-    throw new StartupError(`${source} ${dir} is not writable: ${fsReason(err)}`);
+    return fsReason((err as NodeJS.ErrnoException).code === "ENOENT" ? (firstMissingError(dir) ?? err) : err);
+  }
+}
+
+/**
+ * Node's recursive mkdir reports ENOENT when a parent cannot be made, even on
+ * a read-only file system; making the first missing directory alone gives
+ * the real reason (EROFS, EACCES, ...).
+ */
+function firstMissingError(dir: string): unknown {
+  let missing = dir;
+  while (!existsSync(dirname(missing)) && dirname(missing) !== missing) missing = dirname(missing);
+  try {
+    mkdirSync(missing);
+    rmdirSync(missing);
+    return undefined;
+  } catch (err) {
+    return err;
+  }
+}
+
+/**
+ * The directories the server writes to, checked before anything is opened:
+ * the data directory when the development issuer keeps its key there, and
+ * the SQLite database's directory (its -wal and -shm files live beside it).
+ */
+export function checkWritablePaths(paths: { dataDir?: string; sqliteFile?: string; sqliteFrom: "DATABASE_URL" | "FORMSTATE_DATA_DIR" }): void {
+  if (paths.dataDir) {
+    const problem = writeProblem(paths.dataDir);
+    if (problem) throw new StartupError(`FORMSTATE_DATA_DIR ${paths.dataDir} is not writable: ${problem}`);
+  }
+  if (paths.sqliteFile) {
+    const dir = dirname(paths.sqliteFile);
+    const problem = writeProblem(dir);
+    if (problem) throw new StartupError(`cannot open the SQLite database ${paths.sqliteFile} (from ${paths.sqliteFrom}): its directory ${dir} is not writable: ${problem}`);
   }
 }

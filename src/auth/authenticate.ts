@@ -60,7 +60,7 @@ export function createAuthenticateInterceptor(deps: AuthenticateDeps): Intercept
   };
 }
 
-async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
+export async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
   if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp);
   try {
     if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);

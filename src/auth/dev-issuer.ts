@@ -131,3 +131,21 @@ function publicPart(jwk: JWK, alg: DevIssuerAlgorithm): JWK {
   const base = { kty: jwk.kty, crv: jwk.crv, x: jwk.x };
   return { ...base, ...(jwk.kty === "EC" && { y: jwk.y }), kid: jwk.kid, alg, use: "sig" };
 }
+
+/** A server signing key for other signatures than tokens (receipts): its algorithm, kid, private key and public JWK. */
+export interface SigningKey {
+  alg: DevIssuerAlgorithm;
+  kid: string;
+  key: Awaited<ReturnType<typeof importJWK>>;
+  publicJwk: JWK;
+}
+
+/**
+ * Loads a signing key from `file`, creating it on first use the way the
+ * development key is made (mode 0600, atomic, a thumbprint kid).
+ */
+export async function loadSigningKey(file: string, dir: string, algorithm: DevIssuerAlgorithm = "EdDSA"): Promise<SigningKey> {
+  const privateJwk = (await readKeyFile(file)) ?? (await createKeyFile(file, dir, algorithm));
+  const alg = algorithmOf(privateJwk, file);
+  return { alg, kid: privateJwk.kid!, key: await importJWK(privateJwk, alg), publicJwk: publicPart(privateJwk, alg) };
+}

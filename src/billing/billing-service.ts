@@ -13,6 +13,7 @@ import { readEnvironment } from "../ledger/sandbox.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
 import type { CheckoutItem } from "./checkout.js";
+import type { ReceiptMethods } from "../receipts/receipt-service.js";
 import { authorizationName, creditTransactionName, isKeyName, recordName } from "../names/names.js";
 
 const kinds: Record<LedgerKind, CreditTransactionKind> = {
@@ -59,7 +60,8 @@ function toTransaction(r: LedgerRow): CreditTransaction {
   });
 }
 
-export function billingService(billing: Billing): ServiceImpl<typeof BillingService> {
+/** BillingService but its receipt methods (src/receipts/) and publisher methods (src/marketplace/publisher-methods.ts). */
+export function billingService(billing: Billing): Omit<ServiceImpl<typeof BillingService>, keyof ReceiptMethods | "getPublisherEarnings" | "linkPayoutAccount" | "listPayouts"> {
   return {
     listPlans() {
       return { plans: billing.plans().map((p) => toPlan(p, billing.priceIdOf(p))) };

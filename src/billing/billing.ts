@@ -44,6 +44,8 @@ export interface BillingDeps {
   invalidatePlan(projectId: string): void;
   /** Brings the balance up to this instant before the ledger is read (metering returns expired holds). */
   settleBalance?(projectId: string): Promise<void>;
+  /** Revenue share: inside a clawback's transaction, takes back publishers' share of spent credits (src/marketplace). */
+  onConsumerClawback?: StripeContext["onConsumerClawback"];
 }
 
 /** The Stripe-backed parts, present only with Stripe configured. */
@@ -59,8 +61,8 @@ export class Billing {
 
   constructor(private readonly deps: BillingDeps) {
     if (deps.stripe) {
-      const { database, clock, log, plans, invalidatePlan } = deps;
-      const ctx: StripeContext = { stripe: createStripeClient(deps.stripe), settings: deps.stripe, database, clock, log, plans, invalidatePlan, locks: new KeyedLock() };
+      const { database, clock, log, plans, invalidatePlan, onConsumerClawback } = deps;
+      const ctx: StripeContext = { stripe: createStripeClient(deps.stripe), settings: deps.stripe, database, clock, log, plans, invalidatePlan, locks: new KeyedLock(), onConsumerClawback };
       const checkout = new Checkout(ctx);
       this.stripe = { ctx, checkout, sender: new MeterSender(ctx), webhooks: new StripeWebhooks(ctx, checkout) };
     }

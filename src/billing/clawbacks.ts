@@ -53,8 +53,21 @@ async function booked(tx: Db, projectId: string, kind: "refund" | "dispute", cha
   return { taken: -Number(r?.sum ?? 0), entries: Number(r?.n ?? 0) };
 }
 
+/** What one clawback entry took (positive) or gave back (negative), and the balance after it. */
+export interface ClawbackEntry {
+  taken: number;
+  balanceAfter: number;
+  key: string;
+}
+
 /** Books the difference between the targets and the ledger, inside the event's transaction; returns what moved. */
-export async function applyClawbacks(tx: Db, purchase: FulfillmentRow, charge: ChargeState, now: number): Promise<{ refund: number; dispute: number }> {
+export async function applyClawbacks(
+  tx: Db,
+  purchase: FulfillmentRow,
+  charge: ChargeState,
+  now: number,
+  onEntry?: (entry: ClawbackEntry) => Promise<unknown>,
+): Promise<{ refund: number; dispute: number }> {
   const targets = clawbackTargets(Number(purchase.granted_micros), charge);
   const moved = { refund: 0, dispute: 0 };
   for (const kind of ["refund", "dispute"] as const) {
@@ -62,18 +75,20 @@ export async function applyClawbacks(tx: Db, purchase: FulfillmentRow, charge: C
     const delta = targets[kind] - taken;
     if (delta === 0) continue;
     const what = kind === "refund" ? "refunded" : delta > 0 ? "disputed" : "dispute closed in our favour";
-    await ledger.book(
+    const key = `${kind}:${charge.id}:${entries + 1}`;
+    const { row } = await ledger.book(
       tx,
       {
         projectId: purchase.project_id,
         kind,
         amountMicros: -delta,
-        idempotencyKey: `${kind}:${charge.id}:${entries + 1}`,
+        idempotencyKey: key,
         description: `credit pack ${what}: Stripe charge ${charge.id}, Checkout ${purchase.session_id}`,
       },
       now,
     );
     moved[kind] = delta;
+    await onEntry?.({ taken: delta, balanceAfter: Number(row.balance_after_micros), key });
   }
   return moved;
 }

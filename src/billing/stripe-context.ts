@@ -5,7 +5,7 @@
  */
 import type { Clock } from "../clock.js";
 import type { StripeConfig } from "../config.js";
-import type { Database } from "../db/database.js";
+import type { Database, Db } from "../db/database.js";
 import { notFound } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Plans } from "../plans/plans.js";
@@ -25,6 +25,8 @@ export interface StripeContext {
   plans: Plans;
   invalidatePlan(projectId: string): void;
   locks: KeyedLock;
+  /** Called in the transaction of each credit clawback (refund or dispute) that takes credits back. */
+  onConsumerClawback?(tx: Db, clawback: { projectId: string; taken: number; balanceAfter: number; key: string }): Promise<unknown>;
 }
 
 /**

@@ -145,7 +145,9 @@ export class StripeWebhooks {
       const now = ctx.clock.now();
       return ctx.database.transaction(async (tx): Promise<Processed> => {
         if (await store.eventSeen(tx, event.id)) return { duplicate: true, outcome: "duplicate" };
-        const moved = await applyClawbacks(tx, purchase, state, now);
+        // Credits already spent on other projects' resources take the publishers' share back too (src/marketplace).
+        const onEntry = ctx.onConsumerClawback && ((e: { taken: number; balanceAfter: number; key: string }) => ctx.onConsumerClawback!(tx, { projectId, ...e }));
+        const moved = await applyClawbacks(tx, purchase, state, now, onEntry || undefined);
         const outcome = moved.refund || moved.dispute ? `applied: credits taken back ${moved.refund} (refund), ${moved.dispute} (dispute)` : "applied: nothing to change";
         await store.recordEvent(tx, event, projectId, outcome, now);
         return { duplicate: false, outcome };

@@ -40,6 +40,7 @@ export function toAgent(r: AgentRow, viewer: string): Agent {
     visibility: visibility.wire(r.visibility),
     // Who else it is shared with is the owner's business.
     sharedWithProjects: r.owner_project === viewer ? (JSON.parse(r.shared_with) as string[]) : [],
+    publisherShareBps: r.publisher_share_bps ?? undefined,
     createTime: timestampFromMs(r.create_time),
     updateTime: timestampFromMs(r.update_time),
     etag: etagOf(r),
@@ -68,10 +69,11 @@ function fieldsOf(a: Agent): AgentFields {
     status: status.name(a.status),
     visibility: visibility.name(a.visibility),
     sharedWith: a.sharedWithProjects,
+    publisherShareBps: a.publisherShareBps,
   };
 }
 
-const updatable = ["display_name", "description", "models", "price_per_invocation_micros", "status", "visibility", "shared_with_projects"] as const;
+const updatable = ["display_name", "description", "models", "price_per_invocation_micros", "status", "visibility", "shared_with_projects", "publisher_share_bps"] as const;
 
 export function agentService(agents: Agents, usage: Usage): ServiceImpl<typeof AgentService> {
   const viewer = (ctx: HandlerContext) => callerOf(ctx).projectId;

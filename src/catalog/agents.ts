@@ -25,6 +25,7 @@ import { accountName, agentIdOf, agentName, hireName, parseChildName } from "../
 import { checkEtag } from "./etag.js";
 import { catalogOrders, listedStatuses } from "./keyset.js";
 import type { Models } from "./models.js";
+import { DEFAULT_SHARE_BOUNDS, type ShareBounds, resolveShare } from "../marketplace/split.js";
 
 export type { AgentRow, HireRow };
 
@@ -38,6 +39,8 @@ export interface AgentFields {
   /** private, shared, public; "" = unspecified. */
   visibility: string;
   sharedWith: string[];
+  /** Basis points; undefined = unset (the platform default on create). */
+  publisherShareBps?: number;
 }
 
 /** What metering charges for one invocation of a hired agent. */
@@ -60,11 +63,23 @@ export interface AgentsDeps {
   clock: Clock;
   plans: Plans;
   models: Models;
+  /** The platform's bounds on publisher shares (default: DEFAULT_SHARE_BOUNDS). */
+  shares?: ShareBounds;
   planOf(projectId: string): Promise<Plan>;
 }
 
 export class Agents {
   constructor(private readonly deps: AgentsDeps) {}
+
+  private get shares(): ShareBounds {
+    return this.deps.shares ?? DEFAULT_SHARE_BOUNDS;
+  }
+
+  /** For revenue share: the project that publishes an agent and its share. */
+  async publisherOf(db: Db, name: string): Promise<{ ownerProject: string; shareBps: number } | undefined> {
+    const row = await repo.findAgent(db, idOf(name));
+    return row && { ownerProject: row.owner_project, shareBps: row.publisher_share_bps ?? this.shares.defaultBps };
+  }
 
   visibleTo(row: AgentRow, projectId: string): boolean {
     return row.owner_project === projectId || row.visibility === "public" || (row.visibility === "shared" && list(row.shared_with).includes(projectId));
@@ -85,6 +100,7 @@ export class Agents {
       status: f.status || "active",
       visibility,
       shared_with: JSON.stringify(f.sharedWith),
+      publisher_share_bps: resolveShare("agent.publisher_share_bps", f.publisherShareBps, this.shares),
       created_by: caller.subject,
       create_request_id: requestId || null,
       create_time: now,
@@ -131,6 +147,7 @@ export class Agents {
         if (p === "status") changes.status = f.status;
         if (p === "visibility") changes.visibility = f.visibility;
         if (p === "shared_with_projects") changes.shared_with = JSON.stringify(f.sharedWith);
+        if (p === "publisher_share_bps") changes.publisher_share_bps = resolveShare("agent.publisher_share_bps", f.publisherShareBps ?? 0, this.shares);
       }
       const visibility = changes.visibility ?? row.visibility;
       if (visibility !== "shared" && list(changes.shared_with ?? row.shared_with).length) {

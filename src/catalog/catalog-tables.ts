@@ -14,6 +14,8 @@ export interface ModelTable {
   status: string;
   /** public or private (owner only); platform-wide models are public. */
   visibility: string;
+  /** The publisher's share of other projects' spend, basis points; null = the platform default (migration 0012). */
+  publisher_share_bps: number | null;
   /** Who created it and with which request_id, so a retried create returns the model (AIP-155). */
   created_by: string | null;
   create_request_id: string | null;
@@ -45,6 +47,8 @@ export interface AgentTable {
   visibility: string;
   /** JSON array of project ids (for shared). */
   shared_with: string;
+  /** The publisher's share of other projects' spend, basis points; null = the platform default (migration 0012). */
+  publisher_share_bps: number | null;
   created_by: string | null;
   create_request_id: string | null;
   create_time: number;

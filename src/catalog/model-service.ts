@@ -24,6 +24,7 @@ export function toModel(r: ModelRow): Model {
     status: status.wire(r.status),
     visibility: visibility.wire(r.visibility),
     ownerProject: r.owner_project ?? "",
+    publisherShareBps: r.owner_project === null ? 0 : (r.publisher_share_bps ?? undefined),
     createTime: timestampFromMs(r.create_time),
     updateTime: timestampFromMs(r.update_time),
     etag: etagOf(r),
@@ -39,10 +40,11 @@ function fieldsOf(m: Model): ModelFields {
     outputPrice: Number(m.outputPriceMicrosPerMillion),
     status: status.name(m.status),
     visibility: visibility.name(m.visibility),
+    publisherShareBps: m.publisherShareBps,
   };
 }
 
-const updatable = ["display_name", "description", "context_window", "input_price_micros_per_million", "output_price_micros_per_million", "status", "visibility"] as const;
+const updatable = ["display_name", "description", "context_window", "input_price_micros_per_million", "output_price_micros_per_million", "status", "visibility", "publisher_share_bps"] as const;
 
 export function modelService(models: Models): ServiceImpl<typeof ModelService> {
   return {

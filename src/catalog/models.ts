@@ -17,6 +17,7 @@ import { checkEtag } from "./etag.js";
 import { catalogOrders, listedStatuses } from "./keyset.js";
 import * as repo from "./model-repository.js";
 import type { ModelRow } from "./model-repository.js";
+import { DEFAULT_SHARE_BOUNDS, type ShareBounds, resolveShare } from "../marketplace/split.js";
 
 export type { ModelRow };
 
@@ -30,6 +31,8 @@ export interface ModelFields {
   status: string;
   /** public, private; "" = unspecified. */
   visibility: string;
+  /** Basis points; undefined = unset (the platform default on create). */
+  publisherShareBps?: number;
 }
 
 /** A model's price for metering: micro-USD per million tokens. */
@@ -50,6 +53,7 @@ export class Models {
     private readonly database: Database,
     private readonly clock: Clock,
     private readonly platformProject: string,
+    private readonly shares: ShareBounds = DEFAULT_SHARE_BOUNDS,
   ) {}
 
   async create(caller: Caller, id: string, f: ModelFields, requestId: string): Promise<ModelRow> {
@@ -68,6 +72,8 @@ export class Models {
       output_price: f.outputPrice,
       status: f.status || "active",
       visibility: owner === null ? "public" : f.visibility || "private",
+      // Platform-wide models have no publisher: nothing to share.
+      publisher_share_bps: owner === null ? 0 : resolveShare("model.publisher_share_bps", f.publisherShareBps, this.shares),
       created_by: caller.subject,
       create_request_id: requestId || null,
       create_time: now,
@@ -109,6 +115,7 @@ export class Models {
         if (p === "output_price_micros_per_million") changes.output_price = f.outputPrice;
         if (p === "status") changes.status = f.status;
         if (p === "visibility") changes.visibility = f.visibility;
+        if (p === "publisher_share_bps" && row.owner_project !== null) changes.publisher_share_bps = resolveShare("model.publisher_share_bps", f.publisherShareBps ?? 0, this.shares);
       }
       if (row.owner_project === null && changes.visibility === "private") throw this.platformIsPublic();
       await repo.updateModel(tx, row.model_id, changes);
@@ -150,6 +157,13 @@ export class Models {
     const price = await repo.priceAt(db, row.model_id, at);
     if (!price) return undefined;
     return { name: modelName(row.model_id), inputPriceMicrosPerMillion: Number(price.input_price), outputPriceMicrosPerMillion: Number(price.output_price) };
+  }
+
+  /** For revenue share: the project that publishes a model (none for platform-wide ones) and its share. */
+  async publisherOf(db: Db, nameOrId: string): Promise<{ ownerProject: string | null; shareBps: number } | undefined> {
+    const row = await repo.findModel(db, idOf(nameOrId));
+    if (!row) return undefined;
+    return { ownerProject: row.owner_project, shareBps: row.owner_project === null ? 0 : (row.publisher_share_bps ?? this.shares.defaultBps) };
   }
 
   /** A model the project can see, in any status; undefined otherwise. */

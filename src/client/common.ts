@@ -3,7 +3,8 @@
  * services, the auth interceptor, and helpers that read our limit headers and
  * typed error details.
  */
-import { type Client, ConnectError, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { type CallOptions, type Client, Code, ConnectError, type Interceptor, type Transport, createClient } from "@connectrpc/connect";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { AgentService } from "../../gen/formstate/v1/agent_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
@@ -18,7 +19,7 @@ import {
   type UpgradeOption,
 } from "../../gen/formstate/v1/errors_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
-import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
+import { type RecordUsageRequestSchema, type RecordUsageResponse, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 
 /** How the client authenticates: an API key, a fixed token, or a function that returns a fresh one. */
 export type Credentials = { apiKey: string } | { token: string } | { getToken: () => string | Promise<string> } | Record<string, never>;
@@ -99,4 +100,41 @@ export function limitAdvice(err: unknown): LimitAdvice | undefined {
     detail: limit,
     payment,
   };
+}
+
+/** Most usages BatchRecordUsage takes in one call. */
+export const MAX_BATCH_USAGES = 1000;
+
+/** One usage's outcome in recordUsageBatch: its response, or its own error (with its typed details). */
+export type BatchUsageOutcome = { requestId: string; response: RecordUsageResponse; error?: undefined } | { requestId: string; response?: undefined; error: ConnectError };
+
+/**
+ * Records usages with BatchRecordUsage, up to 1,000 per call (more are sent
+ * in order, 1,000 at a time), and answers one outcome per usage, in order.
+ * An item's error is a ConnectError with the code, message and details the
+ * single RecordUsage would have thrown (so `paymentRequired(err)` works on
+ * it); an error of a whole call (network, auth) is thrown. Each usage needs
+ * its own request_id: a retry of the same usages charges nothing twice.
+ */
+export async function recordUsageBatch(
+  usage: Client<typeof UsageService>,
+  parent: string,
+  usages: Omit<MessageInitShape<typeof RecordUsageRequestSchema>, "parent" | "$typeName">[],
+  options?: CallOptions,
+): Promise<BatchUsageOutcome[]> {
+  const out: BatchUsageOutcome[] = [];
+  for (let i = 0; i < usages.length; i += MAX_BATCH_USAGES) {
+    const res = await usage.batchRecordUsage({ parent, requests: usages.slice(i, i + MAX_BATCH_USAGES) }, options);
+    for (const r of res.results) {
+      if (r.result.case === "response") out.push({ requestId: r.requestId, response: r.result.value });
+      else {
+        const e = r.result.value;
+        const error = new ConnectError(e?.message ?? "no result", (e?.code ?? Code.Unknown) as Code);
+        // Kept as incoming details (type name + bytes), exactly as a single call's error arrives, so findDetails works.
+        error.details = (e?.details ?? []).map((d) => ({ type: d.typeUrl.slice(d.typeUrl.lastIndexOf("/") + 1), value: d.value }));
+        out.push({ requestId: r.requestId, error });
+      }
+    }
+  }
+  return out;
 }

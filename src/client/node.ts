@@ -4,13 +4,18 @@
  *
  *   await using task = await client.scopedKey({ ttlMs: 60_000, spendCapMicros: 1_000_000n, methods: [...] });
  *   await task.client.usage.recordUsage(...);
+ *
+ * A gateway that buffers usage sends it with one call per 1,000 usages:
+ *
+ *   const outcomes = await client.recordUsageBatch("accounts/p", buffered); // one per usage, in order
  */
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { type Credentials, type FormstateClients, authInterceptor, clientsFor } from "./common.js";
+import { type BatchUsageOutcome, type Credentials, type FormstateClients, authInterceptor, clientsFor, recordUsageBatch } from "./common.js";
 import { accountName } from "../names/names.js";
 
 export * from "./common.js";
+export * from "./webhooks.js";
 
 // Node 20 has the symbol; older runtimes get the well-known registry symbol TypeScript's downlevel uses.
 (Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for("Symbol.asyncDispose");
@@ -41,6 +46,8 @@ export interface ScopedKey extends AsyncDisposable {
 export interface FormstateClient extends FormstateClients {
   /** Mints a short-lived scoped key for one task; use with `await using`. */
   scopedKey(options: ScopedKeyOptions): Promise<ScopedKey>;
+  /** Records usages of `parent` with BatchRecordUsage (1,000 per call); one outcome per usage, in order (see common.ts). */
+  recordUsageBatch(parent: string, usages: Parameters<typeof recordUsageBatch>[2]): Promise<BatchUsageOutcome[]>;
 }
 
 export function createFormstateClient(options: FormstateClientOptions): FormstateClient {
@@ -48,6 +55,7 @@ export function createFormstateClient(options: FormstateClientOptions): Formstat
   const clients = clientsFor(createGrpcTransport({ baseUrl, interceptors: [authInterceptor(credentials as Credentials)] }));
   return {
     ...clients,
+    recordUsageBatch: (parent, usages) => recordUsageBatch(clients.usage, parent, usages),
     async scopedKey(o) {
       const projectId = project;
       if (!projectId) throw new Error("createFormstateClient: pass `project` to mint scoped keys");

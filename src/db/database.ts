@@ -87,7 +87,20 @@ export function sqliteFilename(url: string): string {
 }
 
 /** Opens the store named by `url`, creating the file and running migrations. */
-export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<Database> {
+export interface OpenOptions {
+  /** PostgreSQL connections. */
+  poolSize?: number;
+  /**
+   * SQLite durability. `full` (default): a COMMIT returns only after the WAL
+   * is fsynced, so an acknowledged write survives power loss or an OS crash.
+   * `normal`: it survives a process crash, but the last transactions before
+   * a power cut can be lost (acknowledged usage then never billed, and
+   * charged again on retry). Group commit pays the fsync once per batch.
+   */
+  synchronous?: "full" | "normal";
+}
+
+export async function openDatabase(url: string, opts: OpenOptions = {}): Promise<Database> {
   if (isPostgresUrl(url)) {
     const { database, schema } = openPostgres(url, opts);
     try {
@@ -109,8 +122,8 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
     // better-sqlite3 says only "unable to open database file": name the file, so the operator knows which.
     throw new Error(`cannot open the SQLite database ${filename}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  // NORMAL in WAL mode: a committed transaction survives a process crash; FULL would add power loss at ~5x the cost.
-  sqlite.pragma("synchronous = NORMAL");
+  // FULL: acknowledged = on disk through power loss (see OpenOptions.synchronous).
+  sqlite.pragma(`synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
   const db: Db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });

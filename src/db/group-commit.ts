@@ -21,6 +21,12 @@ export interface GroupCommit {
    * `options.scope` is passed on where transactions are not shared (PostgreSQL: writers of other scopes run in parallel).
    */
   run<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * Runs `fns` in this order, each as a unit of its own (one failing fails alone), and resolves with every
+   * outcome once all are committed. On SQLite they join the shared queue back to back; elsewhere they run in
+   * one transaction, each in its own savepoint (a batch ingest pays one commit, not one per item).
+   */
+  runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions): Promise<Outcome<T>[]>;
   /** Transactions committed and units run so far (for tests and the bench). */
   stats(): { transactions: number; units: number };
 }
@@ -32,7 +38,7 @@ interface Unit {
 }
 
 /** A unit's outcome inside the shared transaction, delivered after COMMIT. */
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: unknown };
 
 export interface GroupCommitOptions {
   /** Most units in one transaction (bounds the latency of the first unit in a batch). */
@@ -45,6 +51,16 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
   if (database.dialect !== "sqlite") {
     return {
       run: (fn, options) => database.transaction(fn, options).finally(() => (transactions++, units++)),
+      async runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions) {
+        const out = await database.transaction(async (tx) => {
+          const res: Outcome<T>[] = [];
+          for (const fn of fns) res.push((await runUnit(tx, { fn, resolve() {}, reject() {} })) as Outcome<T>);
+          return res;
+        }, options);
+        transactions++;
+        units += fns.length;
+        return out;
+      },
       stats: () => ({ transactions, units }),
     };
   }
@@ -83,17 +99,30 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
     }
   }
 
+  function run<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      // Wait one turn of the event loop before the first transaction so calls arriving together share it;
+      // while a transaction runs, arrivals queue up for the next one by themselves.
+      if (!running) {
+        running = true;
+        setImmediate(() => void flush());
+      }
+    });
+  }
+
   return {
-    run<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-        // Wait one turn of the event loop before the first transaction so calls arriving together share it;
-        // while a transaction runs, arrivals queue up for the next one by themselves.
-        if (!running) {
-          running = true;
-          setImmediate(() => void flush());
-        }
-      });
+    run,
+    runAll<T>(fns: ((tx: Db) => Promise<T>)[]): Promise<Outcome<T>[]> {
+      // Enqueued back to back in one turn: the flush keeps queue order, so they are decided in this order.
+      return Promise.all(
+        fns.map((fn) =>
+          run(fn).then(
+            (value): Outcome<T> => ({ ok: true, value }),
+            (error: unknown): Outcome<T> => ({ ok: false, error }),
+          ),
+        ),
+      );
     },
     stats: () => ({ transactions, units }),
   };

@@ -8,6 +8,10 @@ import type { ApiKeyTable } from "../keys/api-key-table.js";
 import type { CreditTransactionTable } from "../ledger/credit-transaction-table.js";
 import type { AuthSessionTable, SessionCutoffTable } from "../sessions/session-tables.js";
 import type { WalletBindingTable, WalletBudgetTable, WalletChallengeTable } from "../wallets/wallet-tables.js";
+import type { AlertFiringTable, AlertRuleTable, WebhookDeliveryTable } from "../alerts/alert-tables.js";
+import type { LedgerEntryHashTable } from "../receipts/receipt-tables.js";
+import type { X402PaymentTable } from "../x402/x402-tables.js";
+import type { PayoutAccountTable, PayoutTable, PublisherEarningTable } from "../marketplace/marketplace-tables.js";
 import type { UsageAuthorizationTable, UsageRecordTable, UsageRollupTable } from "../usage/usage-tables.js";
 
 export interface DatabaseSchema {
@@ -33,4 +37,12 @@ export interface DatabaseSchema {
   wallet_budget: WalletBudgetTable;
   auth_session: AuthSessionTable;
   session_cutoff: SessionCutoffTable;
+  x402_payment: X402PaymentTable;
+  alert_rule: AlertRuleTable;
+  alert_firing: AlertFiringTable;
+  webhook_delivery: WebhookDeliveryTable;
+  ledger_entry_hash: LedgerEntryHashTable;
+  publisher_earning: PublisherEarningTable;
+  payout_account: PayoutAccountTable;
+  payout: PayoutTable;
 }

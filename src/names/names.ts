@@ -16,7 +16,10 @@ export type Collection =
   | "authorizations"
   | "usageRecords"
   | "invocations"
-  | "creditTransactions";
+  | "creditTransactions"
+  | "spendAlerts"
+  | "alertDeliveries"
+  | "payouts";
 
 export const collections: readonly Collection[] = [
   "apiKeys",
@@ -28,6 +31,9 @@ export const collections: readonly Collection[] = [
   "usageRecords",
   "invocations",
   "creditTransactions",
+  "spendAlerts",
+  "alertDeliveries",
+  "payouts",
 ];
 
 /** What each collection's resources are called in messages ("API key \"…\" not found"). */
@@ -41,6 +47,9 @@ export const collectionNoun: Record<Collection, string> = {
   usageRecords: "usage record",
   invocations: "invocation",
   creditTransactions: "credit transaction",
+  spendAlerts: "spend alert",
+  alertDeliveries: "alert delivery",
+  payouts: "payout",
 };
 
 /** A parsed resource name. */
@@ -65,6 +74,7 @@ export const authorizationName = (project: string, id: string) => childName(proj
 export const recordName = (project: string, id: string) => childName(project, "usageRecords", id);
 export const invocationName = (project: string, id: string) => childName(project, "invocations", id);
 export const creditTransactionName = (project: string, id: string) => childName(project, "creditTransactions", id);
+export const payoutName = (project: string, id: string) => childName(project, "payouts", id);
 export const agentName = (id: string) => `agents/${id}`;
 /** `models/{provider}/{model}` from the model id `provider/model`. */
 export const modelName = (id: string) => `models/${id}`;

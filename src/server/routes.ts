@@ -12,7 +12,10 @@ import { billingService } from "../billing/billing-service.js";
 import { agentService } from "../catalog/agent-service.js";
 import { modelService } from "../catalog/model-service.js";
 import { apiKeyService } from "../keys/api-key-service.js";
+import { publisherMethods } from "../marketplace/publisher-methods.js";
 import { usageService } from "../usage/usage-service.js";
+import { alertMethods } from "../alerts/alert-service.js";
+import { receiptMethods } from "../receipts/receipt-service.js";
 import { formstateFiles } from "./services.js";
 import { registerHealth } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -30,8 +33,8 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
       creditBalance: (p, env) => app.accounts.creditBalance(p, env),
     }),
   );
-  router.service(UsageService, usageService(app.usage, app.usageReports));
-  router.service(BillingService, billingService(app.billing));
+  router.service(UsageService, { ...usageService(app.usage, app.usageReports), ...alertMethods(app.alerts) });
+  router.service(BillingService, { ...billingService(app.billing), ...receiptMethods(app.receipts, app.config.publicUrl), ...publisherMethods(app.marketplace) });
   router.service(AgentService, agentService(app.agents, app.usage));
   router.service(ModelService, modelService(app.models));
   registerHealth(router, app.health);

@@ -4,7 +4,10 @@
  */
 import type http from "node:http";
 import type { App } from "../app.js";
-import { createAuthenticateInterceptor } from "../auth/authenticate.js";
+import { type AuthenticateDeps, credentialOf, createAuthenticateInterceptor, resolve } from "../auth/authenticate.js";
+import { createX402OfferInterceptor } from "../x402/x402-offer-interceptor.js";
+import { isTopUpPath, serveTopUp } from "../x402/x402-route.js";
+import { RECEIPT_JWKS_PATH } from "../receipts/receipt-chain.js";
 import { createAuthorizeInterceptor } from "../auth/authorize.js";
 import { createTenancyInterceptor } from "../auth/tenancy.js";
 import { STRIPE_WEBHOOK_PATH, serveStripeWebhook } from "../billing/webhooks.js";
@@ -19,6 +22,7 @@ import { createGrpcFastPath } from "./fast-path/grpc-unary.js";
 import { type UnaryRoutes, recordUnaryRoutes } from "./fast-path/unary-routes.js";
 import { logProtocolFailure } from "./protocol-failure.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
+import { createLatencyInterceptor, serverLatency } from "./latency.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { Metrics } from "./metrics.js";
 import { registerRoutes } from "./routes.js";
@@ -41,20 +45,23 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
   const metrics = new Metrics(app);
+  const authDeps: AuthenticateDeps = {
+    jwt: () => app.jwt(),
+    memberRole: (p, u) => app.accounts.memberRole(p, u),
+    apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
+    walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
+    admitSession: (seen) => app.sessions.admit(seen),
+  };
   const options: GuardedAdapterOptions = {
     log: app.log,
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
       metrics.interceptor(),
+      createLatencyInterceptor(),
       createRequestLogInterceptor(app.log),
-      createAuthenticateInterceptor({
-        jwt: () => app.jwt(),
-        memberRole: (p, u) => app.accounts.memberRole(p, u),
-        apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
-        walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
-        admitSession: (seen) => app.sessions.admit(seen),
-      }),
+      createX402OfferInterceptor(() => app.x402),
+      createAuthenticateInterceptor(authDeps),
       createAuthorizeInterceptor(),
       createRateLimitInterceptor({
         limiter: app.limiter,
@@ -76,7 +83,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
       logProtocolFailure(app.log, f);
       metrics.protocolFailure(f);
     },
-    fallback: (req, res) => plainRoute(app, metrics, req as Req, res as Res),
+    fallback: (req, res) => plainRoute(app, authDeps, metrics, req as Req, res as Res),
   };
   const connect = guardedConnectAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
@@ -93,9 +100,16 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 }
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
-function plainRoute(app: App, metrics: Metrics, req: Req, res: Res): void {
+function plainRoute(app: App, authDeps: AuthenticateDeps, metrics: Metrics, req: Req, res: Res): void {
   if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
+  if (isTopUpPath(path)) {
+    const authenticate = async (h: Headers, ip: string) => {
+      const credential = credentialOf(h);
+      return credential === undefined ? undefined : resolve(authDeps, credential, ip);
+    };
+    return void serveTopUp({ rail: app.x402, authenticate }, req as http.IncomingMessage, res as http.ServerResponse);
+  }
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
   }
@@ -112,6 +126,13 @@ function plainRoute(app: App, metrics: Metrics, req: Req, res: Res): void {
     );
     return;
   }
+  // Server-side latency per method (src/server/latency.ts) for the bench; `?reset=1` starts a new round. Off unless asked.
+  if (req.method === "GET" && path === "/debug/latency" && process.env.FORMSTATE_DEBUG_LATENCY === "1") {
+    const snapshot = serverLatency.snapshot();
+    if ((req.url ?? "").includes("reset=1")) serverLatency.reset();
+    return json(res, 200, snapshot);
+  }
+  if (req.method === "GET" && path === RECEIPT_JWKS_PATH) return json(res, 200, app.receipts.jwks());
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
     // Redis or the identity provider's JWKS down: still serving (local limits, API keys; JWT callers get

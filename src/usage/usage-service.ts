@@ -1,7 +1,7 @@
 /** UsageService over the wire: translates messages to the metering domain and back. */
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { ActorSchema } from "../../gen/formstate/v1/common_pb.js";
 import { UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
 import {
@@ -9,6 +9,7 @@ import {
   AuthorizationSchema,
   AuthorizationState,
   type ModelUsage,
+  type RecordUsageRequest,
   type AgentOperation,
   UsageGranularity,
   type UsageRecord,
@@ -16,10 +17,15 @@ import {
   type UsageService,
 } from "../../gen/formstate/v1/usage_service_pb.js";
 import { callerOf } from "../auth/principal.js";
-import { readEnvironment, wireEnvironment } from "../ledger/sandbox.js";
+import { invalidArgument } from "../errors.js";
+import * as ledger from "../ledger/ledger.js";
+import { requestIdKey } from "../server/request-log.js";
+import { callerEnvironment, readEnvironment, wireEnvironment } from "../ledger/sandbox.js";
 import { durationMs } from "../wire/duration.js";
+import { itemViolation, toItemError } from "./batch-items.js";
 import type { UsageReports } from "./usage-reports.js";
-import { type AuthorizationRow, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
+import type { AlertMethods } from "../alerts/alert-service.js";
+import { type AuthorizationRow, type RecordInput, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
 import { keyName } from "../names/names.js";
 import { projectOf } from "../auth/tenancy.js";
 
@@ -38,6 +44,18 @@ function usageOf(u: { case: "modelUsage"; value: ModelUsage } | { case: "agentOp
     return { kind: "agent", agent: v.agent, operation: v.operation, ...tokens };
   }
   throw new Error("usage is required"); // protovalidate's oneof rule refuses this first
+}
+
+/** A RecordUsageRequest (alone, or an item of a batch) as the metering domain's input. */
+function recordInput(req: RecordUsageRequest): RecordInput {
+  return {
+    requestId: req.requestId,
+    usage: usageOf(req.usage),
+    authorization: req.authorization || undefined,
+    occurTime: tsMs(req.occurTime),
+    attributes: req.attributes,
+    apiKey: req.apiKey || undefined,
+  };
 }
 
 export function toUsageRecord(r: UsageRecordRow): UsageRecord {
@@ -93,18 +111,34 @@ function withBalance<T>(ctx: HandlerContext, balance: number | bigint, res: T): 
 }
 
 /** The UsageService implementation over the metering domain. */
-export function usageService(usage: Usage, reports: UsageReports): ServiceImpl<typeof UsageService> {
+export function usageService(usage: Usage, reports: UsageReports): Omit<ServiceImpl<typeof UsageService>, keyof AlertMethods> {
   return {
     async recordUsage(req, ctx) {
-      const { record, balance } = await usage.record(callerOf(ctx), req.parent, {
-        requestId: req.requestId,
-        usage: usageOf(req.usage),
-        authorization: req.authorization || undefined,
-        occurTime: tsMs(req.occurTime),
-        attributes: req.attributes,
-        apiKey: req.apiKey || undefined,
-      });
+      const { record, balance } = await usage.record(callerOf(ctx), req.parent, recordInput(req));
       return withBalance(ctx, balance, { usageRecord: toUsageRecord(record), balanceMicros: BigInt(balance) });
+    },
+    async batchRecordUsage(req, ctx) {
+      const caller = callerOf(ctx);
+      const projectId = projectOf(ctx);
+      const seen: (ConnectError | undefined)[] = req.requests.map((item, i) => {
+        if (item.parent && item.parent !== req.parent) throw invalidArgument(`requests[${i}].parent`, `must be empty or the batch's parent ${req.parent}`);
+        item.parent = req.parent;
+        return itemViolation(item);
+      });
+      const valid = req.requests.filter((_, i) => !seen[i]);
+      const outcomes = await usage.recordBatch(caller, req.parent, valid.map(recordInput));
+      let k = 0;
+      const requestId = ctx.values.get(requestIdKey);
+      const results = req.requests.map((item, i) => {
+        const bad = seen[i];
+        if (bad) return { requestId: item.requestId, result: { case: "error" as const, value: toItemError(bad) } };
+        const o = outcomes[k++];
+        if (o.ok) return { requestId: item.requestId, result: { case: "response" as const, value: { usageRecord: toUsageRecord(o.value.record), balanceMicros: BigInt(o.value.balance) } } };
+        const err = o.error instanceof ConnectError ? o.error : new ConnectError(`internal error (request id ${requestId})`, Code.Internal);
+        return { requestId: item.requestId, result: { case: "error" as const, value: toItemError(err) } };
+      });
+      const balance = await ledger.balanceOf(usage.database(), projectId, callerEnvironment(caller));
+      return withBalance(ctx, balance, { results, balanceMicros: BigInt(balance) });
     },
     async authorizeUsage(req, ctx) {
       const e = req.estimate;

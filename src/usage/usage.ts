@@ -6,14 +6,14 @@
  */
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import type { ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
 import type { Selectable } from "kysely";
 import { LimitReason, UpgradeOptionSchema } from "../../gen/formstate/v1/errors_pb.js";
 import { paymentRequired } from "../billing/payment-required.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
-import { type GroupCommit, createGroupCommit } from "../db/group-commit.js";
+import { type GroupCommit, type Outcome, createGroupCommit } from "../db/group-commit.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
@@ -36,6 +36,7 @@ import { accountName, authorizationName, parseChildName, recordName } from "../n
 export type UsageRecordRow = Selectable<UsageRecordTable>;
 export type AuthorizationRow = Selectable<UsageAuthorizationTable>;
 export type Caller = UserPrincipal | ApiKeyPrincipal;
+export type RecordResult = { record: UsageRecordRow; balance: Micros };
 
 /** What metering needs from the catalog: current prices of what a project may use, and hires. */
 export interface PriceBook {
@@ -95,6 +96,8 @@ export interface UsageDeps {
   keys: ApiKeys;
   prices: PriceBook;
   planOf(projectId: string): Promise<Plan>;
+  /** Revenue share (src/marketplace): books the publishers' split of a debit in the debit's transaction. */
+  marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void> };
 }
 
 /** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
@@ -133,14 +136,10 @@ export class Usage {
   }
 
   /** Records usage: priced, checked and debited in one transaction; idempotent by request id. */
-  async record(caller: Caller, parent: string, input: RecordInput): Promise<{ record: UsageRecordRow; balance: Micros }> {
+  async record(caller: Caller, parent: string, input: RecordInput): Promise<RecordResult> {
     const projectId = this.ownProject(caller, parent);
-    // Test keys meter against the sandbox ledger (docs/test-mode.md): every read and write below names it.
-    const env = callerEnvironment(caller);
     const now = this.deps.clock.now();
-    const namespace = input.namespace ?? "usage";
     requireOccurTime(input.occurTime, now);
-    const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
     const plan = await this.deps.planOf(projectId);
     // Settling a hold that has expired must fail *and* return its credits: expire due holds in their own
     // transaction first, since the refusal below rolls back everything in the main one.
@@ -148,7 +147,44 @@ export class Usage {
     // so on PostgreSQL it is scoped to the project: other projects' usage is recorded in parallel.
     const scope = { scope: projectId };
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
-    return this.commits.run(async (tx) => {
+    return this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+  }
+
+  /**
+   * Records a batch of usages of one project (BatchRecordUsage): each item is
+   * decided in order exactly as `record` would decide it after the items
+   * before it, fails alone, and is answered after the commit holding it.
+   */
+  async recordBatch(caller: Caller, parent: string, inputs: RecordInput[]): Promise<Outcome<RecordResult>[]> {
+    const projectId = this.ownProject(caller, parent);
+    const now = this.deps.clock.now();
+    const plan = await this.deps.planOf(projectId);
+    const scope = { scope: projectId };
+    if (inputs.some((i) => i.authorization)) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
+    const refused = new Map<number, unknown>();
+    const units = inputs.map((input, i) => {
+      try {
+        requireOccurTime(input.occurTime, now);
+        return this.recordUnit(caller, projectId, plan, input, now);
+      } catch (error) {
+        refused.set(i, error);
+        return () => Promise.reject(error);
+      }
+    });
+    // Items refused before the store are not sent to it (they would only cost a savepoint).
+    const sent = await this.commits.runAll(units.filter((_, i) => !refused.has(i)), scope);
+    for (const o of sent) if (!o.ok && !(o.error instanceof ConnectError)) this.deps.log.error({ err: o.error }, "batch item crashed");
+    let k = 0;
+    return inputs.map((_, i) => (refused.has(i) ? { ok: false, error: refused.get(i) } : sent[k++]));
+  }
+
+  /** The write unit of one usage record (run alone or in a group commit). */
+  private recordUnit(caller: Caller, projectId: string, plan: Plan, input: RecordInput, now: number): (tx: Db) => Promise<RecordResult> {
+    const namespace = input.namespace ?? "usage";
+    // Test keys meter against the sandbox ledger (docs/test-mode.md): every read and write below names it.
+    const env = callerEnvironment(caller);
+    const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
+    return async (tx) => {
       const replay = await tx
         .selectFrom("usage_record")
         .selectAll()
@@ -223,8 +259,9 @@ export class Usage {
       };
       await tx.insertInto("usage_record").values(record).execute();
       await this.rollUp(tx, record);
+      await this.deps.marketplace?.bookUsage(tx, record);
       return { record, balance };
-    }, scope);
+    };
   }
 
   /** Places a hold for an estimated cost; idempotent by request id. */

@@ -21,6 +21,8 @@ const DAY_SEC = 86_400;
 
 type Obj = Record<string, unknown>;
 export type MeterMode = "ok" | "fail500" | "hang";
+/** How the fake answers transfers: ok; fail500 (an outage); refuse (400, e.g. an account without the capability); lostAnswer (creates it, but the answer is lost: 500). */
+export type TransferMode = "ok" | "fail500" | "refuse" | "lostAnswer";
 export interface MeterAttempt {
   identifier: string;
   outcome: "accepted" | "failed" | "hung" | "replayed";
@@ -65,6 +67,12 @@ export class FakeStripe {
   /** Every request as `METHOD /path`. */
   readonly requests: string[] = [];
   meterMode: MeterMode = "ok";
+  /** Stripe Connect: connected accounts, onboarding links, transfers (by id) and every transfer attempt. */
+  readonly accounts = new Map<string, Obj>();
+  readonly accountLinks: Obj[] = [];
+  readonly transfers = new Map<string, Obj>();
+  readonly transferAttempts: Array<{ idempotencyKey: string; outcome: "created" | "replayed" | "failed" | "refused" | "lost" }> = [];
+  transferMode: TransferMode = "ok";
   /** Fail every other endpoint with 500 (an outage). */
   apiDown = false;
   private readonly replays = new Map<string, { status: number; body: unknown }>();
@@ -208,6 +216,28 @@ export class FakeStripe {
           this.meterAttempts.push({ identifier, outcome: "failed" });
           return reply(500, { error: { type: "api_error", message: "fake Stripe outage" } });
         }
+      } else if (path === "/v1/transfers" && req.method === "POST") {
+        const idem = String(req.headers["idempotency-key"] ?? "");
+        if (replay) {
+          this.transferAttempts.push({ idempotencyKey: idem, outcome: "replayed" });
+          return reply(replay.status, replay.body);
+        }
+        if (this.transferMode === "fail500" || this.apiDown) {
+          this.transferAttempts.push({ idempotencyKey: idem, outcome: "failed" });
+          return reply(500, { error: { type: "api_error", message: "fake Stripe outage" } });
+        }
+        if (this.transferMode === "refuse") {
+          this.transferAttempts.push({ idempotencyKey: idem, outcome: "refused" });
+          return reply(400, { error: { type: "invalid_request_error", code: "insufficient_capabilities_for_transfer", message: "the destination account cannot receive transfers" } });
+        }
+        const [status, body] = this.route("POST", path, form);
+        if (key && status < 500) this.replays.set(key, { status, body });
+        if (this.transferMode === "lostAnswer") {
+          this.transferAttempts.push({ idempotencyKey: idem, outcome: "lost" });
+          return reply(500, { error: { type: "api_error", message: "fake Stripe: the answer was lost" } });
+        }
+        this.transferAttempts.push({ idempotencyKey: idem, outcome: "created" });
+        return reply(status, body);
       } else if (this.apiDown) {
         return reply(500, { error: { type: "api_error", message: "fake Stripe outage" } });
       } else if (replay) {
@@ -276,6 +306,26 @@ export class FakeStripe {
     }
     if (method === "GET" && (m = /^\/v1\/subscriptions\/([^/]+)$/.exec(path))) {
       return this.subscriptions.has(m[1]) ? [200, this.subscriptions.get(m[1])] : missing("subscription", m[1]);
+    }
+    if (method === "POST" && path === "/v1/accounts") {
+      const account: Obj = { id: id("acct"), object: "account", type: form.type ?? "express", metadata: form.metadata ?? {}, capabilities: { transfers: "inactive" }, details_submitted: false, payouts_enabled: false, created: nowSec() };
+      this.accounts.set(String(account.id), account);
+      return [200, account];
+    }
+    if (method === "GET" && (m = /^\/v1\/accounts\/([^/]+)$/.exec(path))) {
+      return this.accounts.has(m[1]) ? [200, this.accounts.get(m[1])] : missing("account", m[1]);
+    }
+    if (method === "POST" && path === "/v1/account_links") {
+      if (!this.accounts.has(String(form.account))) return missing("account", String(form.account));
+      const link: Obj = { object: "account_link", created: nowSec(), expires_at: nowSec() + 300, url: `${this.url}/connect/onboarding/${String(form.account)}/${id("al")}`, account: form.account, refresh_url: form.refresh_url, return_url: form.return_url, type: form.type };
+      this.accountLinks.push(link);
+      return [200, link];
+    }
+    if (method === "POST" && path === "/v1/transfers") {
+      if (!this.accounts.has(String(form.destination))) return missing("account", String(form.destination));
+      const transfer: Obj = { id: id("tr"), object: "transfer", amount: Number(form.amount), currency: form.currency, destination: form.destination, transfer_group: form.transfer_group ?? null, metadata: form.metadata ?? {}, reversed: false, created: nowSec() };
+      this.transfers.set(String(transfer.id), transfer);
+      return [200, transfer];
     }
     if (method === "POST" && path === "/v1/billing/meter_events") {
       const identifier = String(form.identifier);

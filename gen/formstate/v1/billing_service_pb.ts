@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file formstate/v1/billing_service.proto.
  */
 export const file_formstate_v1_billing_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJmb3Jtc3RhdGUvdjEvYmlsbGluZ19zZXJ2aWNlLnByb3RvEgxmb3Jtc3RhdGUudjEiLQoJUGxhbkxpbWl0Eg0KBWxpbWl0GAEgASgDEhEKCXVubGltaXRlZBgCIAEoCCLMAgoEUGxhbhIkCgR0aWVyGAEgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEgoKAmlkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIcChRtb250aGx5X3ByaWNlX21pY3JvcxgEIAEoAxIfChdpbmNsdWRlZF9jcmVkaXRzX21pY3JvcxgFIAEoAxIsCgthZ2VudF9zbG90cxgGIAEoCzIXLmZvcm1zdGF0ZS52MS5QbGFuTGltaXQSLgoNYXBpX2tleV9saW1pdBgHIAEoCzIXLmZvcm1zdGF0ZS52MS5QbGFuTGltaXQSKwoKcmF0ZV9saW1pdBgIIAEoCzIXLmZvcm1zdGF0ZS52MS5SYXRlTGltaXQSGQoRb3ZlcmRyYWZ0X2FsbG93ZWQYCSABKAgSFwoPc3RyaXBlX3ByaWNlX2lkGAogASgJIsoCCgxTdWJzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIkCgR0aWVyGAIgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEjAKBnN0YXR1cxgDIAEoDjIgLmZvcm1zdGF0ZS52MS5TdWJzY3JpcHRpb25TdGF0dXMSPQoZY3VycmVudF9wZXJpb2Rfc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOwoXY3VycmVudF9wZXJpb2RfZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNhbmNlbF9hdF9wZXJpb2RfZW5kGAYgASgIEhoKEnN0cmlwZV9jdXN0b21lcl9pZBgHIAEoCRIeChZzdHJpcGVfc3Vic2NyaXB0aW9uX2lkGAggASgJIrkCChFDcmVkaXRUcmFuc2FjdGlvbhIMCgRuYW1lGAEgASgJEjEKBGtpbmQYAiABKA4yIy5mb3Jtc3RhdGUudjEuQ3JlZGl0VHJhbnNhY3Rpb25LaW5kEhUKDWFtb3VudF9taWNyb3MYAyABKAMSHAoUYmFsYW5jZV9hZnRlcl9taWNyb3MYBCABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhMKC2Rlc2NyaXB0aW9uGAYgASgJEhQKDHVzYWdlX3JlY29yZBgHIAEoCRIVCg1hdXRob3JpemF0aW9uGAggASgJEiIKBWFjdG9yGAkgASgLMhMuZm9ybXN0YXRlLnYxLkFjdG9yEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCISChBMaXN0UGxhbnNSZXF1ZXN0IjYKEUxpc3RQbGFuc1Jlc3BvbnNlEiEKBXBsYW5zGAEgAygLMhIuZm9ybXN0YXRlLnYxLlBsYW4iXgoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBJECgRuYW1lGAEgASgJQja6SDNyMTIvXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L3N1YnNjcmlwdGlvbiQiSwoXR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USMAoMc3Vic2NyaXB0aW9uGAEgASgLMhouZm9ybXN0YXRlLnYxLlN1YnNjcmlwdGlvbiKYAgocQ3JlYXRlQ2hlY2tvdXRTZXNzaW9uUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjQKBHBsYW4YAiABKA4yFi5mb3Jtc3RhdGUudjEuUGxhblRpZXJCDLpICYIBBhABIAAgAUgAEi8KFGNyZWRpdF9hbW91bnRfbWljcm9zGAMgASgDQg+6SAwiChiAyK+gJSjAhD1IABIjCgtzdWNjZXNzX3VybBgEIAEoCUIOukgLyAEBcgYYgBCIAQESIgoKY2FuY2VsX3VybBgFIAEoCUIOukgLyAEBcgYYgBCIAQFCDQoEaXRlbRIFukgCCAEicQodQ3JlYXRlQ2hlY2tvdXRTZXNzaW9uUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgN1cmwYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoUBChZQcm9jZXNzQ2hlY2tvdXRSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSMAoKc2Vzc2lvbl9pZBgCIAEoCUIcukgZchcY/wEyEl5jc19bQS1aYS16MC05X10rJCKSAQoXUHJvY2Vzc0NoZWNrb3V0UmVzcG9uc2USHgoWZ3JhbnRlZF9jcmVkaXRzX21pY3JvcxgBIAEoAxIkCgR0aWVyGAIgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEhkKEWFscmVhZHlfcHJvY2Vzc2VkGAMgASgIEhYKDmJhbGFuY2VfbWljcm9zGAQgASgDInsKGkNyZWF0ZVBvcnRhbFNlc3Npb25SZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSIgoKcmV0dXJuX3VybBgCIAEoCUIOukgLyAEBcgYYgBCIAQEiKgobQ3JlYXRlUG9ydGFsU2Vzc2lvblJlc3BvbnNlEgsKA3VybBgBIAEoCSKxAQoRQWRkQ3JlZGl0c1JlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIlCg1hbW91bnRfbWljcm9zGAIgASgDQg66SAsiCRiAoJSljR0gABIbCgZyZWFzb24YAyABKAlCC7pICMgBAXIDGPQDEh0KCnJlcXVlc3RfaWQYBCABKAlCCbpIBnIEEAEYQCJpChJBZGRDcmVkaXRzUmVzcG9uc2USOwoSY3JlZGl0X3RyYW5zYWN0aW9uGAEgASgLMh8uZm9ybXN0YXRlLnYxLkNyZWRpdFRyYW5zYWN0aW9uEhYKDmJhbGFuY2VfbWljcm9zGAIgASgDIp4ECh1MaXN0Q3JlZGl0VHJhbnNhY3Rpb25zUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABBJHCgVraW5kcxgEIAMoDjIjLmZvcm1zdGF0ZS52MS5DcmVkaXRUcmFuc2FjdGlvbktpbmRCE7pIEJIBDRAKGAEiB4IBBBABIAASLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKC2Vudmlyb25tZW50GAcgASgOMhwuZm9ybXN0YXRlLnYxLktleUVudmlyb25tZW50Qgi6SAWCAQIQATqgAbpInAEamQEKI2xpc3RfY3JlZGl0X3RyYW5zYWN0aW9ucy50aW1lX29yZGVyEiFlbmRfdGltZSBtdXN0IGJlIGFmdGVyIHN0YXJ0X3RpbWUaTyFoYXModGhpcy5zdGFydF90aW1lKSB8fCAhaGFzKHRoaXMuZW5kX3RpbWUpIHx8IHRoaXMuZW5kX3RpbWUgPiB0aGlzLnN0YXJ0X3RpbWUidwoeTGlzdENyZWRpdFRyYW5zYWN0aW9uc1Jlc3BvbnNlEjwKE2NyZWRpdF90cmFuc2FjdGlvbnMYASADKAsyHy5mb3Jtc3RhdGUudjEuQ3JlZGl0VHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKr8DChVDcmVkaXRUcmFuc2FjdGlvbktpbmQSJwojQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIhCh1DUkVESVRfVFJBTlNBQ1RJT05fS0lORF9HUkFOVBABEiQKIENSRURJVF9UUkFOU0FDVElPTl9LSU5EX1BVUkNIQVNFEAISJwojQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfVVNBR0VfREVCSVQQAxIiCh5DUkVESVRfVFJBTlNBQ1RJT05fS0lORF9SRUZVTkQQBBImCiJDUkVESVRfVFJBTlNBQ1RJT05fS0lORF9BREpVU1RNRU5UEAUSIAocQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfSE9MRBAGEigKJENSRURJVF9UUkFOU0FDVElPTl9LSU5EX0hPTERfUkVMRUFTRRAHEigKJENSRURJVF9UUkFOU0FDVElPTl9LSU5EX1BMQU5fQ1JFRElUUxAIEiMKH0NSRURJVF9UUkFOU0FDVElPTl9LSU5EX0RJU1BVVEUQCRIkCiBDUkVESVRfVFJBTlNBQ1RJT05fS0lORF9JTlZPSUNFRBAKMsYGCg5CaWxsaW5nU2VydmljZRJWCglMaXN0UGxhbnMSHi5mb3Jtc3RhdGUudjEuTGlzdFBsYW5zUmVxdWVzdBofLmZvcm1zdGF0ZS52MS5MaXN0UGxhbnNSZXNwb25zZSIIyvMYBAgBKAIScAoPR2V0U3Vic2NyaXB0aW9uEiQuZm9ybXN0YXRlLnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaJS5mb3Jtc3RhdGUudjEuR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2UiEMrzGAwQARgBKAEyBG5hbWUShAEKFUNyZWF0ZUNoZWNrb3V0U2Vzc2lvbhIqLmZvcm1zdGF0ZS52MS5DcmVhdGVDaGVja291dFNlc3Npb25SZXF1ZXN0GisuZm9ybXN0YXRlLnYxLkNyZWF0ZUNoZWNrb3V0U2Vzc2lvblJlc3BvbnNlIhLK8xgOEAMYAygBMgZwYXJlbnQScgoPUHJvY2Vzc0NoZWNrb3V0EiQuZm9ybXN0YXRlLnYxLlByb2Nlc3NDaGVja291dFJlcXVlc3QaJS5mb3Jtc3RhdGUudjEuUHJvY2Vzc0NoZWNrb3V0UmVzcG9uc2UiEsrzGA4QAxgDKAEyBnBhcmVudBJ+ChNDcmVhdGVQb3J0YWxTZXNzaW9uEiguZm9ybXN0YXRlLnYxLkNyZWF0ZVBvcnRhbFNlc3Npb25SZXF1ZXN0GikuZm9ybXN0YXRlLnYxLkNyZWF0ZVBvcnRhbFNlc3Npb25SZXNwb25zZSISyvMYDhADGAMoATIGcGFyZW50EmUKCkFkZENyZWRpdHMSHy5mb3Jtc3RhdGUudjEuQWRkQ3JlZGl0c1JlcXVlc3QaIC5mb3Jtc3RhdGUudjEuQWRkQ3JlZGl0c1Jlc3BvbnNlIhTK8xgQEAMYAygBMgZwYXJlbnRAARKHAQoWTGlzdENyZWRpdFRyYW5zYWN0aW9ucxIrLmZvcm1zdGF0ZS52MS5MaXN0Q3JlZGl0VHJhbnNhY3Rpb25zUmVxdWVzdBosLmZvcm1zdGF0ZS52MS5MaXN0Q3JlZGl0VHJhbnNhY3Rpb25zUmVzcG9uc2UiEsrzGA4QARgBKAEyBnBhcmVudGIGcHJvdG8z", [file_buf_validate_validate, file_formstate_v1_access, file_formstate_v1_api_key_service, file_formstate_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("CiJmb3Jtc3RhdGUvdjEvYmlsbGluZ19zZXJ2aWNlLnByb3RvEgxmb3Jtc3RhdGUudjEiLQoJUGxhbkxpbWl0Eg0KBWxpbWl0GAEgASgDEhEKCXVubGltaXRlZBgCIAEoCCLMAgoEUGxhbhIkCgR0aWVyGAEgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEgoKAmlkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIcChRtb250aGx5X3ByaWNlX21pY3JvcxgEIAEoAxIfChdpbmNsdWRlZF9jcmVkaXRzX21pY3JvcxgFIAEoAxIsCgthZ2VudF9zbG90cxgGIAEoCzIXLmZvcm1zdGF0ZS52MS5QbGFuTGltaXQSLgoNYXBpX2tleV9saW1pdBgHIAEoCzIXLmZvcm1zdGF0ZS52MS5QbGFuTGltaXQSKwoKcmF0ZV9saW1pdBgIIAEoCzIXLmZvcm1zdGF0ZS52MS5SYXRlTGltaXQSGQoRb3ZlcmRyYWZ0X2FsbG93ZWQYCSABKAgSFwoPc3RyaXBlX3ByaWNlX2lkGAogASgJIsoCCgxTdWJzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIkCgR0aWVyGAIgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEjAKBnN0YXR1cxgDIAEoDjIgLmZvcm1zdGF0ZS52MS5TdWJzY3JpcHRpb25TdGF0dXMSPQoZY3VycmVudF9wZXJpb2Rfc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOwoXY3VycmVudF9wZXJpb2RfZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNhbmNlbF9hdF9wZXJpb2RfZW5kGAYgASgIEhoKEnN0cmlwZV9jdXN0b21lcl9pZBgHIAEoCRIeChZzdHJpcGVfc3Vic2NyaXB0aW9uX2lkGAggASgJIrkCChFDcmVkaXRUcmFuc2FjdGlvbhIMCgRuYW1lGAEgASgJEjEKBGtpbmQYAiABKA4yIy5mb3Jtc3RhdGUudjEuQ3JlZGl0VHJhbnNhY3Rpb25LaW5kEhUKDWFtb3VudF9taWNyb3MYAyABKAMSHAoUYmFsYW5jZV9hZnRlcl9taWNyb3MYBCABKAMSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJEhMKC2Rlc2NyaXB0aW9uGAYgASgJEhQKDHVzYWdlX3JlY29yZBgHIAEoCRIVCg1hdXRob3JpemF0aW9uGAggASgJEiIKBWFjdG9yGAkgASgLMhMuZm9ybXN0YXRlLnYxLkFjdG9yEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCISChBMaXN0UGxhbnNSZXF1ZXN0IjYKEUxpc3RQbGFuc1Jlc3BvbnNlEiEKBXBsYW5zGAEgAygLMhIuZm9ybXN0YXRlLnYxLlBsYW4iXgoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBJECgRuYW1lGAEgASgJQja6SDNyMTIvXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9L3N1YnNjcmlwdGlvbiQiSwoXR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USMAoMc3Vic2NyaXB0aW9uGAEgASgLMhouZm9ybXN0YXRlLnYxLlN1YnNjcmlwdGlvbiKYAgocQ3JlYXRlQ2hlY2tvdXRTZXNzaW9uUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjQKBHBsYW4YAiABKA4yFi5mb3Jtc3RhdGUudjEuUGxhblRpZXJCDLpICYIBBhABIAAgAUgAEi8KFGNyZWRpdF9hbW91bnRfbWljcm9zGAMgASgDQg+6SAwiChiAyK+gJSjAhD1IABIjCgtzdWNjZXNzX3VybBgEIAEoCUIOukgLyAEBcgYYgBCIAQESIgoKY2FuY2VsX3VybBgFIAEoCUIOukgLyAEBcgYYgBCIAQFCDQoEaXRlbRIFukgCCAEicQodQ3JlYXRlQ2hlY2tvdXRTZXNzaW9uUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRILCgN1cmwYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoUBChZQcm9jZXNzQ2hlY2tvdXRSZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSMAoKc2Vzc2lvbl9pZBgCIAEoCUIcukgZchcY/wEyEl5jc19bQS1aYS16MC05X10rJCKSAQoXUHJvY2Vzc0NoZWNrb3V0UmVzcG9uc2USHgoWZ3JhbnRlZF9jcmVkaXRzX21pY3JvcxgBIAEoAxIkCgR0aWVyGAIgASgOMhYuZm9ybXN0YXRlLnYxLlBsYW5UaWVyEhkKEWFscmVhZHlfcHJvY2Vzc2VkGAMgASgIEhYKDmJhbGFuY2VfbWljcm9zGAQgASgDInsKGkNyZWF0ZVBvcnRhbFNlc3Npb25SZXF1ZXN0EjkKBnBhcmVudBgBIAEoCUIpukgmciQyIl5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfSQSIgoKcmV0dXJuX3VybBgCIAEoCUIOukgLyAEBcgYYgBCIAQEiKgobQ3JlYXRlUG9ydGFsU2Vzc2lvblJlc3BvbnNlEgsKA3VybBgBIAEoCSKxAQoRQWRkQ3JlZGl0c1JlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIlCg1hbW91bnRfbWljcm9zGAIgASgDQg66SAsiCRiAoJSljR0gABIbCgZyZWFzb24YAyABKAlCC7pICMgBAXIDGPQDEh0KCnJlcXVlc3RfaWQYBCABKAlCCbpIBnIEEAEYQCJpChJBZGRDcmVkaXRzUmVzcG9uc2USOwoSY3JlZGl0X3RyYW5zYWN0aW9uGAEgASgLMh8uZm9ybXN0YXRlLnYxLkNyZWRpdFRyYW5zYWN0aW9uEhYKDmJhbGFuY2VfbWljcm9zGAIgASgDIp4ECh1MaXN0Q3JlZGl0VHJhbnNhY3Rpb25zUmVxdWVzdBI5CgZwYXJlbnQYASABKAlCKbpIJnIkMiJeYWNjb3VudHMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABBJHCgVraW5kcxgEIAMoDjIjLmZvcm1zdGF0ZS52MS5DcmVkaXRUcmFuc2FjdGlvbktpbmRCE7pIEJIBDRAKGAEiB4IBBBABIAASLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKC2Vudmlyb25tZW50GAcgASgOMhwuZm9ybXN0YXRlLnYxLktleUVudmlyb25tZW50Qgi6SAWCAQIQATqgAbpInAEamQEKI2xpc3RfY3JlZGl0X3RyYW5zYWN0aW9ucy50aW1lX29yZGVyEiFlbmRfdGltZSBtdXN0IGJlIGFmdGVyIHN0YXJ0X3RpbWUaTyFoYXModGhpcy5zdGFydF90aW1lKSB8fCAhaGFzKHRoaXMuZW5kX3RpbWUpIHx8IHRoaXMuZW5kX3RpbWUgPiB0aGlzLnN0YXJ0X3RpbWUidwoeTGlzdENyZWRpdFRyYW5zYWN0aW9uc1Jlc3BvbnNlEjwKE2NyZWRpdF90cmFuc2FjdGlvbnMYASADKAsyHy5mb3Jtc3RhdGUudjEuQ3JlZGl0VHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIn8KIkdldENyZWRpdFRyYW5zYWN0aW9uUmVjZWlwdFJlcXVlc3QSWQoEbmFtZRgBIAEoCUJLukhIckYyRF5hY2NvdW50cy9bYS16MC05XVthLXowLTktXXswLDYyfS9jcmVkaXRUcmFuc2FjdGlvbnMvW2EtejAtOV17MSw2NH0kInkKI0dldENyZWRpdFRyYW5zYWN0aW9uUmVjZWlwdFJlc3BvbnNlEg8KB3JlY2VpcHQYASABKAkSEgoKZW50cnlfaGFzaBgCIAEoCRIbChNwcmV2aW91c19lbnRyeV9oYXNoGAMgASgJEhAKCGp3a3NfdXJpGAQgASgJItMCChtHZXRQdWJsaXNoZXJFYXJuaW5nc1JlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6mgG6SJYBGpMBCh1wdWJsaXNoZXJfZWFybmluZ3MudGltZV9vcmRlchIhZW5kX3RpbWUgbXVzdCBiZSBhZnRlciBzdGFydF90aW1lGk8haGFzKHRoaXMuc3RhcnRfdGltZSkgfHwgIWhhcyh0aGlzLmVuZF90aW1lKSB8fCB0aGlzLmVuZF90aW1lID4gdGhpcy5zdGFydF90aW1lIokBCg1FYXJuaW5nc1RvdGFsEhQKDGdyb3NzX21pY3JvcxgBIAEoAxIXCg9lYXJuaW5nc19taWNyb3MYAiABKAMSGwoTcGxhdGZvcm1fZmVlX21pY3JvcxgDIAEoAxIXCg9jbGF3YmFja19taWNyb3MYBCABKAMSEwoLdXNhZ2VfY291bnQYBSABKAMiUAoQUmVzb3VyY2VFYXJuaW5ncxIQCghyZXNvdXJjZRgBIAEoCRIqCgV0b3RhbBgCIAEoCzIbLmZvcm1zdGF0ZS52MS5FYXJuaW5nc1RvdGFsIskBChxHZXRQdWJsaXNoZXJFYXJuaW5nc1Jlc3BvbnNlEioKBXRvdGFsGAEgASgLMhsuZm9ybXN0YXRlLnYxLkVhcm5pbmdzVG90YWwSMQoJcmVzb3VyY2VzGAIgAygLMh4uZm9ybXN0YXRlLnYxLlJlc291cmNlRWFybmluZ3MSFwoPcGFpZF9vdXRfbWljcm9zGAMgASgDEhYKDmJhbGFuY2VfbWljcm9zGAQgASgDEhkKEXN0cmlwZV9hY2NvdW50X2lkGAUgASgJIpIBChhMaW5rUGF5b3V0QWNjb3VudFJlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIdCgtyZWZyZXNoX3VybBgCIAEoCUIIukgFcgOIAQESHAoKcmV0dXJuX3VybBgDIAEoCUIIukgFcgOIAQEijgEKGUxpbmtQYXlvdXRBY2NvdW50UmVzcG9uc2USGQoRc3RyaXBlX2FjY291bnRfaWQYASABKAkSFgoOb25ib2FyZGluZ191cmwYAiABKAkSPgoab25ib2FyZGluZ191cmxfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpQCCgZQYXlvdXQSDAoEbmFtZRgBIAEoCRIVCg1hbW91bnRfbWljcm9zGAIgASgDEigKBXN0YXRlGAMgASgOMhkuZm9ybXN0YXRlLnYxLlBheW91dFN0YXRlEhkKEXN0cmlwZV9hY2NvdW50X2lkGAQgASgJEhoKEnN0cmlwZV90cmFuc2Zlcl9pZBgFIAEoCRIQCghhdHRlbXB0cxgGIAEoBRISCgpsYXN0X2Vycm9yGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglwYWlkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoIBChJMaXN0UGF5b3V0c1JlcXVlc3QSOQoGcGFyZW50GAEgASgJQim6SCZyJDIiXmFjY291bnRzL1thLXowLTldW2EtejAtOS1dezAsNjJ9JBIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGOgHKAASEgoKcGFnZV90b2tlbhgDIAEoCSJVChNMaXN0UGF5b3V0c1Jlc3BvbnNlEiUKB3BheW91dHMYASADKAsyFC5mb3Jtc3RhdGUudjEuUGF5b3V0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSq/AwoVQ3JlZGl0VHJhbnNhY3Rpb25LaW5kEicKI0NSRURJVF9UUkFOU0FDVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASIQodQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfR1JBTlQQARIkCiBDUkVESVRfVFJBTlNBQ1RJT05fS0lORF9QVVJDSEFTRRACEicKI0NSRURJVF9UUkFOU0FDVElPTl9LSU5EX1VTQUdFX0RFQklUEAMSIgoeQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfUkVGVU5EEAQSJgoiQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfQURKVVNUTUVOVBAFEiAKHENSRURJVF9UUkFOU0FDVElPTl9LSU5EX0hPTEQQBhIoCiRDUkVESVRfVFJBTlNBQ1RJT05fS0lORF9IT0xEX1JFTEVBU0UQBxIoCiRDUkVESVRfVFJBTlNBQ1RJT05fS0lORF9QTEFOX0NSRURJVFMQCBIjCh9DUkVESVRfVFJBTlNBQ1RJT05fS0lORF9ESVNQVVRFEAkSJAogQ1JFRElUX1RSQU5TQUNUSU9OX0tJTkRfSU5WT0lDRUQQCip1CgtQYXlvdXRTdGF0ZRIcChhQQVlPVVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRQQVlPVVRfU1RBVEVfUEVORElORxABEhUKEVBBWU9VVF9TVEFURV9QQUlEEAISFwoTUEFZT1VUX1NUQVRFX0ZBSUxFRBADMsMKCg5CaWxsaW5nU2VydmljZRKUAQobR2V0Q3JlZGl0VHJhbnNhY3Rpb25SZWNlaXB0EjAuZm9ybXN0YXRlLnYxLkdldENyZWRpdFRyYW5zYWN0aW9uUmVjZWlwdFJlcXVlc3QaMS5mb3Jtc3RhdGUudjEuR2V0Q3JlZGl0VHJhbnNhY3Rpb25SZWNlaXB0UmVzcG9uc2UiEMrzGAwQARgBKAEyBG5hbWUSVgoJTGlzdFBsYW5zEh4uZm9ybXN0YXRlLnYxLkxpc3RQbGFuc1JlcXVlc3QaHy5mb3Jtc3RhdGUudjEuTGlzdFBsYW5zUmVzcG9uc2UiCMrzGAQIASgCEnAKD0dldFN1YnNjcmlwdGlvbhIkLmZvcm1zdGF0ZS52MS5HZXRTdWJzY3JpcHRpb25SZXF1ZXN0GiUuZm9ybXN0YXRlLnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlIhDK8xgMEAEYASgBMgRuYW1lEoQBChVDcmVhdGVDaGVja291dFNlc3Npb24SKi5mb3Jtc3RhdGUudjEuQ3JlYXRlQ2hlY2tvdXRTZXNzaW9uUmVxdWVzdBorLmZvcm1zdGF0ZS52MS5DcmVhdGVDaGVja291dFNlc3Npb25SZXNwb25zZSISyvMYDhADGAMoATIGcGFyZW50EnIKD1Byb2Nlc3NDaGVja291dBIkLmZvcm1zdGF0ZS52MS5Qcm9jZXNzQ2hlY2tvdXRSZXF1ZXN0GiUuZm9ybXN0YXRlLnYxLlByb2Nlc3NDaGVja291dFJlc3BvbnNlIhLK8xgOEAMYAygBMgZwYXJlbnQSfgoTQ3JlYXRlUG9ydGFsU2Vzc2lvbhIoLmZvcm1zdGF0ZS52MS5DcmVhdGVQb3J0YWxTZXNzaW9uUmVxdWVzdBopLmZvcm1zdGF0ZS52MS5DcmVhdGVQb3J0YWxTZXNzaW9uUmVzcG9uc2UiEsrzGA4QAxgDKAEyBnBhcmVudBJlCgpBZGRDcmVkaXRzEh8uZm9ybXN0YXRlLnYxLkFkZENyZWRpdHNSZXF1ZXN0GiAuZm9ybXN0YXRlLnYxLkFkZENyZWRpdHNSZXNwb25zZSIUyvMYEBADGAMoATIGcGFyZW50QAEShwEKFkxpc3RDcmVkaXRUcmFuc2FjdGlvbnMSKy5mb3Jtc3RhdGUudjEuTGlzdENyZWRpdFRyYW5zYWN0aW9uc1JlcXVlc3QaLC5mb3Jtc3RhdGUudjEuTGlzdENyZWRpdFRyYW5zYWN0aW9uc1Jlc3BvbnNlIhLK8xgOEAEYASgBMgZwYXJlbnQSgQEKFEdldFB1Ymxpc2hlckVhcm5pbmdzEikuZm9ybXN0YXRlLnYxLkdldFB1Ymxpc2hlckVhcm5pbmdzUmVxdWVzdBoqLmZvcm1zdGF0ZS52MS5HZXRQdWJsaXNoZXJFYXJuaW5nc1Jlc3BvbnNlIhLK8xgOEAIYASgBMgZwYXJlbnQSeAoRTGlua1BheW91dEFjY291bnQSJi5mb3Jtc3RhdGUudjEuTGlua1BheW91dEFjY291bnRSZXF1ZXN0GicuZm9ybXN0YXRlLnYxLkxpbmtQYXlvdXRBY2NvdW50UmVzcG9uc2UiEsrzGA4QAxgDKAEyBnBhcmVudBJmCgtMaXN0UGF5b3V0cxIgLmZvcm1zdGF0ZS52MS5MaXN0UGF5b3V0c1JlcXVlc3QaIS5mb3Jtc3RhdGUudjEuTGlzdFBheW91dHNSZXNwb25zZSISyvMYDhACGAEoATIGcGFyZW50YgZwcm90bzM", [file_buf_validate_validate, file_formstate_v1_access, file_formstate_v1_api_key_service, file_formstate_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * A plan limit: a count, or no limit.
@@ -702,6 +702,412 @@ export const ListCreditTransactionsResponseSchema: GenMessage<ListCreditTransact
   messageDesc(file_formstate_v1_billing_service, 17);
 
 /**
+ * @generated from message formstate.v1.GetCreditTransactionReceiptRequest
+ */
+export type GetCreditTransactionReceiptRequest = Message<"formstate.v1.GetCreditTransactionReceiptRequest"> & {
+  /**
+   * `accounts/{project}/creditTransactions/{transaction_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message formstate.v1.GetCreditTransactionReceiptRequest.
+ * Use `create(GetCreditTransactionReceiptRequestSchema)` to create a new message.
+ */
+export const GetCreditTransactionReceiptRequestSchema: GenMessage<GetCreditTransactionReceiptRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 18);
+
+/**
+ * @generated from message formstate.v1.GetCreditTransactionReceiptResponse
+ */
+export type GetCreditTransactionReceiptResponse = Message<"formstate.v1.GetCreditTransactionReceiptResponse"> & {
+  /**
+   * The receipt: a compact JWS whose payload is the entry, its sequence
+   * number, entry_hash and previous_entry_hash.
+   *
+   * @generated from field: string receipt = 1;
+   */
+  receipt: string;
+
+  /**
+   * Hex sha256 chaining this entry to the previous one of the account.
+   *
+   * @generated from field: string entry_hash = 2;
+   */
+  entryHash: string;
+
+  /**
+   * The previous entry's hash; 64 zeros for the account's first entry.
+   *
+   * @generated from field: string previous_entry_hash = 3;
+   */
+  previousEntryHash: string;
+
+  /**
+   * Where the public keys that verify it are published.
+   *
+   * @generated from field: string jwks_uri = 4;
+   */
+  jwksUri: string;
+};
+
+/**
+ * Describes the message formstate.v1.GetCreditTransactionReceiptResponse.
+ * Use `create(GetCreditTransactionReceiptResponseSchema)` to create a new message.
+ */
+export const GetCreditTransactionReceiptResponseSchema: GenMessage<GetCreditTransactionReceiptResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 19);
+
+/**
+ * @generated from message formstate.v1.GetPublisherEarningsRequest
+ */
+export type GetPublisherEarningsRequest = Message<"formstate.v1.GetPublisherEarningsRequest"> & {
+  /**
+   * `accounts/{project}`: the publisher.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * From (inclusive); unset means the beginning.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * To (exclusive); unset means now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.GetPublisherEarningsRequest.
+ * Use `create(GetPublisherEarningsRequestSchema)` to create a new message.
+ */
+export const GetPublisherEarningsRequestSchema: GenMessage<GetPublisherEarningsRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 20);
+
+/**
+ * Money of one resource (or of all) over the range.
+ *
+ * @generated from message formstate.v1.EarningsTotal
+ */
+export type EarningsTotal = Message<"formstate.v1.EarningsTotal"> & {
+  /**
+   * What consumers were charged for it, net of clawbacks (gross = earnings +
+   * platform fees, exactly).
+   *
+   * @generated from field: int64 gross_micros = 1;
+   */
+  grossMicros: bigint;
+
+  /**
+   * The publisher's share, net of clawbacks.
+   *
+   * @generated from field: int64 earnings_micros = 2;
+   */
+  earningsMicros: bigint;
+
+  /**
+   * The platform's fee, net of clawbacks.
+   *
+   * @generated from field: int64 platform_fee_micros = 3;
+   */
+  platformFeeMicros: bigint;
+
+  /**
+   * The part of earnings_micros taken back because consumers' payments were
+   * refunded or disputed (zero or negative; already included above).
+   *
+   * @generated from field: int64 clawback_micros = 4;
+   */
+  clawbackMicros: bigint;
+
+  /**
+   * Usage records that earned.
+   *
+   * @generated from field: int64 usage_count = 5;
+   */
+  usageCount: bigint;
+};
+
+/**
+ * Describes the message formstate.v1.EarningsTotal.
+ * Use `create(EarningsTotalSchema)` to create a new message.
+ */
+export const EarningsTotalSchema: GenMessage<EarningsTotal> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 21);
+
+/**
+ * One resource's earnings.
+ *
+ * @generated from message formstate.v1.ResourceEarnings
+ */
+export type ResourceEarnings = Message<"formstate.v1.ResourceEarnings"> & {
+  /**
+   * `agents/{agent}` or `models/{provider}/{model}`.
+   *
+   * @generated from field: string resource = 1;
+   */
+  resource: string;
+
+  /**
+   * @generated from field: formstate.v1.EarningsTotal total = 2;
+   */
+  total?: EarningsTotal | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.ResourceEarnings.
+ * Use `create(ResourceEarningsSchema)` to create a new message.
+ */
+export const ResourceEarningsSchema: GenMessage<ResourceEarnings> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 22);
+
+/**
+ * @generated from message formstate.v1.GetPublisherEarningsResponse
+ */
+export type GetPublisherEarningsResponse = Message<"formstate.v1.GetPublisherEarningsResponse"> & {
+  /**
+   * Over the range.
+   *
+   * @generated from field: formstate.v1.EarningsTotal total = 1;
+   */
+  total?: EarningsTotal | undefined;
+
+  /**
+   * By resource over the range, highest earnings first.
+   *
+   * @generated from field: repeated formstate.v1.ResourceEarnings resources = 2;
+   */
+  resources: ResourceEarnings[];
+
+  /**
+   * Paid out (transfers created) over the range.
+   *
+   * @generated from field: int64 paid_out_micros = 3;
+   */
+  paidOutMicros: bigint;
+
+  /**
+   * All earnings not yet paid out, at the end of the range (may be negative:
+   * clawbacks after a payout are carried forward to the next one).
+   *
+   * @generated from field: int64 balance_micros = 4;
+   */
+  balanceMicros: bigint;
+
+  /**
+   * The Stripe Connect account payouts go to; empty when none is linked.
+   *
+   * @generated from field: string stripe_account_id = 5;
+   */
+  stripeAccountId: string;
+};
+
+/**
+ * Describes the message formstate.v1.GetPublisherEarningsResponse.
+ * Use `create(GetPublisherEarningsResponseSchema)` to create a new message.
+ */
+export const GetPublisherEarningsResponseSchema: GenMessage<GetPublisherEarningsResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 23);
+
+/**
+ * @generated from message formstate.v1.LinkPayoutAccountRequest
+ */
+export type LinkPayoutAccountRequest = Message<"formstate.v1.LinkPayoutAccountRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * Where Stripe sends the user when the link expired or was used.
+   *
+   * @generated from field: string refresh_url = 2;
+   */
+  refreshUrl: string;
+
+  /**
+   * Where Stripe sends the user after onboarding.
+   *
+   * @generated from field: string return_url = 3;
+   */
+  returnUrl: string;
+};
+
+/**
+ * Describes the message formstate.v1.LinkPayoutAccountRequest.
+ * Use `create(LinkPayoutAccountRequestSchema)` to create a new message.
+ */
+export const LinkPayoutAccountRequestSchema: GenMessage<LinkPayoutAccountRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 24);
+
+/**
+ * @generated from message formstate.v1.LinkPayoutAccountResponse
+ */
+export type LinkPayoutAccountResponse = Message<"formstate.v1.LinkPayoutAccountResponse"> & {
+  /**
+   * The connected account (`acct_...`).
+   *
+   * @generated from field: string stripe_account_id = 1;
+   */
+  stripeAccountId: string;
+
+  /**
+   * Send the user here to finish onboarding with Stripe.
+   *
+   * @generated from field: string onboarding_url = 2;
+   */
+  onboardingUrl: string;
+
+  /**
+   * When the onboarding link stops working.
+   *
+   * @generated from field: google.protobuf.Timestamp onboarding_url_expire_time = 3;
+   */
+  onboardingUrlExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.LinkPayoutAccountResponse.
+ * Use `create(LinkPayoutAccountResponseSchema)` to create a new message.
+ */
+export const LinkPayoutAccountResponseSchema: GenMessage<LinkPayoutAccountResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 25);
+
+/**
+ * A transfer of earnings to the publisher's connected account.
+ *
+ * @generated from message formstate.v1.Payout
+ */
+export type Payout = Message<"formstate.v1.Payout"> & {
+  /**
+   * `accounts/{project}/payouts/{payout_id}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: int64 amount_micros = 2;
+   */
+  amountMicros: bigint;
+
+  /**
+   * @generated from field: formstate.v1.PayoutState state = 3;
+   */
+  state: PayoutState;
+
+  /**
+   * The connected account (`acct_...`).
+   *
+   * @generated from field: string stripe_account_id = 4;
+   */
+  stripeAccountId: string;
+
+  /**
+   * Stripe's transfer (`tr_...`), once paid.
+   *
+   * @generated from field: string stripe_transfer_id = 5;
+   */
+  stripeTransferId: string;
+
+  /**
+   * Send attempts so far.
+   *
+   * @generated from field: int32 attempts = 6;
+   */
+  attempts: number;
+
+  /**
+   * Why the last attempt failed, if it did.
+   *
+   * @generated from field: string last_error = 7;
+   */
+  lastError: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp paid_time = 9;
+   */
+  paidTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message formstate.v1.Payout.
+ * Use `create(PayoutSchema)` to create a new message.
+ */
+export const PayoutSchema: GenMessage<Payout> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 26);
+
+/**
+ * @generated from message formstate.v1.ListPayoutsRequest
+ */
+export type ListPayoutsRequest = Message<"formstate.v1.ListPayoutsRequest"> & {
+  /**
+   * `accounts/{project}`.
+   *
+   * @generated from field: string parent = 1;
+   */
+  parent: string;
+
+  /**
+   * 0 means the default (50); at most 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListPayoutsRequest.
+ * Use `create(ListPayoutsRequestSchema)` to create a new message.
+ */
+export const ListPayoutsRequestSchema: GenMessage<ListPayoutsRequest> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 27);
+
+/**
+ * @generated from message formstate.v1.ListPayoutsResponse
+ */
+export type ListPayoutsResponse = Message<"formstate.v1.ListPayoutsResponse"> & {
+  /**
+   * @generated from field: repeated formstate.v1.Payout payouts = 1;
+   */
+  payouts: Payout[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message formstate.v1.ListPayoutsResponse.
+ * Use `create(ListPayoutsResponseSchema)` to create a new message.
+ */
+export const ListPayoutsResponseSchema: GenMessage<ListPayoutsResponse> = /*@__PURE__*/
+  messageDesc(file_formstate_v1_billing_service, 28);
+
+/**
  * The kind of a credit transaction.
  *
  * @generated from enum formstate.v1.CreditTransactionKind
@@ -793,6 +1199,45 @@ export const CreditTransactionKindSchema: GenEnum<CreditTransactionKind> = /*@__
   enumDesc(file_formstate_v1_billing_service, 0);
 
 /**
+ * The state of a payout.
+ *
+ * @generated from enum formstate.v1.PayoutState
+ */
+export enum PayoutState {
+  /**
+   * @generated from enum value: PAYOUT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting to be sent, or being retried.
+   *
+   * @generated from enum value: PAYOUT_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Stripe created the transfer.
+   *
+   * @generated from enum value: PAYOUT_STATE_PAID = 2;
+   */
+  PAID = 2,
+
+  /**
+   * Stripe refused the transfer; its amount went back to the balance.
+   *
+   * @generated from enum value: PAYOUT_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum formstate.v1.PayoutState.
+ */
+export const PayoutStateSchema: GenEnum<PayoutState> = /*@__PURE__*/
+  enumDesc(file_formstate_v1_billing_service, 1);
+
+/**
  * Plans, subscriptions and the credits ledger, with Stripe Checkout and the
  * Stripe customer portal for payment. The ledger is append-only; every change
  * of a balance is a credit transaction named
@@ -803,6 +1248,22 @@ export const CreditTransactionKindSchema: GenEnum<CreditTransactionKind> = /*@__
  * @generated from service formstate.v1.BillingService
  */
 export const BillingService: GenService<{
+  /**
+   * A signed receipt of one ledger entry (a usage debit, or any other
+   * entry): a compact JWS (EdDSA) signed with the server's receipt key,
+   * whose payload holds the entry and its place in the account's hash
+   * chain (entry_hash = sha256 of the entry and previous_entry_hash). Verify
+   * offline with `formstate receipt verify` and the keys at
+   * /.well-known/receipt-keys.json.
+   * Access: user role, read-scope key. Errors: NOT_FOUND.
+   *
+   * @generated from rpc formstate.v1.BillingService.GetCreditTransactionReceipt
+   */
+  getCreditTransactionReceipt: {
+    methodKind: "unary";
+    input: typeof GetCreditTransactionReceiptRequestSchema;
+    output: typeof GetCreditTransactionReceiptResponseSchema;
+  },
   /**
    * Lists the plans on offer, cheapest first.
    * Access: public.
@@ -893,6 +1354,51 @@ export const BillingService: GenService<{
     methodKind: "unary";
     input: typeof ListCreditTransactionsRequestSchema;
     output: typeof ListCreditTransactionsResponseSchema;
+  },
+  /**
+   * Publishers (issue 18; docs/marketplace.md): what other projects paid for
+   * a project's models and agents, split into the publisher's earnings and
+   * the platform's fee, clawed back when a consumer's payment is refunded or
+   * disputed, and paid to the publisher's Stripe Connect account.
+   *
+   * Earnings of a publisher project over a range: totals, and one line per
+   * resource (model or agent) that earned, plus the balance not yet paid out.
+   * Access: developer role, read-scope key.
+   * Errors: NOT_FOUND (unknown account, or another project's).
+   *
+   * @generated from rpc formstate.v1.BillingService.GetPublisherEarnings
+   */
+  getPublisherEarnings: {
+    methodKind: "unary";
+    input: typeof GetPublisherEarningsRequestSchema;
+    output: typeof GetPublisherEarningsResponseSchema;
+  },
+  /**
+   * Links the project to a Stripe Connect account (created on first call)
+   * and returns an onboarding link for it. Calling again returns the same
+   * account with a fresh link.
+   * Access: admin role, admin-scope key.
+   * Errors: INVALID_ARGUMENT (a URL outside the deployment's allowed
+   * origins); FAILED_PRECONDITION BILLING_NOT_CONFIGURED without Stripe;
+   * UNAVAILABLE when Stripe cannot be reached.
+   *
+   * @generated from rpc formstate.v1.BillingService.LinkPayoutAccount
+   */
+  linkPayoutAccount: {
+    methodKind: "unary";
+    input: typeof LinkPayoutAccountRequestSchema;
+    output: typeof LinkPayoutAccountResponseSchema;
+  },
+  /**
+   * Lists the project's payouts, newest first.
+   * Access: developer role, read-scope key.
+   *
+   * @generated from rpc formstate.v1.BillingService.ListPayouts
+   */
+  listPayouts: {
+    methodKind: "unary";
+    input: typeof ListPayoutsRequestSchema;
+    output: typeof ListPayoutsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_formstate_v1_billing_service, 0);

@@ -18,6 +18,8 @@ import * as m0005 from "./0005-billing.js";
 import * as m0006 from "./0006-catalog-prices.js";
 import * as m0007 from "./0007-wallets-sessions.js";
 import * as m0008 from "./0008-finance.js";
+import * as m0012 from "./0012-marketplace.js";
+import * as m0013 from "./0013-rails.js";
 import * as m0014 from "./0014-sandbox.js";
 
 const migrations: Record<string, Migration> = {
@@ -29,6 +31,8 @@ const migrations: Record<string, Migration> = {
   "0006-catalog-prices": m0006,
   "0007-wallets-sessions": m0007,
   "0008-finance": m0008,
+  "0012-marketplace": m0012,
+  "0013-rails": m0013,
   "0014-sandbox": m0014,
 };
 

@@ -1,0 +1,250 @@
+/**
+ * Spend alerts: thresholds on an account's or a key's spend that fire once
+ * per period as signed webhooks. Rules live in `alert_rule`; a watcher
+ * compares spend with each rule on an interval (off the metering hot path,
+ * so recording usage pays nothing for alerts) and, when a rule is crossed,
+ * writes in one transaction the rule's firing for the period (unique per
+ * rule and period, so it fires once however many instances watch) and the
+ * webhook into the outbox (`webhook_delivery`), which webhook-sender.ts
+ * delivers with retries.
+ *
+ * Spend is what usage records charged (by occur_time) in the calendar month
+ * (UTC), for the account or for usage attributed to the key. Percentages are
+ * of the month's credits (spent this month + the balance now) for an
+ * account, and of the spend cap for a key (its lifetime spend against its
+ * cap; such a rule fires once per cap value, so raising the cap re-arms it).
+ */
+import type { Selectable } from "kysely";
+import type { CheckedProject } from "../auth/tenancy.js";
+import type { Clock } from "../clock.js";
+import type { Database, Db } from "../db/database.js";
+import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
+import { invalidArgument, notFound, withReason } from "../errors.js";
+import { Code } from "@connectrpc/connect";
+import { newId } from "../ids.js";
+import type { Logger } from "../logger.js";
+import { monthKey, monthOf } from "../usage/period.js";
+import { accountName, childName, keyName, parseChildName } from "../names/names.js";
+import type { AlertRuleTable, WebhookDeliveryTable } from "./alert-tables.js";
+import { newSigningSecret } from "./webhook-signature.js";
+
+export type AlertRuleRow = Selectable<AlertRuleTable>;
+export type DeliveryRow = Selectable<WebhookDeliveryTable>;
+
+/** The event type of a crossed threshold. */
+export const SPEND_ALERT_EVENT = "spend_alert.triggered";
+/** Alerts per account. */
+export const MAX_ALERTS = 100;
+
+export const alertName = (projectId: string, id: string) => childName(projectId, "spendAlerts", id);
+export const deliveryName = (projectId: string, id: string) => childName(projectId, "alertDeliveries", id);
+
+export interface AlertInput {
+  apiKey?: string;
+  thresholdMicros?: number;
+  thresholdPercent?: number;
+  endpointUrl: string;
+  description: string;
+}
+
+export interface SpendAlertsDeps {
+  database: Database;
+  clock: Clock;
+  log: Logger;
+  /** Whether plain-http endpoints are allowed (development only). */
+  allowHttp: boolean;
+  /** How often spend is compared with the rules, ms. */
+  intervalMs: number;
+}
+
+/** What the watcher measured for a rule. */
+interface Measure {
+  period: string;
+  spent: number;
+  /** What a percentage is of; undefined for absolute rules. */
+  base?: number;
+}
+
+export class SpendAlerts {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<unknown>;
+
+  constructor(private readonly deps: SpendAlertsDeps) {}
+
+  /** Starts the watcher. */
+  start(): void {
+    this.timer ??= setInterval(() => {
+      this.running ??= this.check()
+        .catch((err: unknown) => this.deps.log.warn({ err }, "spend alert check failed"))
+        .finally(() => (this.running = undefined));
+    }, this.deps.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  async create(projectId: CheckedProject, input: AlertInput): Promise<{ rule: AlertRuleRow; secret: string }> {
+    const url = this.endpoint(input.endpointUrl);
+    const now = this.deps.clock.now();
+    return this.deps.database.transaction(async (tx) => {
+      const account = await tx.selectFrom("account").select("project_id").where("project_id", "=", projectId).executeTakeFirst();
+      if (!account) throw notFound(`account "${accountName(projectId)}"`);
+      let keyId: string | null = null;
+      if (input.apiKey) {
+        const ref = parseChildName(input.apiKey, "apiKeys");
+        const key = ref && ref.project === projectId ? await tx.selectFrom("api_key").select(["key_id", "spend_cap_micros"]).where("project_id", "=", projectId).where("key_id", "=", ref.id).executeTakeFirst() : undefined;
+        if (!key) throw notFound(`API key "${input.apiKey}"`);
+        if (input.thresholdPercent && key.spend_cap_micros === null) throw invalidArgument("spend_alert.threshold_percent", `API key ${input.apiKey} has no spend cap to take a percentage of`);
+        keyId = key.key_id;
+      }
+      const count = await tx.selectFrom("alert_rule").select((eb) => eb.fn.countAll<number>().as("n")).where("project_id", "=", projectId).executeTakeFirst();
+      if (Number(count?.n ?? 0) >= MAX_ALERTS) throw withReason(Code.ResourceExhausted, `an account has at most ${MAX_ALERTS} spend alerts`, "ALERT_LIMIT");
+      const secret = newSigningSecret();
+      const rule: AlertRuleRow = {
+        rule_id: newId(),
+        project_id: projectId,
+        api_key_id: keyId,
+        threshold_micros: input.thresholdMicros ?? 0,
+        threshold_percent: input.thresholdPercent ?? 0,
+        endpoint_url: url,
+        signing_secret: secret,
+        description: input.description,
+        create_time: now,
+      };
+      await tx.insertInto("alert_rule").values(rule).execute();
+      return { rule, secret };
+    }, { scope: projectId });
+  }
+
+  async list(projectId: CheckedProject, size: number, token: string): Promise<{ items: AlertRuleRow[]; nextPageToken: string }> {
+    const cursor = decodePageToken(token, ["number", "string"]);
+    const n = pageSize(size);
+    let q = this.deps.database.db.selectFrom("alert_rule").selectAll().where("project_id", "=", projectId);
+    if (cursor) q = q.where((eb) => eb.or([eb("create_time", "<", cursor[0] as number), eb.and([eb("create_time", "=", cursor[0] as number), eb("rule_id", "<", cursor[1] as string)])]));
+    const rows = await q.orderBy("create_time", "desc").orderBy("rule_id", "desc").limit(n + 1).execute();
+    return pageOf(rows, n, (r) => [Number(r.create_time), r.rule_id]);
+  }
+
+  async delete(projectId: CheckedProject, id: string): Promise<void> {
+    const res = await this.deps.database.transaction((tx) => tx.deleteFrom("alert_rule").where("project_id", "=", projectId).where("rule_id", "=", id).executeTakeFirst(), { scope: projectId });
+    if (Number(res.numDeletedRows) === 0) throw notFound(`spend alert "${alertName(projectId, id)}"`);
+  }
+
+  async deliveries(projectId: CheckedProject, size: number, token: string): Promise<{ items: DeliveryRow[]; nextPageToken: string }> {
+    const cursor = decodePageToken(token, ["number", "string"]);
+    const n = pageSize(size);
+    let q = this.deps.database.db.selectFrom("webhook_delivery").selectAll().where("project_id", "=", projectId);
+    if (cursor) q = q.where((eb) => eb.or([eb("create_time", "<", cursor[0] as number), eb.and([eb("create_time", "=", cursor[0] as number), eb("delivery_id", "<", cursor[1] as string)])]));
+    const rows = await q.orderBy("create_time", "desc").orderBy("delivery_id", "desc").limit(n + 1).execute();
+    return pageOf(rows, n, (r) => [Number(r.create_time), r.delivery_id]);
+  }
+
+  /** Compares every rule with its spend now; fires the crossed ones not yet fired in their period. Returns how many fired. */
+  async check(): Promise<number> {
+    const db = this.deps.database.db;
+    const now = this.deps.clock.now();
+    const rules = await db.selectFrom("alert_rule").selectAll().execute();
+    let fired = 0;
+    for (const rule of rules) {
+      const m = await this.measure(db, rule, now);
+      if (!m || !crossed(rule, m)) continue;
+      const done = await db.selectFrom("alert_firing").select("rule_id").where("rule_id", "=", rule.rule_id).where("period", "=", m.period).executeTakeFirst();
+      if (done) continue;
+      if (await this.fire(rule, m, now)) fired++;
+    }
+    return fired;
+  }
+
+  private async measure(db: Db, rule: AlertRuleRow, now: number): Promise<Measure | undefined> {
+    const month = monthOf(now);
+    const period = monthKey(now);
+    if (rule.api_key_id && rule.threshold_percent > 0) {
+      const key = await db.selectFrom("api_key").select(["spent_micros", "spend_cap_micros"]).where("key_id", "=", rule.api_key_id).executeTakeFirst();
+      if (!key || key.spend_cap_micros === null || Number(key.spend_cap_micros) <= 0) return undefined;
+      return { period: `cap:${key.spend_cap_micros}`, spent: Number(key.spent_micros), base: Number(key.spend_cap_micros) };
+    }
+    let q = db
+      .selectFrom("usage_record")
+      .select((eb) => eb.fn.sum<number>("cost_micros").as("spent"))
+      .where("project_id", "=", rule.project_id)
+      // Real money only: sandbox usage (test keys) never alerts.
+      .where("environment", "=", "live")
+      .where("occur_time", ">=", month.start)
+      .where("occur_time", "<", month.end);
+    if (rule.api_key_id) q = q.where("api_key_id", "=", rule.api_key_id);
+    const spent = Number((await q.executeTakeFirst())?.spent ?? 0);
+    if (rule.threshold_percent === 0) return { period, spent };
+    const account = await db.selectFrom("account").select("credit_balance_micros").where("project_id", "=", rule.project_id).executeTakeFirst();
+    const base = spent + Math.max(Number(account?.credit_balance_micros ?? 0), 0);
+    return base > 0 ? { period, spent, base } : undefined;
+  }
+
+  /** Records the firing and queues the webhook, in one transaction; false when another watcher fired it first. */
+  private fire(rule: AlertRuleRow, m: Measure, now: number): Promise<boolean> {
+    return this.deps.database.transaction(async (tx) => {
+      const done = await tx.selectFrom("alert_firing").select("rule_id").where("rule_id", "=", rule.rule_id).where("period", "=", m.period).executeTakeFirst();
+      if (done) return false;
+      const stillThere = await tx.selectFrom("alert_rule").select("rule_id").where("rule_id", "=", rule.rule_id).executeTakeFirst();
+      if (!stillThere) return false;
+      const eventId = `evt_${newId()}`;
+      const body = JSON.stringify({
+        id: eventId,
+        type: SPEND_ALERT_EVENT,
+        created: Math.floor(now / 1000),
+        data: {
+          spend_alert: alertName(rule.project_id, rule.rule_id),
+          account: accountName(rule.project_id),
+          ...(rule.api_key_id && { api_key: keyName(rule.project_id, rule.api_key_id) }),
+          period: m.period,
+          ...(rule.threshold_percent > 0 ? { threshold_percent: rule.threshold_percent, base_micros: m.base } : { threshold_micros: Number(rule.threshold_micros) }),
+          spent_micros: m.spent,
+        },
+      });
+      await tx.insertInto("alert_firing").values({ rule_id: rule.rule_id, period: m.period, event_id: eventId, fire_time: now }).execute();
+      await tx
+        .insertInto("webhook_delivery")
+        .values({
+          delivery_id: eventId,
+          project_id: rule.project_id,
+          rule_id: rule.rule_id,
+          event_type: SPEND_ALERT_EVENT,
+          endpoint_url: rule.endpoint_url,
+          payload: body,
+          state: "pending",
+          attempts: 0,
+          next_attempt_time: now,
+          lease_owner: null,
+          last_status: null,
+          last_error: "",
+          create_time: now,
+          deliver_time: null,
+        })
+        .execute();
+      this.deps.log.info({ rule: rule.rule_id, period: m.period, spent: m.spent }, "spend alert fired");
+      return true;
+    }, { scope: rule.project_id });
+  }
+
+  /** An endpoint URL fit to post to: https (http only when allowed), no credentials in it. */
+  private endpoint(raw: string): string {
+    let u: URL;
+    try {
+      u = new URL(raw);
+    } catch {
+      throw invalidArgument("spend_alert.endpoint_url", "must be an absolute URL");
+    }
+    if (u.protocol !== "https:" && !(this.deps.allowHttp && u.protocol === "http:")) throw invalidArgument("spend_alert.endpoint_url", this.deps.allowHttp ? "must be an http or https URL" : "must be an https URL");
+    if (u.username || u.password) throw invalidArgument("spend_alert.endpoint_url", "must not carry credentials");
+    return u.toString();
+  }
+}
+
+/** Whether a rule's threshold is reached. */
+export function crossed(rule: Pick<AlertRuleRow, "threshold_micros" | "threshold_percent">, m: Measure): boolean {
+  if (rule.threshold_percent > 0) return m.base !== undefined && m.spent * 100 >= rule.threshold_percent * m.base;
+  return m.spent >= Number(rule.threshold_micros);
+}
