@@ -44,6 +44,8 @@ export interface Config {
   maxMessageBytes: number;
   /** Longest deadline a client may ask for, ms; calls without one get it too. */
   maxTimeoutMs: number;
+  /** Calls without credentials (public methods), per client IP; 0 rps turns it off. */
+  anonymousRateLimit: { requestsPerSecond: number; burst: number };
   /** How long shutdown waits for in-flight calls before closing connections, ms. */
   shutdownGraceMs: number;
   /** The demo project seeded in development. */
@@ -281,6 +283,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     maxMessageBytes: int("FORMSTATE_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
     maxTimeoutMs: int("FORMSTATE_MAX_TIMEOUT_MS", 60_000, 100, 3_600_000),
+    anonymousRateLimit: { requestsPerSecond: int("FORMSTATE_ANON_RATE_LIMIT_RPS", 50, 0, 1_000_000), burst: int("FORMSTATE_ANON_RATE_LIMIT_BURST", 100, 1, 1_000_000) },
     shutdownGraceMs: int("FORMSTATE_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     devProject,
     plansFile: str("FORMSTATE_PLANS_FILE"),

@@ -5,7 +5,7 @@
  */
 import type { Interceptor } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
-import { unauthenticated } from "../errors.js";
+import { unauthenticated, unavailable } from "../errors.js";
 import { policyOf } from "./access-policy.js";
 import { INVALID_KEY } from "../keys/api-keys.js";
 import { AuthError } from "./auth-error.js";
@@ -66,7 +66,8 @@ export async function resolve(deps: AuthenticateDeps, credential: string, client
     if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);
     return await resolveJwt(deps, credential);
   } catch (err) {
-    if (err instanceof AuthError) throw unauthenticated(err.message, err.reason);
+    // The identity provider down is not the caller's fault: UNAVAILABLE, which clients retry.
+    if (err instanceof AuthError) throw err.reason === "JWKS_UNAVAILABLE" ? unavailable(err.message, err.reason) : unauthenticated(err.message, err.reason);
     throw err;
   }
 }

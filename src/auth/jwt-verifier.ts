@@ -80,6 +80,8 @@ export interface JwtVerifier {
   /** Forgets every verified token (the JWKS cache is jose's and is kept). */
   clearCache(): void;
   cacheStats(): JwtCacheStats;
+  /** False while the identity provider's JWKS cannot be fetched (since the last attempt failed), for /healthz. */
+  jwksAvailable(): boolean;
 }
 
 /** Asymmetric JWS algorithms jose can verify against a JWKS. HMAC is left out on purpose. */
@@ -95,7 +97,8 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
   const tolerance = opts.clockToleranceSec ?? 30;
   const projectClaim = opts.projectClaim ?? "project_id";
   const roleClaim = opts.roleClaim ?? "role";
-  const getKey = keyResolver(opts);
+  const jwksState = { available: true };
+  const getKey = keyResolver(opts, jwksState);
   const cache = new TokenCache(opts.cacheMaxEntries ?? CACHE_MAX);
   // Concurrent first calls with the same token share one verification.
   const inflight = new Map<string, Promise<VerifiedJwt>>();
@@ -158,6 +161,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     },
     clearCache: () => cache.clear(),
     cacheStats: () => ({ size: cache.size, hits: cache.hits, misses: cache.misses }),
+    jwksAvailable: () => jwksState.available,
   };
 }
 
@@ -176,7 +180,7 @@ function checkAlgorithms(algorithms: string[]): void {
  * is the token's problem, anything else (fetch, timeout, non-200, bad JSON,
  * a bad key in the set) is the identity provider's and is worth a retry.
  */
-function keyResolver(opts: JwtVerifierOptions): JWTVerifyGetKey {
+function keyResolver(opts: JwtVerifierOptions, state: { available: boolean }): JWTVerifyGetKey {
   if (opts.jwks && opts.jwksUrl) throw new Error("give the JWT verifier a JWKS URL or a key set, not both");
   if (!opts.jwks && !opts.jwksUrl) throw new Error("the JWT verifier needs a JWKS URL or a key set");
   const jwks = opts.jwks
@@ -188,9 +192,13 @@ function keyResolver(opts: JwtVerifierOptions): JWTVerifyGetKey {
       });
   return async (header, token) => {
     try {
-      return await jwks(header, token);
+      const key = await jwks(header, token);
+      state.available = true;
+      return key;
     } catch (err) {
       const kid = header.kid === undefined ? "(no kid)" : `kid=${printable(header.kid) ?? "(unprintable)"}`;
+      if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) state.available = true;
+      else state.available = false;
       if (err instanceof errors.JWKSNoMatchingKey) throw new AuthError("TOKEN_UNKNOWN_KID", `token signing key ${kid} is unknown`, { cause: err });
       // jose 6 requires exactly one match; it no longer tries each candidate.
       if (err instanceof errors.JWKSMultipleMatchingKeys) {

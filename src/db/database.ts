@@ -39,6 +39,8 @@ export interface Database {
    */
   transaction<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
   close(): Promise<void>;
+  /** Connection pool figures for /metrics (PostgreSQL; SQLite has one connection and no pool). */
+  poolStats?(): { total: number; idle: number; waiting: number };
 }
 
 /** True for a `postgres://` or `postgresql://` DATABASE_URL. */

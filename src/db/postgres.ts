@@ -138,6 +138,7 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
         }
       })),
     close: () => db.destroy(),
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   };
   return { database, schema };
 }

@@ -11,6 +11,7 @@
  * and defaults to live, so nothing reads or moves sandbox credits unasked.
  * Amounts are exact past 2^53 (micros.ts).
  */
+import { countBooked } from "./ledger-metrics.js";
 import { type Selectable, sql } from "kysely";
 import type { Db } from "../db/database.js";
 import { newId } from "../ids.js";
@@ -100,6 +101,7 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
     .returning("seq")
     .executeTakeFirstOrThrow();
   row.seq = Number(inserted.seq);
+  countBooked(entry.amountMicros);
   return { row, duplicate: false };
 }
 

@@ -1,7 +1,7 @@
 /**
  * The per-key rate limit interceptor: each API key (and each signed-in
  * subject) is limited by its plan's requests per second with burst, or the
- * key's override. Every answer carries x-ratelimit-* headers; a refused call
+ * key's override; callers without credentials (public methods) per client IP. Every answer carries x-ratelimit-* headers; a refused call
  * gets RESOURCE_EXHAUSTED with a RetryInfo detail and retry-after.
  */
 import { create } from "@bufbuild/protobuf";
@@ -22,11 +22,15 @@ export interface RateLimitDeps {
   planOf(projectId: string): Promise<Plan>;
   /** Called when a key is refused, for the audit log. */
   onLimited?(keyId: string, ip: string): void;
+  /** Every decision, for metrics. */
+  onDecision?(allowed: boolean): void;
+  /** The limit for callers without credentials (public methods), per client IP; none or 0 rps = not limited. */
+  anonymous?: RateLimit;
 }
 
-/** The bucket and limit for a principal; anonymous callers (public methods) are not limited here. */
-async function bucketOf(p: Principal, deps: RateLimitDeps): Promise<{ bucket: string; limit: RateLimit } | undefined> {
-  if (p.kind === "anonymous") return undefined;
+/** The bucket and limit for a principal; anonymous callers (public methods) by their IP. */
+async function bucketOf(p: Principal, ip: string, deps: RateLimitDeps): Promise<{ bucket: string; limit: RateLimit } | undefined> {
+  if (p.kind === "anonymous") return deps.anonymous && deps.anonymous.requestsPerSecond > 0 ? { bucket: `ip:${ip}`, limit: deps.anonymous } : undefined;
   const plan = await deps.planOf(p.projectId);
   if (p.kind === "api_key") return { bucket: `key:${p.keyId}`, limit: p.rateLimit ?? plan.rateLimit };
   return { bucket: `user:${p.projectId}:${p.subject}`, limit: plan.rateLimit };
@@ -43,9 +47,12 @@ function headers(d: RateDecision): Record<string, string> {
 export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
   return (next) => async (req) => {
     const principal = req.contextValues.get(principalKey);
-    const target = await bucketOf(principal, deps);
+    // Health checks are load balancers' probes, often many behind one address: never limited.
+    if (req.service.typeName === "grpc.health.v1.Health") return next(req);
+    const target = await bucketOf(principal, req.contextValues.get(clientIpKey), deps);
     if (!target) return next(req);
     const d = await deps.limiter.take(target.bucket, target.limit, deps.clock.now());
+    deps.onDecision?.(d.allowed);
     if (!d.allowed) {
       if (principal.kind === "api_key") deps.onLimited?.(principal.keyId, req.contextValues.get(clientIpKey));
       const retrySec = Math.max(1, Math.ceil(d.retryAfterMs / 1000));

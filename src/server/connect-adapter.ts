@@ -81,6 +81,22 @@ export function guardedConnectAdapter(options: GuardedAdapterOptions): NodeHandl
         })(),
       };
     }
+    let reported = false;
+    const report = (answered: UniversalServerResponse) => {
+      if (reported || values?.get(callSeenKey).seen) return;
+      const code = failure?.code ?? codeOf(answered);
+      if (code === undefined) return;
+      reported = true;
+      options.onProtocolFailure?.({
+        method: uHandler.method,
+        protocol: uHandler.protocolNames.join(","),
+        code,
+        message: failure?.rawMessage,
+        requestId,
+        contentType: req.headers["content-type"],
+        httpStatus: answered.status,
+      });
+    };
     uHandler(uReq)
       .then((uRes) => {
         // Calls the interceptors saw carry their id already; one refused before them gets it here.
@@ -88,21 +104,9 @@ export function guardedConnectAdapter(options: GuardedAdapterOptions): NodeHandl
         if (uHandler.protocolNames.includes("grpc")) grpcMessageAsSpecified(answered, uRes);
         // RESOURCE_EXHAUSTED maps to 429 over HTTP; a body too large is 413, not rate limiting.
         if (failure && isBodyTooLarge(failure) && answered.status === 429) answered.status = 413;
-        return universalResponseToNodeResponse(answered, res as never).then(() => answered);
-      })
-      .then((answered) => {
-        if (values?.get(callSeenKey).seen) return;
-        const code = failure?.code ?? codeOf(answered);
-        if (code === undefined) return;
-        options.onProtocolFailure?.({
-          method: uHandler.method,
-          protocol: uHandler.protocolNames.join(","),
-          code,
-          message: failure?.rawMessage,
-          requestId,
-          contentType: req.headers["content-type"],
-          httpStatus: answered.status,
-        });
+        // Reported before the answer goes out when already known (metrics then agree with what the client saw).
+        if (failure || answered.status >= 400) report(answered);
+        return universalResponseToNodeResponse(answered, res as never).then(() => report(answered));
       })
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;

@@ -24,6 +24,7 @@ import { logProtocolFailure } from "./protocol-failure.js";
 import { paymentRequiredAs402 } from "./payment-status.js";
 import { createLatencyInterceptor, serverLatency } from "./latency.js";
 import { createRequestLogInterceptor } from "./request-log.js";
+import { Metrics } from "./metrics.js";
 import { registerRoutes } from "./routes.js";
 import { createValidationInterceptor } from "./validate.js";
 
@@ -43,6 +44,7 @@ export interface RunningServer {
 export function createHandler(app: App): (req: Req, res: Res) => void {
   const { config } = app;
   const unaryRoutes: UnaryRoutes = new Map();
+  const metrics = new Metrics(app);
   const authDeps: AuthenticateDeps = {
     jwt: () => app.jwt(),
     memberRole: (p, u) => app.accounts.memberRole(p, u),
@@ -55,6 +57,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     routes: (router) => registerRoutes(recordUnaryRoutes(router, unaryRoutes), app),
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
+      metrics.interceptor(),
       createLatencyInterceptor(),
       createRequestLogInterceptor(app.log),
       createX402OfferInterceptor(() => app.x402),
@@ -64,6 +67,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
         limiter: app.limiter,
         clock: app.clock,
         planOf: (p) => app.accounts.planOf(p),
+        onDecision: (allowed) => metrics.rateLimitDecision(allowed),
+        anonymous: config.anonymousRateLimit,
         onLimited: (keyId, ip) => void app.apiKeys.noteRateLimited(keyId, ip).catch((err: unknown) => app.log.warn({ err }, "could not record rate-limit event")),
       }),
       createValidationInterceptor(),
@@ -74,8 +79,11 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     maxTimeoutMs: config.maxTimeoutMs,
-    onProtocolFailure: (f) => logProtocolFailure(app.log, f),
-    fallback: (req, res) => plainRoute(app, authDeps, req as Req, res as Res),
+    onProtocolFailure: (f) => {
+      logProtocolFailure(app.log, f);
+      metrics.protocolFailure(f);
+    },
+    fallback: (req, res) => plainRoute(app, authDeps, metrics, req as Req, res as Res),
   };
   const connect = guardedConnectAdapter(options);
   // Unary gRPC over HTTP/2 skips Connect's protocol machinery (src/server/fast-path/); the same
@@ -92,7 +100,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
 }
 
 /** Plain HTTP routes beside the RPCs (and `POST /webhooks/stripe`, routed before CORS above). */
-function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): void {
+function plainRoute(app: App, authDeps: AuthenticateDeps, metrics: Metrics, req: Req, res: Res): void {
   if (app.config.console && serveConsole(req, res, app.log)) return;
   const path = (req.url ?? "/").split("?")[0];
   if (isTopUpPath(path)) {
@@ -105,6 +113,19 @@ function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): v
   if (req.method === "GET" && path === "/.well-known/jwks.json" && app.devIssuer) {
     return json(res, 200, app.devIssuer.jwks());
   }
+  if (req.method === "GET" && path === "/metrics") {
+    void metrics.scrape().then(
+      ({ contentType, body }) => {
+        (res as http.ServerResponse).writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      },
+      (err: unknown) => {
+        app.log.warn({ err }, "metrics scrape failed");
+        json(res, 503, { error: "metrics unavailable" });
+      },
+    );
+    return;
+  }
   // Server-side latency per method (src/server/latency.ts) for the bench; `?reset=1` starts a new round. Off unless asked.
   if (req.method === "GET" && path === "/debug/latency" && process.env.FORMSTATE_DEBUG_LATENCY === "1") {
     const snapshot = serverLatency.snapshot();
@@ -114,8 +135,17 @@ function plainRoute(app: App, authDeps: AuthenticateDeps, req: Req, res: Res): v
   if (req.method === "GET" && path === RECEIPT_JWKS_PATH) return json(res, 200, app.receipts.jwks());
   if (req.method === "GET" && path === "/healthz") {
     const serving = app.health.serving();
-    // Redis degraded is still serving (local limits, short key cache) but shown, for operators and load balancers' logs.
-    return json(res, serving ? 200 : 503, { status: serving ? "SERVING" : "NOT_SERVING", ...(app.sharedState && { redis: app.sharedState.status() }) });
+    // Redis or the identity provider's JWKS down: still serving (local limits, API keys; JWT callers get
+    // UNAVAILABLE and retry) but DEGRADED, for operators and load balancers' logs. Taking every instance
+    // out for an IdP outage would stop API-key traffic too.
+    const jwksDown = app.config.jwt.jwksUrl !== undefined && !app.jwt().jwksAvailable();
+    const redis = app.sharedState?.status();
+    const degraded = jwksDown || (redis !== undefined && redis !== "connected");
+    return json(res, serving ? 200 : 503, {
+      status: !serving ? "NOT_SERVING" : degraded ? "DEGRADED" : "SERVING",
+      ...(redis && { redis }),
+      ...(app.config.jwt.jwksUrl !== undefined && { jwks: jwksDown ? "unavailable" : "ok" }),
+    });
   }
   json(res, 404, { error: "not found" });
 }

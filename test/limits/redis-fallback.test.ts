@@ -32,7 +32,7 @@ afterAll(async () => {
 describe("Redis unreachable", () => {
   it("starts degraded, says so in /healthz and the log, and still limits a key", async () => {
     const health = await (await fetch(`${ts.url}/healthz`)).json();
-    expect(health).toEqual({ status: "SERVING", redis: "degraded" });
+    expect(health).toEqual({ status: "DEGRADED", redis: "degraded" });
 
     const admin = await ts.token({ projectId: "fallback", role: "admin" });
     await createClient(AccountService, ts.grpc(admin)).createAccount({ account: {} });
