@@ -36,12 +36,15 @@ import { WebhookSender } from "./alerts/webhook-sender.js";
 import { Receipts } from "./receipts/receipts.js";
 import { loadSigningKey } from "./auth/dev-issuer.js";
 import { dirname } from "node:path";
+import { type Tracing, otlpTracing } from "./server/tracing.js";
 
 export interface AppOverrides {
   clock?: Clock;
   log?: Logger;
   plans?: Plans;
   limiter?: RateLimiter;
+  /** Tracing with other span processors (tests: an in-memory exporter). */
+  tracing?: Tracing;
 }
 
 /** Every Formstate method by its full path, `/formstate.v1.Svc/Method`. */
@@ -73,6 +76,8 @@ export class App {
   receipts!: Receipts;
   /** Publisher earnings and payouts (issue 18). */
   marketplace!: Marketplace;
+  /** OpenTelemetry spans per call, when an OTLP endpoint is configured (src/server/tracing.ts). */
+  tracing?: Tracing;
 
   private constructor(
     readonly config: Config,
@@ -173,6 +178,7 @@ export class App {
     app.webhooks.start();
     if (config.x402) app.x402 = new X402Rail({ database, clock, log, config: config.x402, facilitator: httpFacilitator(config.x402.facilitatorUrl, config.x402.facilitatorTimeoutMs) });
     app.marketplace = marketplace;
+    app.tracing = overrides.tracing ?? (config.otlpTracesUrl ? otlpTracing(config.otlpTracesUrl) : undefined);
     return app;
   }
 
@@ -202,6 +208,7 @@ export class App {
     await this.marketplace.stop();
     await this.billing.stop();
     await this.apiKeys.stop();
+    await this.tracing?.shutdown();
     await this.database.close();
     await this.sharedState?.close();
   }

@@ -68,6 +68,12 @@ export interface Config {
   receiptKeyFile: string;
   /** The server's public origin (FORMSTATE_PUBLIC_URL) for URLs it hands out; unset = the origin a caller used. */
   publicUrl?: string;
+  /**
+   * Where OpenTelemetry spans go (OTLP/HTTP traces URL): FORMSTATE_OTLP_ENDPOINT
+   * or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, or OTEL_EXPORTER_OTLP_ENDPOINT
+   * plus `/v1/traces`; unset = tracing off.
+   */
+  otlpTracesUrl?: string;
   /** Revenue share and payouts of publishers (docs/marketplace.md). */
   marketplace: MarketplaceConfig;
 }
@@ -136,6 +142,9 @@ export interface LoadConfigOptions {
 }
 
 /** Reads and validates the configuration from environment variables. */
+/** The OpenTelemetry convention: a base endpoint's traces live at `/v1/traces`. */
+const otlpBase = (base: string | undefined) => (base ? `${base.replace(/\/+$/, "")}/v1/traces` : undefined);
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
   const problems: string[] = [];
   const str = (name: string) => {
@@ -294,6 +303,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadCo
     x402: readX402Config(env, problems),
     alerts: readAlertConfig(env, problems),
     publicUrl: str("FORMSTATE_PUBLIC_URL")?.replace(/\/+$/, ""),
+    otlpTracesUrl: str("FORMSTATE_OTLP_ENDPOINT") ?? str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") ?? otlpBase(str("OTEL_EXPORTER_OTLP_ENDPOINT")),
     receiptKeyFile: resolve(str("FORMSTATE_RECEIPT_KEY_FILE") ?? resolve(dataDir, "receipt-signing-key.json")),
     marketplace: {
       shareMaxBps,

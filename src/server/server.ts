@@ -25,6 +25,7 @@ import { paymentRequiredAs402 } from "./payment-status.js";
 import { createLatencyInterceptor, serverLatency } from "./latency.js";
 import { createRequestLogInterceptor } from "./request-log.js";
 import { Metrics } from "./metrics.js";
+import { createTracingInterceptor } from "./tracing.js";
 import { registerRoutes } from "./routes.js";
 import { createValidationInterceptor } from "./validate.js";
 
@@ -58,6 +59,8 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     // Order matters: id and logging outermost, then who is calling, whether they may, then input, then whose data.
     interceptors: [
       metrics.interceptor(),
+      // Tracing only when configured: an untraced server has no interceptor to pay for.
+      ...(app.tracing ? [createTracingInterceptor(app.tracing.tracer)] : []),
       createLatencyInterceptor(),
       createRequestLogInterceptor(app.log),
       createX402OfferInterceptor(() => app.x402),
