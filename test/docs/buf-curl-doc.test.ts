@@ -55,7 +55,7 @@ describe.skipIf(Boolean(jqMissing))(`docs/buf-curl.md${jqMissing ? ` (skipped: $
     const blocks = runnableBlocks(readFileSync(join(root, "docs/buf-curl.md"), "utf8"));
     expect(blocks.length).toBeGreaterThanOrEqual(10);
     const script = ["set -euo pipefail", ...blocks].join("\n");
-    const { stdout } = await run("bash", ["-c", script], {
+    const runScript = async () => run("bash", ["-c", script], {
       cwd: root,
       maxBuffer: 16 << 20,
       env: {
@@ -68,6 +68,11 @@ describe.skipIf(Boolean(jqMissing))(`docs/buf-curl.md${jqMissing ? ` (skipped: $
         npm_config_update_notifier: "false",
       },
     });
+    const { stdout } = await runScript();
+    // Idempotent: a second run on the same server succeeds and charges nothing more (checked below).
+    const again = await runScript();
+    expect(again.stdout).toContain('"name": "models/demo/chat-small"');
+    expect(again.stdout).toContain("already a member");
     // Reflection listed every service.
     for (const s of ["AccountService", "ApiKeyService", "UsageService", "BillingService", "ModelService", "AgentService"]) expect(stdout).toContain(`formstate.v1.${s}`);
     expect(stdout).toContain('"status": "SERVING"');
@@ -81,7 +86,8 @@ describe.skipIf(Boolean(jqMissing))(`docs/buf-curl.md${jqMissing ? ` (skipped: $
     // The errors section shows the typed details it promises.
     expect(stdout).toContain('"reason": "LIMIT_REASON_AGENT_SLOTS"');
     expect(stdout).toContain('"reason": "TOKEN_MISSING"');
-    // 12,000 in x $0.50/M + 3,000 out x $1.50/M = 10,500 micros, recorded once.
+    expect(stdout).toContain('"statuses"'); // Health/List: every service's status at once
+    // 12,000 in x $0.50/M + 3,000 out x $1.50/M = 10,500 micros, recorded once (over both runs).
     const usage = await ts.app.database.db.selectFrom("usage_record").select(["cost_micros"]).where("request_id", "=", "walkthrough-usage-1").execute();
     expect(usage.map((u) => Number(u.cost_micros))).toEqual([10_500]);
   }, 240_000);
