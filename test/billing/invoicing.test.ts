@@ -6,7 +6,7 @@
  */
 import { createClient } from "@connectrpc/connect";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CreditTransactionKind } from "../../gen/formstate/v1/billing_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { invoicedPart } from "../../src/billing/invoicing.js";
@@ -14,20 +14,13 @@ import { createFormstateClient } from "../../src/client/node.js";
 import * as ledger from "../../src/ledger/ledger.js";
 import { Plans, defaultPlans } from "../../src/plans/plans.js";
 import { FakeStripe } from "../support/fake-stripe.js";
-import { type TestServer, startTestServer } from "../support/test-server.js";
+import { serverWithFakeStripe } from "../support/stripe-server.js";
+import type { TestServer } from "../support/test-server.js";
 
 const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0 })));
 let fake: FakeStripe;
 let ts: TestServer;
-
-beforeAll(async () => {
-  fake = await FakeStripe.start();
-  ts = await startTestServer(fake.env({ STRIPE_METER_INTERVAL_MS: "600000" }), { plans });
-});
-afterAll(async () => {
-  await ts?.close();
-  await fake?.close();
-});
+serverWithFakeStripe(plans, (s) => ({ ts, fake } = s));
 
 async function account(id: string, tier: "free" | "enterprise", credits: bigint) {
   const admin = createFormstateClient({ baseUrl: ts.url, token: await ts.token({ projectId: id, role: "admin" }) });

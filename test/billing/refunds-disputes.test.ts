@@ -8,7 +8,7 @@
  * invoice.voided re-reads the subscription.
  */
 import { Code, createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CreditTransactionKind } from "../../gen/formstate/v1/billing_service_pb.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import { LimitReason, PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
@@ -18,20 +18,13 @@ import * as ledger from "../../src/ledger/ledger.js";
 import { Plans, defaultPlans } from "../../src/plans/plans.js";
 import { expectCode } from "../support/expect-error.js";
 import { FakeStripe, PRICE_PRO, deliverEvent } from "../support/fake-stripe.js";
-import { type TestServer, startTestServer } from "../support/test-server.js";
+import { serverWithFakeStripe } from "../support/stripe-server.js";
+import type { TestServer } from "../support/test-server.js";
 
 const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0 })));
 let fake: FakeStripe;
 let ts: TestServer;
-
-beforeAll(async () => {
-  fake = await FakeStripe.start();
-  ts = await startTestServer(fake.env({ STRIPE_METER_INTERVAL_MS: "600000" }), { plans });
-});
-afterAll(async () => {
-  await ts?.close();
-  await fake?.close();
-});
+serverWithFakeStripe(plans, (s) => ({ ts, fake } = s));
 
 /** An account that bought a credit pack of `usd` through Checkout; returns its clients and the pack's charge. */
 async function buyer(projectId: string, usd: number) {

@@ -7,27 +7,20 @@
  * balance. Against a real server with real keys and the fake Stripe.
  */
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import * as ledger from "../../src/ledger/ledger.js";
 import { Plans, defaultPlans } from "../../src/plans/plans.js";
 import { FakeStripe } from "../support/fake-stripe.js";
-import { type TestServer, startTestServer } from "../support/test-server.js";
+import { serverWithFakeStripe } from "../support/stripe-server.js";
+import type { TestServer } from "../support/test-server.js";
 
 const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, sandboxCreditsMicros: 500 })));
 let fake: FakeStripe;
 let ts: TestServer;
-
-beforeAll(async () => {
-  fake = await FakeStripe.start();
-  ts = await startTestServer(fake.env({ STRIPE_METER_INTERVAL_MS: "600000" }), { plans });
-});
-afterAll(async () => {
-  await ts?.close();
-  await fake?.close();
-});
+serverWithFakeStripe(plans, (s) => ({ ts, fake } = s));
 
 type Env = "live" | "test";
 type Op =

@@ -7,7 +7,7 @@
  * PostgreSQL under `npm run test:pg`.
  */
 import { Code, createClient } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { CreditTransactionKind } from "../../gen/formstate/v1/billing_service_pb.js";
@@ -19,21 +19,14 @@ import { Plans, defaultPlans } from "../../src/plans/plans.js";
 import { HOUR_MS } from "../../src/usage/period.js";
 import { expectCode } from "../support/expect-error.js";
 import { FakeStripe } from "../support/fake-stripe.js";
-import { type TestServer, startTestServer } from "../support/test-server.js";
+import { serverWithFakeStripe } from "../support/stripe-server.js";
+import type { TestServer } from "../support/test-server.js";
 
 const SANDBOX = 1_000_000; // 1 USD of sandbox credits a month
 const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, sandboxCreditsMicros: SANDBOX })));
 let fake: FakeStripe;
 let ts: TestServer;
-
-beforeAll(async () => {
-  fake = await FakeStripe.start();
-  ts = await startTestServer(fake.env({ STRIPE_METER_INTERVAL_MS: "600000" }), { plans });
-});
-afterAll(async () => {
-  await ts?.close();
-  await fake?.close();
-});
+serverWithFakeStripe(plans, (s) => ({ ts, fake } = s));
 
 /** A project on a plan billed in arrears (so live overage is metered), with a Stripe customer, 1,000 live micro-USD, and a live and a test key. */
 async function project(id: string) {
