@@ -7,6 +7,10 @@
  * constant memory per method; a metrics exporter can read `snapshot()`.
  */
 import type { Interceptor } from "@connectrpc/connect";
+import { protocolOf } from "./metrics.js";
+
+/** The same protocol labels as /metrics (grpc, grpc_web, connect). */
+export { protocolOf };
 
 /** Buckets per doubling of the latency. */
 const PER_DOUBLING = 8;
@@ -105,14 +109,6 @@ export class LatencyHistograms {
 
 /** The process's histograms (what the server records into by default). */
 export const serverLatency = new LatencyHistograms();
-
-/** The wire protocol of a call, from its content type. */
-export function protocolOf(contentType: string | null): string {
-  if (!contentType) return "connect";
-  if (contentType.startsWith("application/grpc-web")) return "grpc-web";
-  if (contentType.startsWith("application/grpc")) return "grpc";
-  return "connect";
-}
 
 /** Times every call (outermost interceptor), answered or failed. */
 export function createLatencyInterceptor(histograms: LatencyHistograms = serverLatency): Interceptor {

@@ -36,7 +36,7 @@ describe("Histogram", () => {
     hs.record("a/B", "grpc", 3);
     hs.record("a/B", "connect", 2);
     expect(hs.snapshot().map((s) => [s.method, s.protocol, s.count])).toEqual([["a/B", "grpc", 2], ["a/B", "connect", 1]]);
-    expect([protocolOf("application/grpc"), protocolOf("application/grpc+proto"), protocolOf("application/grpc-web+proto"), protocolOf("application/json"), protocolOf(null)]).toEqual(["grpc", "grpc", "grpc-web", "connect", "connect"]);
+    expect([protocolOf("application/grpc"), protocolOf("application/grpc+proto"), protocolOf("application/grpc-web+proto"), protocolOf("application/json"), protocolOf(null)]).toEqual(["grpc", "grpc", "grpc_web", "connect", "connect"]);
   });
 });
 
