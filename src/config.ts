@@ -6,6 +6,7 @@ import { resolve } from "node:path";
 import { parseCatalogNamespaces } from "./catalog/namespaces.js";
 import { type X402Config, readX402Config } from "./x402/x402-config.js";
 import { type AlertConfig, readAlertConfig } from "./alerts/alert-config.js";
+import { envReader } from "./config-env.js";
 
 export type Mode = "development" | "production";
 
@@ -147,20 +148,7 @@ const otlpBase = (base: string | undefined) => (base ? `${base.replace(/\/+$/, "
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Config {
   const problems: string[] = [];
-  const str = (name: string) => {
-    const v = env[name]?.trim();
-    return v === "" ? undefined : v;
-  };
-  const int = (name: string, def: number, min: number, max: number) => {
-    const raw = str(name);
-    if (raw === undefined) return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      problems.push(`${name}=${JSON.stringify(raw)} must be a whole number from ${min} to ${max}`);
-      return def;
-    }
-    return n;
-  };
+  const { str, int } = envReader(env, problems);
   const url = (name: string, protocols: string[]) => {
     const raw = str(name);
     if (raw === undefined) return undefined;

@@ -1,3 +1,4 @@
+import { envReader } from "../config-env.js";
 /** Settings of spend alerts and their webhooks (issue 18). */
 export interface AlertConfig {
   /** How often spend is compared with the alert rules, ms. */
@@ -15,16 +16,7 @@ export interface AlertConfig {
 
 /** Reads the alert settings; pushes a line per bad variable into `problems`. */
 export function readAlertConfig(env: NodeJS.ProcessEnv, problems: string[]): AlertConfig {
-  const int = (name: string, def: number, min: number, max: number) => {
-    const raw = env[name]?.trim();
-    if (raw === undefined || raw === "") return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      problems.push(`${name}=${JSON.stringify(raw)} must be a whole number from ${min} to ${max}`);
-      return def;
-    }
-    return n;
-  };
+  const { int } = envReader(env, problems);
   return {
     checkIntervalMs: int("FORMSTATE_ALERT_CHECK_INTERVAL_MS", 10_000, 10, 3_600_000),
     sendIntervalMs: int("FORMSTATE_WEBHOOK_SEND_INTERVAL_MS", 1_000, 10, 600_000),

@@ -4,6 +4,7 @@
  * network (CAIP-2) and the asset are required too, so a half-configured
  * rail stops start-up instead of taking payments it cannot settle.
  */
+import { envReader } from "../config-env.js";
 
 /** x402 top-ups: who settles, where the money goes, in which asset. */
 export interface X402Config {
@@ -35,20 +36,7 @@ const CAIP2 = /^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$/;
 
 /** Reads the x402 settings; pushes a line per bad variable into `problems`. Undefined when the rail is off. */
 export function readX402Config(env: NodeJS.ProcessEnv, problems: string[]): X402Config | undefined {
-  const str = (name: string) => {
-    const v = env[name]?.trim();
-    return v === "" ? undefined : v;
-  };
-  const int = (name: string, def: number, min: number, max: number) => {
-    const raw = str(name);
-    if (raw === undefined) return def;
-    const n = Number(raw);
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`${name}=${JSON.stringify(raw)} must be a whole number from ${min} to ${max}`);
-      return def;
-    }
-    return n;
-  };
+  const { str, int } = envReader(env, problems);
   const facilitatorUrl = str("FORMSTATE_X402_FACILITATOR_URL");
   const payTo = str("FORMSTATE_X402_PAY_TO");
   const publicUrl = str("FORMSTATE_PUBLIC_URL");
