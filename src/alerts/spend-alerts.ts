@@ -28,6 +28,7 @@ import { monthKey, monthOf } from "../usage/period.js";
 import { accountName, childName, keyName, parseChildName } from "../names/names.js";
 import type { AlertRuleTable, WebhookDeliveryTable } from "./alert-tables.js";
 import { newSigningSecret } from "./webhook-signature.js";
+import { Periodic } from "../periodic.js";
 
 export type AlertRuleRow = Selectable<AlertRuleTable>;
 export type DeliveryRow = Selectable<WebhookDeliveryTable>;
@@ -67,25 +68,19 @@ interface Measure {
 }
 
 export class SpendAlerts {
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<unknown>;
+  private readonly loop: Periodic;
 
-  constructor(private readonly deps: SpendAlertsDeps) {}
+  constructor(private readonly deps: SpendAlertsDeps) {
+    this.loop = new Periodic(() => this.check(), deps.intervalMs, (err) => deps.log.warn({ err }, "spend alert check failed"));
+  }
 
   /** Starts the watcher. */
   start(): void {
-    this.timer ??= setInterval(() => {
-      this.running ??= this.check()
-        .catch((err: unknown) => this.deps.log.warn({ err }, "spend alert check failed"))
-        .finally(() => (this.running = undefined));
-    }, this.deps.intervalMs);
-    this.timer.unref();
+    this.loop.start();
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   async create(projectId: CheckedProject, input: AlertInput): Promise<{ rule: AlertRuleRow; secret: string }> {

@@ -16,6 +16,7 @@ import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import type { DeliveryRow } from "./spend-alerts.js";
 import { EVENT_ID_HEADER, SIGNATURE_HEADER, signatureHeader } from "./webhook-signature.js";
+import { Periodic } from "../periodic.js";
 
 export interface WebhookSenderDeps {
   database: Database;
@@ -35,24 +36,18 @@ const BATCH = 20;
 
 export class WebhookSender {
   readonly owner = `webhooks-${newId(10)}`;
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<unknown>;
+  private readonly loop: Periodic;
 
-  constructor(private readonly deps: WebhookSenderDeps) {}
-
-  start(): void {
-    this.timer ??= setInterval(() => {
-      this.running ??= this.sendDue()
-        .catch((err: unknown) => this.deps.log.warn({ err }, "webhook delivery round failed"))
-        .finally(() => (this.running = undefined));
-    }, this.deps.intervalMs);
-    this.timer.unref();
+  constructor(private readonly deps: WebhookSenderDeps) {
+    this.loop = new Periodic(() => this.sendDue(), deps.intervalMs, (err) => deps.log.warn({ err }, "webhook delivery round failed"));
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+  start(): void {
+    this.loop.start();
+  }
+
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** One round: claims the due rows and posts them. Returns how many were delivered. */

@@ -29,7 +29,7 @@ import * as store from "./billing-store.js";
 import { Checkout, type CheckoutItem, type Fulfilment } from "./checkout.js";
 import { KeyedLock } from "./keyed-lock.js";
 import { MeterSender } from "./outbox.js";
-import { createStripeClient, describe, isStripeError, toConnectError } from "./stripe-client.js";
+import { createStripeClient, viaStripe } from "./stripe-client.js";
 import type { StripeContext, StripeSettings } from "./stripe-context.js";
 import { isLive, priceOf } from "./subscriptions.js";
 import { StripeWebhooks } from "./webhooks.js";
@@ -204,14 +204,8 @@ export class Billing {
     if (!this.deps.returnUrlAllowed(url)) throw invalidArgument(field, "must be on one of the deployment's allowed origins (FORMSTATE_CORS_ORIGINS)");
   }
 
-  /** Runs a call that reaches Stripe; Stripe's failures become UNAVAILABLE or INTERNAL (and a log line). */
-  private async viaStripe<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!isStripeError(err)) throw err;
-      this.deps.log.warn({ reason: describe(err) }, `could not ${what} with Stripe`);
-      throw toConnectError(err);
-    }
+  /** A call that reaches Stripe (stripe-client.ts viaStripe, with this domain's log). */
+  private viaStripe<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return viaStripe(this.deps.log, what, fn);
   }
 }

@@ -6,6 +6,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import Stripe from "stripe";
 import type { StripeConfig } from "../config.js";
+import type { Logger } from "../logger.js";
 
 export type { Stripe };
 
@@ -63,6 +64,17 @@ export function describe(err: unknown): string {
   const e = stripeError(err);
   if (!e) return err instanceof Error ? err.message : String(err);
   return `${e.type}${e.statusCode ? ` ${e.statusCode}` : ""}: ${e.message}`;
+}
+
+/** Runs a call that reaches Stripe during an RPC; Stripe's failures become UNAVAILABLE or INTERNAL (and a log line). */
+export async function viaStripe<T>(log: Logger, what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!isStripeError(err)) throw err;
+    log.warn({ reason: describe(err) }, `could not ${what} with Stripe`);
+    throw toConnectError(err);
+  }
 }
 
 /** A Stripe failure during an RPC: UNAVAILABLE when a retry may help, INTERNAL otherwise. */

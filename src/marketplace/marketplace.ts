@@ -8,7 +8,7 @@
 import type { Caller } from "../accounts/accounts.js";
 import type { CheckedProject } from "../auth/tenancy.js";
 import { accountName } from "../names/names.js";
-import { createStripeClient, describe, isStripeError, type Stripe, toConnectError } from "../billing/stripe-client.js";
+import { createStripeClient, type Stripe, viaStripe } from "../billing/stripe-client.js";
 import type { StripeSettings } from "../billing/stripe-context.js";
 import type { Clock } from "../clock.js";
 import type { MarketplaceConfig } from "../config.js";
@@ -139,13 +139,8 @@ export class Marketplace {
     if (!row) throw notFound(`account "${parent}"`);
   }
 
-  private async viaStripe<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!isStripeError(err)) throw err;
-      this.deps.log.warn({ reason: describe(err) }, `could not ${what} with Stripe`);
-      throw toConnectError(err);
-    }
+  /** A call that reaches Stripe (stripe-client.ts viaStripe, with this domain's log). */
+  private viaStripe<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return viaStripe(this.deps.log, what, fn);
   }
 }
