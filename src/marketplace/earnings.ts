@@ -152,24 +152,7 @@ export async function clawBack(tx: Db, consumerProject: string, unfunded: number
     if (room <= 0) continue;
     const now_ = Math.min(room, left);
     const s = clawbackSplit({ gross: Number(e.gross_micros), publisher: Number(e.amount_micros) }, before, now_);
-    await append(
-      tx,
-      {
-        publisher_project: e.publisher_project,
-        kind: "clawback",
-        resource: e.resource,
-        consumer_project: consumerProject,
-        usage_record_id: e.usage_record_id,
-        payout_id: null,
-        earning_entry_id: e.entry_id,
-        share_bps: e.share_bps,
-        gross_micros: -s.gross,
-        amount_micros: -s.publisher,
-        platform_fee_micros: -s.platform,
-        idempotency_key: `clawback:${key}:${e.entry_id}`,
-      },
-      now,
-    );
+    await append(tx, clawbackEntry(e, consumerProject, { gross: -s.gross, publisher: -s.publisher, platform: -s.platform }, `clawback:${key}:${e.entry_id}`), now);
     left -= now_;
     taken += now_;
   }
@@ -212,25 +195,31 @@ export async function restore(tx: Db, consumerProject: string, amount: number, k
       .executeTakeFirst();
     const taken = Number(takenRow?.t ?? 0);
     const back = clawbackSplit({ gross: Number(e.gross_micros), publisher: Number(e.amount_micros) }, taken - give, give);
-    await append(
-      tx,
-      {
-        publisher_project: e.publisher_project,
-        kind: "clawback",
-        resource: e.resource,
-        consumer_project: consumerProject,
-        usage_record_id: e.usage_record_id,
-        payout_id: null,
-        earning_entry_id: e.entry_id,
-        share_bps: e.share_bps,
-        gross_micros: back.gross,
-        amount_micros: back.publisher,
-        platform_fee_micros: back.platform,
-        idempotency_key: `restore:${key}:${e.entry_id}`,
-      },
-      now,
-    );
+    await append(tx, clawbackEntry(e, consumerProject, back, `restore:${key}:${e.entry_id}`), now);
     left -= give;
   }
   return amount - left;
+}
+
+/** A clawback entry against one earning (negative amounts take back, positive ones restore). */
+function clawbackEntry(
+  e: Pick<EarningRow, "entry_id" | "publisher_project" | "resource" | "usage_record_id" | "share_bps">,
+  consumerProject: string,
+  amounts: { gross: number; publisher: number; platform: number },
+  idempotencyKey: string,
+): NewEntry {
+  return {
+    publisher_project: e.publisher_project,
+    kind: "clawback",
+    resource: e.resource,
+    consumer_project: consumerProject,
+    usage_record_id: e.usage_record_id,
+    payout_id: null,
+    earning_entry_id: e.entry_id,
+    share_bps: e.share_bps,
+    gross_micros: amounts.gross,
+    amount_micros: amounts.publisher,
+    platform_fee_micros: amounts.platform,
+    idempotency_key: idempotencyKey,
+  };
 }

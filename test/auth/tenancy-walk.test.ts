@@ -235,6 +235,8 @@ describe("the live walk: A naming B's resources", () => {
     await ts?.close();
   });
 
+  // Not built yet: agent ids are one global namespace, so CreateAgent with another project's private id
+  // still answers ALREADY_EXISTS; the fix keys agents by owner and id (a migration). Stated in docs/api.md.
   it.todo("AgentService/CreateAgent with another project's private id answers as for a free id (agents keyed by owner and id)");
 
   it("has a request for every method", () => {

@@ -15,6 +15,7 @@ import { type TestServer, startTestServer } from "../support/test-server.js";
 const onPostgres = /^postgres(ql)?:\/\//.test(process.env.DATABASE_URL ?? "");
 if (!onPostgres) console.warn("metering-scope: PostgreSQL only, runs in `npm run test:pg`");
 
+// Row locks per project exist only on PostgreSQL (SQLite has one writer); the SQLite passes skip this file.
 describe.skipIf(!onPostgres)("metering scoped to the project on PostgreSQL", () => {
   let ts: TestServer;
   beforeAll(async () => {
