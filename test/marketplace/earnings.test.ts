@@ -98,6 +98,9 @@ describe("earnings booked with the consumer's debit", () => {
     await expectCode((await market("er-pub", "user")).getPublisherEarnings({ parent: "accounts/er-pub" }), Code.PermissionDenied);
     await expectCode((await market("er-buy")).getPublisherEarnings({ parent: "accounts/er-pub" }), Code.NotFound);
     expect((await (await market("er-buy")).getPublisherEarnings({ parent: "accounts/er-buy" })).total?.earningsMicros).toBe(0n);
+    // Bad input: a range that ends before it starts, and a name that is not an account.
+    await expectCode(dev.getPublisherEarnings({ parent: "accounts/er-pub", startTime: timestampFromMs(start + 60_000), endTime: timestampFromMs(start) }), Code.InvalidArgument);
+    await expectCode(dev.getPublisherEarnings({ parent: "projects/er-pub" }), Code.InvalidArgument);
   });
 
   it("books nothing for test-mode (sandbox) usage", async () => {
