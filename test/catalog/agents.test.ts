@@ -107,7 +107,7 @@ describe("publish, share, hire, release, hire again", () => {
     await owner.agents.createAgent({ agentId: "gone-a", agent: { pricePerInvocationMicros: 3n, visibility: AgentVisibility.SHARED, sharedWithProjects: ["gone-buy"] } });
     const { hire } = await buyer.agents.hireAgent({ parent: "accounts/gone-buy", agent: "agents/gone-a" });
     const db = env.ts.app.database.db;
-    expect(await env.ts.app.agents.agentForInvocation(db, "gone-buy", "agents/gone-a")).toEqual({ name: "agents/gone-a", pricePerInvocationMicros: 3, hireName: hire!.name });
+    expect(await env.ts.app.agents.agentForInvocation(db, "gone-buy", "agents/gone-a")).toEqual({ name: "agents/gone-a", ownerProject: "gone-own", pricePerInvocationMicros: 3, hireName: hire!.name });
 
     await owner.agents.updateAgent({ agent: { name: "agents/gone-a", sharedWithProjects: [] }, updateMask: { paths: ["shared_with_projects"] } });
     expect(await env.ts.app.agents.agentForInvocation(db, "gone-buy", "agents/gone-a")).toBeUndefined();
@@ -129,7 +129,7 @@ describe("hire rules", () => {
     await owner.agents.updateAgent({ agent: { name: "agents/st-a", status: AgentStatus.DEPRECATED }, updateMask: { paths: ["status"] } });
     const refused = await expectCode(late.agents.hireAgent({ parent: "accounts/st-late", agent: "agents/st-a" }), Code.FailedPrecondition);
     expect(refused.rawMessage).toBe("agents/st-a is deprecated: it takes no new hires");
-    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", pricePerInvocationMicros: 7, hireName: hire!.name });
+    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", ownerProject: "st-own", pricePerInvocationMicros: 7, hireName: hire!.name });
     expect(await env.ts.app.agents.agentForInvocation(db, "st-late", "agents/st-a")).toBeUndefined();
 
     await owner.agents.updateAgent({ agent: { name: "agents/st-a", status: AgentStatus.DISABLED }, updateMask: { paths: ["status"] } });
@@ -139,7 +139,7 @@ describe("hire rules", () => {
 
     await owner.agents.updateAgent({ agent: { name: "agents/st-a", status: AgentStatus.ACTIVE }, updateMask: { paths: ["status"] } });
     expect((await late.agents.hireAgent({ parent: "accounts/st-late", agent: "agents/st-a" })).hire?.state).toBe(HireState.ACTIVE);
-    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", pricePerInvocationMicros: 7, hireName: hire!.name });
+    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", ownerProject: "st-own", pricePerInvocationMicros: 7, hireName: hire!.name });
   });
 
   it("a retried hire with the same request_id returns the first hire; the same id for another agent is refused", async () => {
@@ -234,7 +234,9 @@ describe("creating and changing agents", () => {
     expect((await a.agents.getAgent({ name: "agents/cr-a" })).agent).toEqual(agent);
     expect((await a.agents.createAgent(req)).agent).toEqual(agent);
     await expectCode(a.agents.createAgent({ ...req, requestId: "c-2" }), Code.AlreadyExists, /^agent "agents\/cr-a" already exists$/);
-    await expectCode(b.agents.createAgent(req), Code.AlreadyExists);
+    // Agent ids are per project: another project's private id is free to take, and each keeps its own.
+    expect((await b.agents.createAgent(req)).agent).toMatchObject({ name: "agents/cr-a", ownerProject: "cr-b" });
+    expect((await a.agents.getAgent({ name: "agents/cr-a" })).agent).toEqual(agent);
     await expectCode(a.agents.createAgent({ agentId: "cr-x", agent: { models: ["models/cr-b/priv"] } }), Code.NotFound, /^model "models\/cr-b\/priv" not found$/);
     await expectCode(a.agents.updateAgent({ agent: { name: "agents/cr-a", models: ["models/cr-b/priv"] }, updateMask: { paths: ["models"] } }), Code.NotFound, /model/);
     clock.advance(1_000);
