@@ -16,6 +16,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { AgentVisibility } from "../../gen/formstate/v1/agent_service_pb.js";
+import { isPostgresUrl } from "../../src/db/database.js";
 import { type CatalogClients, useCatalogServer } from "./catalog-support.js";
 
 const RUNS = Number(process.env.FC_RUNS ?? 15);
@@ -48,6 +49,10 @@ const codeOf = async (p: Promise<unknown>): Promise<string> => {
 let run = 0;
 
 describe("agent ids per project, as a property", () => {
+  it("runs on the store DATABASE_URL names: PostgreSQL under `npm run test:pg`, else a SQLite file", () => {
+    expect(env.ts.app.database.dialect).toBe(isPostgresUrl(process.env.DATABASE_URL ?? "") ? "postgres" : "sqlite");
+  });
+
   it("a project's answers never depend on the other project's private agents", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 4, maxLength: 16 }), async (ops) => {
