@@ -43,6 +43,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable("agent_v2").renameTo("agent").execute();
   // `agents/{id}` names at most one public agent: making a second one public answers ALREADY_EXISTS.
   await db.schema.createIndex("agent_public_id").on("agent").column("agent_id").unique().where(sql.ref("visibility"), "=", "public").execute();
+  // Resolving a name reads every candidate of an id (own, public, shared), on the metering path too.
+  await db.schema.createIndex("agent_by_id").on("agent").column("agent_id").execute();
 
   await db.schema
     .createTable("agent_price_v2")
