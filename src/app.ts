@@ -57,8 +57,8 @@ function priceBook(models: Models, agents: Agents): PriceBook {
   return {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
     modelPriceAt: (db, projectId, model, at) => models.priceForUsageAt(db, projectId, model, at),
-    agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
-    agentPriceAt: (db, projectId, agent, at) => agents.agentForInvocationAt(db, projectId, agent, at),
+    agentPrice: (db, projectId, agent, via) => agents.agentForInvocation(db, projectId, agent, via),
+    agentPriceAt: (db, projectId, agent, at, via) => agents.agentForInvocationAt(db, projectId, agent, at, via),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
 }
@@ -140,7 +140,7 @@ export class App {
       clock,
       log,
       config: config.marketplace,
-      publishers: { agent: (db, name) => agents.publisherOf(db, name), model: (db, name) => models.publisherOf(db, name) },
+      publishers: { agent: (db, name, owner) => agents.publisherOf(db, name, owner), model: (db, name) => models.publisherOf(db, name) },
       stripe: stripeSettings,
       returnUrlAllowed,
     });

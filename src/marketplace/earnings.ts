@@ -30,7 +30,8 @@ export interface Publisher {
 
 /** What earnings need from the catalog. */
 export interface Publishers {
-  agent(db: Db, name: string): Promise<Publisher | undefined>;
+  /** The agent `name` of `ownerProject` (agents are keyed by owner and id); null = an owner unknown (undefined back). */
+  agent(db: Db, name: string, ownerProject: string | null): Promise<Publisher | undefined>;
   model(db: Db, name: string): Promise<Publisher | undefined>;
 }
 
@@ -41,6 +42,8 @@ export interface ChargedUsage {
   kind: string;
   model: string | null;
   agent: string | null;
+  /** The owner of the charged agent (agent usage). */
+  agent_owner?: string | null;
   cost_micros: number;
   invocation_price: number;
   /** live or test; test-mode (sandbox) usage moves no real money, so it earns nothing. */
@@ -82,7 +85,7 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
   if (r.environment === "test") return booked;
   for (const p of parts(r)) {
     if (p.gross <= 0) continue;
-    const pub = p.part === "agent" ? await publishers.agent(tx, p.resource) : await publishers.model(tx, p.resource);
+    const pub = p.part === "agent" ? await publishers.agent(tx, p.resource, r.agent_owner ?? null) : await publishers.model(tx, p.resource);
     // Platform-wide resources have no publisher; a project's use of its own earns it nothing.
     if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
     const s = split(p.gross, pub.shareBps);
