@@ -209,5 +209,16 @@ describe("test-mode projects", () => {
     // The control: the same live buyer invoking the live publisher's agent does earn it.
     await liveBuyer.admin.agents.invokeAgent({ parent: "accounts/tmp-buy-live", target: { case: "agent", value: "agents/tmp-live-agent" }, requestId: "l2", operation: "run" });
     expect(await earnings("tmp-pub-live")).toEqual([700]);
+
+    // Payouts never include a test project, even one with a linked account and a balance written
+    // behind the API's back: the scheduler pays the live publisher beside it and skips the test one.
+    const now = ts.app.clock.now();
+    const owed = { kind: "earning", resource: "agents/x", consumer_project: "tmp-buy-live", usage_record_id: null, payout_id: null, earning_entry_id: null, share_bps: 7000, gross_micros: 0, amount_micros: 20_000_000, platform_fee_micros: 0 };
+    for (const pub of ["tmp-pub-test", "tmp-pub-live"]) {
+      await db.insertInto("payout_account").values({ project_id: pub, stripe_account_id: `acct_${pub}`, create_time: now }).execute();
+      await db.insertInto("publisher_earning").values({ ...owed, entry_id: `e-${pub}`, publisher_project: pub, idempotency_key: `seed:${pub}`, create_time: now }).execute();
+    }
+    expect(await ts.app.marketplace.payouts!.schedule()).toBe(1);
+    expect((await db.selectFrom("payout").select("publisher_project").execute()).map((r) => r.publisher_project)).toEqual(["tmp-pub-live"]);
   });
 });
