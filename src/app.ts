@@ -127,7 +127,7 @@ export class App {
     const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
     const models = new Models(database, clock, config.platformProject, shares, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
-    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
+    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), projectEnvironment: (p) => accounts.environmentOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })

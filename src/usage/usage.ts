@@ -448,7 +448,7 @@ export class Usage {
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
     }
     if (!plan.overdraftAllowed && balance < cost) {
-      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
+      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId, env);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
       return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - comparableMicros(balance) };
     }
@@ -556,7 +556,7 @@ export class Usage {
     else await this.grantPlanCredits(tx, projectId, plan);
     const balance = await ledger.balanceOf(tx, projectId, env);
     if (plan.overdraftAllowed || balance >= cost) return;
-    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
+    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId, env);
   }
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
@@ -582,9 +582,22 @@ export class Usage {
   }
 
   /** Payment required (FAILED_PRECONDITION + PaymentRequired): how much is missing and which plans include more. */
-  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string): ConnectError {
+  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string, env: ledger.Environment = "live"): ConnectError {
     const needed = cost - balance;
     const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
+    // Test mode: real money never refills a sandbox (docs/test-mode.md).
+    if (env === "test") {
+      return paymentRequired({
+        reason: LimitReason.CREDITS_EXHAUSTED,
+        projectId,
+        requestedMicros: cost,
+        availableMicros: balance,
+        limitMicros: Math.max(balance, 0),
+        usedMicros: 0,
+        sandbox: true,
+        message: `sandbox credits exhausted: the test-mode balance is ${balance} micro-USD and this call costs ${cost}; grant ${needed} micro-USD of sandbox credits (AddCredits) or wait for next month's allowance`,
+      });
+    }
     return paymentRequired({
       reason: LimitReason.CREDITS_EXHAUSTED,
       projectId,

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { buildConsole } from "../../console/build.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
@@ -195,6 +196,23 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     expect(await error.innerText()).toMatch(/^PermissionDenied: /);
     expect(await keyed.locator("#new-key").isHidden()).toBe(true);
     await keyed.close();
+  });
+
+  it("shows a test-mode project as such, with its sandbox balance", async () => {
+    const token = await ts.token({ projectId: "console-sandbox", role: "admin", subject: "console-sandbox-admin", ttlSec: 3600 });
+    const c = createFormstateClient({ baseUrl: ts.url, token });
+    await c.accounts.createAccount({ account: { displayName: "Staging", environment: KeyEnvironment.TEST } });
+    await c.billing.addCredits({ parent: "accounts/console-sandbox", amountMicros: 2_500_000n, reason: "sandbox", requestId: "g" });
+    const sandbox = await browser.context.newPage();
+    await sandbox.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    await sandbox.fill("#secret", token);
+    await sandbox.click("#signin-submit");
+    await sandbox.waitForSelector("#app:not([hidden])");
+    expect(await sandbox.locator("#account-mode").innerText()).toContain("test mode");
+    expect(await sandbox.locator("#account-credits").innerText()).toBe("$2.50");
+    await sandbox.close();
+    // A live project shows no mode.
+    expect(await page.locator("#account-mode").count()).toBe(0);
   });
 
   it("refuses a bad token with the server's reason and stays signed out", async () => {
