@@ -12,6 +12,8 @@ export interface AlertConfig {
   maxAttempts: number;
   /** Timeout of one webhook POST, ms. */
   timeoutMs: number;
+  /** Quiet time after which an event stream (WatchAccountEvents) sends a heartbeat, ms. */
+  eventHeartbeatMs: number;
 }
 
 /** Reads the alert settings; pushes a line per bad variable into `problems`. */
@@ -24,5 +26,6 @@ export function readAlertConfig(env: NodeJS.ProcessEnv, problems: string[]): Ale
     backoffMaxMs: int("FORMSTATE_WEBHOOK_BACKOFF_MAX_MS", 3_600_000, 10, 86_400_000),
     maxAttempts: int("FORMSTATE_WEBHOOK_MAX_ATTEMPTS", 15, 1, 100),
     timeoutMs: int("FORMSTATE_WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000),
+    eventHeartbeatMs: int("FORMSTATE_EVENT_HEARTBEAT_MS", 15_000, 10, 300_000),
   };
 }

@@ -57,6 +57,20 @@ export interface SpendAlertsDeps {
   allowHttp: boolean;
   /** How often spend is compared with the rules, ms. */
   intervalMs: number;
+  /** Told of every firing once it has committed (the event stream publishes it). */
+  onFired?: (fired: FiredAlert) => void;
+}
+
+/** A rule that fired in a period: what its webhook says. */
+export interface FiredAlert {
+  /** `evt_...`: the webhook's id and its delivery's. */
+  eventId: string;
+  rule: AlertRuleRow;
+  period: string;
+  spent: number;
+  /** What a percentage is of; undefined for absolute rules. */
+  base?: number;
+  time: number;
 }
 
 /** What the watcher measured for a rule. */
@@ -150,7 +164,14 @@ export class SpendAlerts {
       if (!m || !crossed(rule, m)) continue;
       const done = await db.selectFrom("alert_firing").select("rule_id").where("rule_id", "=", rule.rule_id).where("period", "=", m.period).executeTakeFirst();
       if (done) continue;
-      if (await this.fire(rule, m, now)) fired++;
+      const firing = await this.fire(rule, m, now);
+      if (!firing) continue;
+      fired++;
+      try {
+        this.deps.onFired?.(firing);
+      } catch (err) {
+        this.deps.log.warn({ err }, "could not announce a spend alert firing");
+      }
     }
     return fired;
   }
@@ -179,13 +200,13 @@ export class SpendAlerts {
     return base > 0 ? { period, spent, base } : undefined;
   }
 
-  /** Records the firing and queues the webhook, in one transaction; false when another watcher fired it first. */
-  private fire(rule: AlertRuleRow, m: Measure, now: number): Promise<boolean> {
+  /** Records the firing and queues the webhook, in one transaction; undefined when another watcher fired it first. */
+  private fire(rule: AlertRuleRow, m: Measure, now: number): Promise<FiredAlert | undefined> {
     return this.deps.database.transaction(async (tx) => {
       const done = await tx.selectFrom("alert_firing").select("rule_id").where("rule_id", "=", rule.rule_id).where("period", "=", m.period).executeTakeFirst();
-      if (done) return false;
+      if (done) return undefined;
       const stillThere = await tx.selectFrom("alert_rule").select("rule_id").where("rule_id", "=", rule.rule_id).executeTakeFirst();
-      if (!stillThere) return false;
+      if (!stillThere) return undefined;
       const eventId = `evt_${newId()}`;
       const body = JSON.stringify({
         id: eventId,
@@ -221,7 +242,7 @@ export class SpendAlerts {
         })
         .execute();
       this.deps.log.info({ rule: rule.rule_id, period: m.period, spent: m.spent }, "spend alert fired");
-      return true;
+      return { eventId, rule, period: m.period, spent: m.spent, base: m.base, time: now };
     }, { scope: rule.project_id });
   }
 
