@@ -3,9 +3,9 @@
  * integer micros, how the sign-in form becomes a session, earnings periods
  * and the alerts panel's lines.
  */
-import { create } from "@bufbuild/protobuf";
+import { type MessageInitShape, create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { type AccountEvent, AccountEventSchema } from "../../gen/formstate/v1/usage_service_pb.js";
+import { AccountEventSchema } from "../../gen/formstate/v1/usage_service_pb.js";
 import { describeEvent } from "../../console/views/alerts.js";
 import { periodRange } from "../../console/views/earnings.js";
 import { formatCount, formatUsd } from "../../console/money.js";
@@ -79,7 +79,7 @@ describe("earnings periods", () => {
 });
 
 describe("alert lines", () => {
-  const event = (payload: AccountEvent["payload"]) => create(AccountEventSchema, { id: "evt_1", account: "accounts/p", payload });
+  const event = (payload: MessageInitShape<typeof AccountEventSchema>["payload"]) => create(AccountEventSchema, { id: "evt_1", account: "accounts/p", payload });
   it("say what fired, in exact money", () => {
     expect(describeEvent(event({ case: "spendAlertFired", value: { spendAlert: "accounts/p/spendAlerts/a", period: "2026-12", threshold: { case: "thresholdMicros", value: 5_000n }, spentMicros: 5_500n, description: "five mills" } }))).toBe(
       'Spend alert "five mills": the account spent $0.0055, over $0.005 (2026-12)',
