@@ -148,7 +148,8 @@ export class App {
       stripe: stripeSettings,
       returnUrlAllowed,
     });
-    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace });
+    let alerts: SpendAlerts | undefined;
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace, afterDebit: (p) => alerts?.nudge(p) });
     usage.start();
     const events = new EventHub(log, shared);
     const billing = new Billing({
@@ -180,7 +181,7 @@ export class App {
     app.sharedState = shared;
     app.events = events;
     app.receipts = new Receipts({ database, clock, key: await loadSigningKey(config.receiptKeyFile, dirname(config.receiptKeyFile)) });
-    app.alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs, onFired: (f) => events.publish(f.rule.project_id, spendAlertFiredEvent(f)) });
+    app.alerts = alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs, afterDebitMs: config.alerts.checkAfterDebitMs, onFired: (f) => events.publish(f.rule.project_id, spendAlertFiredEvent(f)) });
     app.alerts.start();
     app.webhooks = new WebhookSender({ database, clock, log, intervalMs: config.alerts.sendIntervalMs, backoffMs: config.alerts.backoffMs, backoffMaxMs: config.alerts.backoffMaxMs, maxAttempts: config.alerts.maxAttempts, timeoutMs: config.alerts.timeoutMs });
     app.webhooks.start();

@@ -63,6 +63,7 @@ describe.skipIf(Boolean(missing))("account events across instances", () => {
       REDIS_URL,
       FORMSTATE_REDIS_PREFIX: `test:xevents:${randomBytes(4).toString("hex")}:`,
       FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000",
+      FORMSTATE_ALERT_CHECK_AFTER_DEBIT_MS: "0",
       FORMSTATE_EVENT_HEARTBEAT_MS: "200",
     };
     if (!/^postgres/.test(process.env.DATABASE_URL ?? "")) env.DATABASE_URL = join(shared, "formstate.db");

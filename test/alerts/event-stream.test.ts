@@ -82,7 +82,7 @@ let adminB = "";
 
 beforeAll(async () => {
   // The alert watcher is driven by hand (check()); heartbeats every 150 ms.
-  ts = await startTestServer({ FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_EVENT_HEARTBEAT_MS: String(HEARTBEAT_MS) }, { plans });
+  ts = await startTestServer({ FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_ALERT_CHECK_AFTER_DEBIT_MS: "0", FORMSTATE_EVENT_HEARTBEAT_MS: String(HEARTBEAT_MS) }, { plans });
   adminA = await setUp(A);
   adminB = await setUp(B);
 }, 60_000);
@@ -239,6 +239,42 @@ async function sessionOf(subject: string): Promise<string> {
   if (!mine) throw new Error(`no session for ${subject}`);
   return mine.name;
 }
+
+describe("right after a debit", () => {
+  it("fires the alert the debit crossed within moments, without waiting for the interval, and a debit of a project without alerts checks nothing", async () => {
+    // The interval is an hour: only the check after the debit can fire it.
+    const other = await startTestServer({ FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_ALERT_CHECK_AFTER_DEBIT_MS: "50", FORMSTATE_EVENT_HEARTBEAT_MS: "1000" }, { plans });
+    try {
+      const prev = ts;
+      ts = other;
+      try {
+        const admin = await setUp("events-nudge");
+        const quiet = await setUp("events-quiet");
+        const checked: Array<string[] | undefined> = [];
+        const check = other.app.alerts.check.bind(other.app.alerts);
+        other.app.alerts.check = (projects?: string[]) => (checked.push(projects), check(projects));
+        await spend("events-quiet", quiet, 100);
+        const s = watch(other.connect(admin), "accounts/events-nudge");
+        await until("the first heartbeat", () => s.got.length > 0);
+        await createClient(UsageService, other.connect(admin)).createSpendAlert({ parent: "accounts/events-nudge", spendAlert: { threshold: { case: "thresholdMicros", value: 1_000n }, endpointUrl: "http://127.0.0.1:9/hooks" } });
+        await spend("events-nudge", admin, 600);
+        await spend("events-nudge", admin, 600); // crosses 1,000
+        const [event] = await until("the alert", () => s.events().length > 0 && s.events(), 5_000);
+        expect(event.payload.case).toBe("spendAlertFired");
+        expect(event.payload.value).toMatchObject({ spentMicros: 1_200n });
+        // Only the nudged project was checked, never the quiet one, never everything.
+        expect(checked.length).toBeGreaterThan(0);
+        expect(checked.every((p) => p !== undefined && p.length === 1 && p[0] === "events-nudge")).toBe(true);
+        s.cancel();
+        await s.done;
+      } finally {
+        ts = prev;
+      }
+    } finally {
+      await other.close();
+    }
+  });
+});
 
 describe("server shutdown", () => {
   it("ends open streams with UNAVAILABLE at once instead of holding the drain", async () => {
