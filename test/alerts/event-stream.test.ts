@@ -195,13 +195,13 @@ describe("WatchAccountEvents", () => {
 
   it("streams to @grpc/grpc-js with metadata auth, and the client's cancel ends it", async () => {
     const def = protoLoader.loadSync(["formstate/v1/usage_service.proto"], { includeDirs: [join(root, "proto"), join(root, "third_party")], longs: String, enums: String, defaults: true, oneofs: true });
-    // biome-ignore lint: the loaded package is untyped
+    // biome-ignore lint/suspicious/noExplicitAny: proto-loader packages are untyped
     const pkg = grpc.loadPackageDefinition(def) as any;
     const client = new pkg.formstate.v1.UsageService(`127.0.0.1:${ts.server.port}`, grpc.credentials.createInsecure());
     const md = new grpc.Metadata();
     md.add("authorization", `Bearer ${adminA}`);
     const call = client.watchAccountEvents({ parent: `accounts/${A}` }, md);
-    // biome-ignore lint: untyped messages
+    // biome-ignore lint/suspicious/noExplicitAny: proto-loader messages are untyped
     const got: any[] = [];
     const ended = new Promise<number>((resolve) => {
       call.on("error", (e: { code: number }) => resolve(e.code));
