@@ -3,10 +3,10 @@
  * metadata alike), verifies it once, and puts the principal in the call's
  * context values. Handlers never read auth headers.
  */
-import type { Interceptor } from "@connectrpc/connect";
+import { type HandlerContext, type Interceptor, createContextKey } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { unauthenticated, unavailable } from "../errors.js";
-import { policyOf } from "./access-policy.js";
+import { authorize, policyOf } from "./access-policy.js";
 import { INVALID_KEY } from "../keys/api-keys.js";
 import { AuthError } from "./auth-error.js";
 import type { JwtVerifier, VerifiedJwt } from "./jwt-verifier.js";
@@ -57,9 +57,27 @@ export function createAuthenticateInterceptor(deps: AuthenticateDeps): Intercept
       req.contextValues.set(principalKey, { kind: "anonymous" });
       return next(req);
     }
-    req.contextValues.set(principalKey, await resolve(deps, credential, req.contextValues.get(clientIpKey)));
+    const clientIp = req.contextValues.get(clientIpKey);
+    req.contextValues.set(principalKey, await resolve(deps, credential, clientIp));
+    // A stream outlives the check above: it may check the same credential again while it runs.
+    if (req.stream) req.contextValues.set(recheckKey, () => resolve(deps, credential, clientIp));
     return next(req);
   };
+}
+
+const recheckKey = createContextKey<(() => Promise<Principal>) | undefined>(undefined, { description: "credential recheck" });
+
+/**
+ * For long-lived streams: verifies the call's credential again (a revoked or
+ * expired key, token or session is UNAUTHENTICATED) and the method's access
+ * policy against what it grants now (a lost role is PERMISSION_DENIED). The
+ * project cannot change: it is the credential's.
+ */
+export async function recheckCaller(ctx: HandlerContext): Promise<void> {
+  const recheck = ctx.values.get(recheckKey);
+  // Only a stream served without the interceptor gets here: fail closed.
+  if (!recheck) throw unauthenticated("this stream's credential cannot be checked again", "TOKEN_MISSING");
+  authorize(ctx.method, await recheck());
 }
 
 export async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {

@@ -47,6 +47,8 @@ export interface BillingDeps {
   settleBalance?(projectId: string): Promise<void>;
   /** Revenue share: inside a clawback's transaction, takes back publishers' share of spent credits (src/marketplace). */
   onConsumerClawback?: StripeContext["onConsumerClawback"];
+  /** Told of a live grant once it has committed (the event stream publishes it); not of a retry's. */
+  onCreditsAdded?(row: ledger.LedgerRow, balanceMicros: Micros): void;
 }
 
 /** The Stripe-backed parts, present only with Stripe configured. */
@@ -164,7 +166,7 @@ export class Billing {
         throw permissionDenied(`only admins of the platform project "${this.deps.platformProject}" grant credits`, "PLATFORM_ADMIN_REQUIRED");
       }
     }
-    return this.deps.database.transaction(async (tx) => {
+    const granted = await this.deps.database.transaction(async (tx) => {
       const account = await tx.selectFrom("account").select(["project_id", "environment"]).where("project_id", "=", target).executeTakeFirst();
       if (!account) throw notFound(`account "${parent}"`);
       // A test-mode project has only a sandbox: even the platform's live grant books there.
@@ -177,8 +179,10 @@ export class Billing {
       if (duplicate && (row.amount_micros !== amountMicros || row.kind !== "grant")) {
         throw invalidArgument("request_id", "was already used for a different grant");
       }
-      return { row, balance: await ledger.balanceOf(tx, target, environment) };
+      return { row, duplicate, balance: await ledger.balanceOf(tx, target, environment) };
     });
+    if (!granted.duplicate && granted.row.environment === "live") this.deps.onCreditsAdded?.(granted.row, granted.balance);
+    return { row: granted.row, balance: granted.balance };
   }
 
   async transactions(_caller: Caller, projectId: CheckedProject, filter: ledger.LedgerFilter, size: number, token: string) {

@@ -170,6 +170,8 @@ export async function startServer(app: App, port = app.config.port): Promise<Run
     listener,
     async stop() {
       app.health.shutdown();
+      // Event streams never finish on their own: end them so the drain below is not held for its whole grace.
+      app.events.close();
       await listener.close(app.config.shutdownGraceMs);
     },
   };

@@ -103,6 +103,8 @@ export interface UsageDeps {
   planOf(projectId: string): Promise<Plan>;
   /** Revenue share (src/marketplace): books the publishers' split of a debit in the debit's transaction. */
   marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void> };
+  /** Told after a project's usage committed (spend alerts check it soon); must return at once. */
+  afterDebit?(projectId: string): void;
 }
 
 /** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
@@ -152,7 +154,9 @@ export class Usage {
     // so on PostgreSQL it is scoped to the project: other projects' usage is recorded in parallel.
     const scope = { scope: projectId };
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
-    return this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+    const result = await this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+    this.deps.afterDebit?.(projectId);
+    return result;
   }
 
   /**
@@ -178,6 +182,7 @@ export class Usage {
     });
     // Items refused before the store are not sent to it (they would only cost a savepoint).
     const sent = await this.commits.runAll(units.filter((_, i) => !refused.has(i)), scope);
+    if (sent.some((o) => o.ok)) this.deps.afterDebit?.(projectId);
     for (const o of sent) if (!o.ok && !(o.error instanceof ConnectError)) this.deps.log.error({ err: o.error }, "batch item crashed");
     let k = 0;
     return inputs.map((_, i) => (refused.has(i) ? { ok: false, error: refused.get(i) } : sent[k++]));
