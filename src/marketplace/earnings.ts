@@ -5,7 +5,8 @@
  *   split by the rule of split.ts (gross = publisher + platform fee),
  *   booked with the consumer's debit; keyed by the usage record, so a
  *   record earns at most once. Usage of a project's own resources, of
- *   platform-wide models, and test-mode (sandbox) usage earns nothing.
+ *   platform-wide models, and test-mode (sandbox) usage earns nothing; nor
+ *   does a test-mode project's resource (it never receives real money).
  * - `clawback`: part of an earning taken back because the consumer's
  *   payment was refunded or disputed (negative gross, amount and fee).
  * - `payout` / `payout_reversal`: money sent to the publisher's Stripe
@@ -88,6 +89,7 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
     const pub = p.part === "agent" ? await publishers.agent(tx, p.resource, r.agent_owner ?? null) : await publishers.model(tx, p.resource);
     // Platform-wide resources have no publisher; a project's use of its own earns it nothing.
     if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
+    if (await isTestProject(tx, pub.ownerProject)) continue;
     const s = split(p.gross, pub.shareBps);
     const entry: NewEntry = {
       publisher_project: pub.ownerProject,
@@ -106,6 +108,12 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
     if (await append(tx, entry, now)) booked.push(entry);
   }
   return booked;
+}
+
+/** Whether a project is in test mode (docs/test-mode.md): it earns and is paid nothing real. */
+async function isTestProject(db: Db, projectId: string): Promise<boolean> {
+  const row = await db.selectFrom("account").select("environment").where("project_id", "=", projectId).executeTakeFirst();
+  return row?.environment === "test";
 }
 
 /** A publisher's balance: every amount it earned, less clawbacks and payouts. */

@@ -103,6 +103,8 @@ export interface UsageDeps {
   planOf(projectId: string): Promise<Plan>;
   /** Revenue share (src/marketplace): books the publishers' split of a debit in the debit's transaction. */
   marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void> };
+  /** Told after a project's usage committed (spend alerts check it soon); must return at once. */
+  afterDebit?(projectId: string): void;
 }
 
 /** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
@@ -152,7 +154,9 @@ export class Usage {
     // so on PostgreSQL it is scoped to the project: other projects' usage is recorded in parallel.
     const scope = { scope: projectId };
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
-    return this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+    const result = await this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+    this.deps.afterDebit?.(projectId);
+    return result;
   }
 
   /**
@@ -178,6 +182,7 @@ export class Usage {
     });
     // Items refused before the store are not sent to it (they would only cost a savepoint).
     const sent = await this.commits.runAll(units.filter((_, i) => !refused.has(i)), scope);
+    if (sent.some((o) => o.ok)) this.deps.afterDebit?.(projectId);
     for (const o of sent) if (!o.ok && !(o.error instanceof ConnectError)) this.deps.log.error({ err: o.error }, "batch item crashed");
     let k = 0;
     return inputs.map((_, i) => (refused.has(i) ? { ok: false, error: refused.get(i) } : sent[k++]));
@@ -448,7 +453,7 @@ export class Usage {
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
     }
     if (!plan.overdraftAllowed && balance < cost) {
-      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
+      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId, env);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
       return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - comparableMicros(balance) };
     }
@@ -556,7 +561,7 @@ export class Usage {
     else await this.grantPlanCredits(tx, projectId, plan);
     const balance = await ledger.balanceOf(tx, projectId, env);
     if (plan.overdraftAllowed || balance >= cost) return;
-    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
+    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId, env);
   }
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
@@ -582,9 +587,22 @@ export class Usage {
   }
 
   /** Payment required (FAILED_PRECONDITION + PaymentRequired): how much is missing and which plans include more. */
-  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string): ConnectError {
+  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string, env: ledger.Environment = "live"): ConnectError {
     const needed = cost - balance;
     const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
+    // Test mode: real money never refills a sandbox (docs/test-mode.md).
+    if (env === "test") {
+      return paymentRequired({
+        reason: LimitReason.CREDITS_EXHAUSTED,
+        projectId,
+        requestedMicros: cost,
+        availableMicros: balance,
+        limitMicros: Math.max(balance, 0),
+        usedMicros: 0,
+        sandbox: true,
+        message: `sandbox credits exhausted: the test-mode balance is ${balance} micro-USD and this call costs ${cost}; grant ${needed} micro-USD of sandbox credits (AddCredits) or wait for next month's allowance`,
+      });
+    }
     return paymentRequired({
       reason: LimitReason.CREDITS_EXHAUSTED,
       projectId,

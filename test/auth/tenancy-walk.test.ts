@@ -142,6 +142,7 @@ const requests: Record<string, (n: Names) => object> = {
   "UsageService/ListSpendAlerts": (n) => ({ parent: n.account }),
   "UsageService/DeleteSpendAlert": (n) => ({ name: n.spendAlert }),
   "UsageService/ListAlertDeliveries": (n) => ({ parent: n.account }),
+  "UsageService/WatchAccountEvents": (n) => ({ parent: n.account }),
   "BillingService/GetCreditTransactionReceipt": (n) => ({ name: n.creditTransaction }),
   "BillingService/GetPublisherEarnings": (n) => ({ parent: n.account }),
   "BillingService/LinkPayoutAccount": (n) => ({ parent: n.account, refreshUrl: "http://127.0.0.1/refresh", returnUrl: "http://127.0.0.1/back" }),
@@ -172,8 +173,17 @@ const requests: Record<string, (n: Names) => object> = {
 type Outcome = { ok: true; body: string } | { ok: false; code: Code; message: string };
 
 async function call(transport: Transport, service: DescService, method: DescMethod, req: object): Promise<Outcome> {
-  const client = createClient(service, transport) as unknown as Record<string, (r: object) => Promise<unknown>>;
+  const client = createClient(service, transport) as unknown as Record<string, (r: object, o?: { signal: AbortSignal }) => Promise<unknown> & AsyncIterable<unknown>>;
   try {
+    if (method.methodKind === "server_streaming") {
+      // A stream's answer is its first message (or its error); then it is cancelled.
+      const abort = new AbortController();
+      for await (const first of client[method.localName](req, { signal: abort.signal })) {
+        abort.abort();
+        return { ok: true, body: JSON.stringify(first, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)) };
+      }
+      return { ok: true, body: "(empty stream)" };
+    }
     const res = await client[method.localName](req);
     return { ok: true, body: JSON.stringify(res, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)) };
   } catch (err) {
