@@ -464,6 +464,8 @@ export class ApiKeys {
       if (replay && now - replay.at < REPLAY_TTL_MS) return replay.result;
     }
     const parentKeyId = input.parentKey ? this.ownKey(caller, input.parentKey).keyId : caller.kind === "api_key" ? caller.keyId : undefined;
+    // Read before the transaction: it reads through the database, which a SQLite write transaction holds.
+    const projectEnvironment = await this.keyEnvironment(projectId, undefined);
     const result = await this.deps.database.transaction(async (tx) => {
       let scopes: Scope[];
       let parentModels: string[] = [];
@@ -501,7 +503,7 @@ export class ApiKeys {
       for (const p of input.allowedModels) {
         if (!patternCovered(parentModels, p)) throw invalidArgument("allowed_models", `${p} is outside the parent key's models`);
       }
-      const keyEnvironment = (parentRow?.environment as KeyEnvironment | undefined) ?? (await this.keyEnvironment(projectId, undefined));
+      const keyEnvironment = (parentRow?.environment as KeyEnvironment | undefined) ?? projectEnvironment;
       const generated = generateKey(keyEnvironment);
       const row = this.newRow(
         caller,
