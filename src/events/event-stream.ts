@@ -7,16 +7,21 @@
  * session ends the stream with UNAUTHENTICATED, a lost role with
  * PERMISSION_DENIED. A client that cancels ends it at once (the call's
  * abort signal); a client too slow to take MAX_QUEUED events is cut off with
- * RESOURCE_EXHAUSTED rather than buffered without bound.
+ * RESOURCE_EXHAUSTED rather than buffered without bound. Every event is
+ * about live money (live credits, alerts on live spend), so a caller in test
+ * mode (a test key, or any caller of a test-mode project) gets heartbeats
+ * only: a test key never sees live money (docs/test-mode.md).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { type AccountEvent, type UsageService, type WatchAccountEventsResponse, WatchAccountEventsResponseSchema } from "../../gen/formstate/v1/usage_service_pb.js";
 import { recheckCaller } from "../auth/authenticate.js";
+import { callerOf } from "../auth/principal.js";
 import { projectOf } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
 import { withReason } from "../errors.js";
+import { callerEnvironment } from "../ledger/sandbox.js";
 import type { EventHub, EventListener } from "./event-hub.js";
 
 /** Events a stream holds for a client that does not read them. */
@@ -34,7 +39,7 @@ export interface EventStreamDeps {
 export function eventMethods(deps: EventStreamDeps): EventMethods {
   return {
     async *watchAccountEvents(_req, ctx) {
-      const queue = new EventQueue(ctx.signal);
+      const queue = new EventQueue(ctx.signal, callerEnvironment(callerOf(ctx)) === "live");
       const unsubscribe = deps.hub.subscribe(projectOf(ctx), queue);
       try {
         yield heartbeat(deps.clock);
@@ -62,7 +67,11 @@ class EventQueue implements EventListener {
   private ended = false;
   private wake?: () => void;
 
-  constructor(private readonly signal: AbortSignal) {
+  /** `live`: the caller may see live money; events are dropped for a test-mode caller. */
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly live: boolean,
+  ) {
     signal.addEventListener("abort", () => this.wake?.(), { once: true });
   }
 
@@ -72,6 +81,7 @@ class EventQueue implements EventListener {
   }
 
   event(event: AccountEvent): void {
+    if (!this.live) return;
     if (this.items.length >= MAX_QUEUED) this.overflowed = true;
     else this.items.push(event);
     this.wake?.();

@@ -15,7 +15,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
-import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { ApiKeyService, KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService, type WatchAccountEventsResponse } from "../../gen/formstate/v1/usage_service_pb.js";
@@ -149,6 +149,22 @@ describe("WatchAccountEvents", () => {
     expect(s.events()).toHaveLength(1);
     s.cancel();
     await s.done;
+  });
+
+  it("tells a test key nothing about live money: it gets heartbeats but no live credits or alerts (docs/test-mode.md)", async () => {
+    const keys = createClient(ApiKeyService, ts.connect(adminA));
+    const { secret } = await keys.createApiKey({ parent: `accounts/${A}`, apiKey: { displayName: "test watcher", scopes: [Scope.READ], environment: KeyEnvironment.TEST } });
+    expect(secret).toMatch(/^fs_test_/);
+    const test = watch(keyTransport(secret), `accounts/${A}`);
+    const live = watch(ts.connect(adminA), `accounts/${A}`);
+    for (const s of [test, live]) await until("the first heartbeat", () => s.got.length > 0);
+    await createClient(BillingService, ts.connect(adminA)).addCredits({ parent: `accounts/${A}`, amountMicros: 1_000n, reason: "live grant", requestId: "live-grant-for-test-watcher" });
+    await until("the live watcher's credits event", () => live.events().length > 0);
+    const before = test.heartbeats();
+    await until("two more heartbeats of the test key's stream", () => test.heartbeats() >= before + 2);
+    expect(test.events()).toEqual([]);
+    for (const s of [test, live]) s.cancel();
+    await Promise.all([test.done, live.done]);
   });
 
   it("refuses to watch another project's account (NOT_FOUND, as for one that does not exist) and needs the developer role", async () => {
