@@ -1261,7 +1261,9 @@ export const BillingService: GenService<{
    * whose payload holds the entry and its place in the account's hash
    * chain (entry_hash = sha256 of the entry and previous_entry_hash). Verify
    * offline with `formstate receipt verify` and the keys at
-   * /.well-known/receipt-keys.json.
+   * /.well-known/receipt-keys.json. An API key gets receipts of its own
+   * ledger only (live, or the sandbox for a test key); the other ledger's
+   * entries are NOT_FOUND, like missing ones.
    * Access: user role, read-scope key. Errors: NOT_FOUND.
    *
    * @generated from rpc formstate.v1.BillingService.GetCreditTransactionReceipt
