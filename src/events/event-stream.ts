@@ -11,7 +11,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { type AccountEvent, type UsageService, type WatchAccountEventsResponse, WatchAccountEventsResponseSchema } from "../../gen/formstate/v1/usage_service_pb.js";
 import { recheckCaller } from "../auth/authenticate.js";
 import { projectOf } from "../auth/tenancy.js";
@@ -41,7 +41,7 @@ export function eventMethods(deps: EventStreamDeps): EventMethods {
         for (;;) {
           const event = await queue.next(deps.heartbeatMs);
           if (ctx.signal.aborted) return;
-          await recheckCaller(ctx as HandlerContext);
+          await recheckCaller(ctx);
           yield event ? create(WatchAccountEventsResponseSchema, { kind: { case: "event", value: event } }) : heartbeat(deps.clock);
         }
       } finally {
