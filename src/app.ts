@@ -59,8 +59,8 @@ function priceBook(models: Models, agents: Agents): PriceBook {
   return {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
     modelPriceAt: (db, projectId, model, at) => models.priceForUsageAt(db, projectId, model, at),
-    agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
-    agentPriceAt: (db, projectId, agent, at) => agents.agentForInvocationAt(db, projectId, agent, at),
+    agentPrice: (db, projectId, agent, via) => agents.agentForInvocation(db, projectId, agent, via),
+    agentPriceAt: (db, projectId, agent, at, via) => agents.agentForInvocationAt(db, projectId, agent, at, via),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
 }
@@ -131,7 +131,7 @@ export class App {
     const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
     const models = new Models(database, clock, config.platformProject, shares, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
-    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
+    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), projectEnvironment: (p) => accounts.environmentOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
@@ -144,7 +144,7 @@ export class App {
       clock,
       log,
       config: config.marketplace,
-      publishers: { agent: (db, name) => agents.publisherOf(db, name), model: (db, name) => models.publisherOf(db, name) },
+      publishers: { agent: (db, name, owner) => agents.publisherOf(db, name, owner), model: (db, name) => models.publisherOf(db, name) },
       stripe: stripeSettings,
       returnUrlAllowed,
     });

@@ -29,6 +29,8 @@ export interface AuthenticateDeps {
   walletToken?(token: string): Promise<Principal>;
   /** Refuses identity-provider tokens of revoked sessions (AuthError SESSION_REVOKED). */
   admitSession?(seen: SessionSeen): Promise<void>;
+  /** The project's environment: `test` marks every caller of a test-mode project (docs/test-mode.md). */
+  projectEnvironment?(projectId: string): Promise<"live" | "test">;
 }
 
 /** The credential a request carries, if any. */
@@ -79,6 +81,14 @@ export async function recheckCaller(ctx: HandlerContext): Promise<void> {
 }
 
 export async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
+  const principal = await resolveCredential(deps, credential, clientIp);
+  // A test-mode project's callers, people and keys alike, all act in test mode.
+  // (A copy: a key's principal may be shared between calls.)
+  if (principal.kind !== "anonymous" && deps.projectEnvironment && (await deps.projectEnvironment(principal.projectId)) === "test") return { ...principal, testProject: true };
+  return principal;
+}
+
+async function resolveCredential(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
   if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp);
   try {
     if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);

@@ -52,6 +52,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
     walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
     admitSession: (seen) => app.sessions.admit(seen),
+    projectEnvironment: (p) => app.accounts.environmentOf(p),
   };
   const options: GuardedAdapterOptions = {
     log: app.log,
