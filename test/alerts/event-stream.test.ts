@@ -19,6 +19,7 @@ import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService, type WatchAccountEventsResponse } from "../../gen/formstate/v1/usage_service_pb.js";
+import { MAX_WATCHERS } from "../../src/events/event-stream.js";
 import { Plans, defaultPlans } from "../../src/plans/plans.js";
 import { expectCode } from "../support/expect-error.js";
 import { type TestServer, bearer, startTestServer } from "../support/test-server.js";
@@ -168,6 +169,24 @@ describe("WatchAccountEvents", () => {
     const bad = watch(ts.connect(adminA), "accounts/Not_A_Name");
     await bad.done;
     expect(Code[bad.state.error!.code]).toBe("InvalidArgument");
+  });
+
+  it("holds at most 100 streams of one account on a server: the next is RESOURCE_EXHAUSTED until one closes", async () => {
+    const streams = Array.from({ length: MAX_WATCHERS }, () => watch(ts.grpc(adminB), `accounts/${B}`));
+    await until("every stream open", () => streams.every((s) => s.got.length > 0), 30_000);
+    const refused = watch(ts.grpc(adminB), `accounts/${B}`);
+    await refused.done;
+    expect(Code[refused.state.error!.code]).toBe("ResourceExhausted");
+    expect(refused.state.error!.rawMessage).toMatch(/at most 100 streams/);
+    // Another account is not affected.
+    const onA = watch(ts.grpc(adminA), `accounts/${A}`);
+    await until("A's stream", () => onA.got.length > 0);
+    streams[0].cancel();
+    await until("a free place", () => ts.app.events.watching(B) < MAX_WATCHERS);
+    const next = watch(ts.grpc(adminB), `accounts/${B}`);
+    await until("the next stream", () => next.got.length > 0);
+    for (const s of [...streams, onA, next]) s.cancel();
+    await Promise.all([...streams, onA, next].map((s) => s.done));
   });
 
   it("ends with UNAUTHENTICATED at the next heartbeat once its API key is revoked", async () => {

@@ -2386,7 +2386,9 @@ export const UsageService: GenService<{
    * token or a lost role ends the stream with UNAUTHENTICATED or
    * PERMISSION_DENIED.
    * Access: developer role, read-scope key.
-   * Errors: NOT_FOUND (another project's account); while streaming,
+   * Errors: NOT_FOUND (another project's account); RESOURCE_EXHAUSTED
+   * (EVENT_STREAM_LIMIT) when the account holds 100 streams on the server
+   * already; while streaming,
    * UNAUTHENTICATED or PERMISSION_DENIED (above), RESOURCE_EXHAUSTED
    * (EVENT_STREAM_OVERFLOW) for a client more than 1,000 events behind,
    * UNAVAILABLE (SHUTTING_DOWN) when the server stops: watch again.
