@@ -21,7 +21,7 @@ import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService, type WatchAccountEventsResponse } from "../../gen/formstate/v1/usage_service_pb.js";
 import { MAX_WATCHERS } from "../../src/events/event-stream.js";
 import { Plans, defaultPlans } from "../../src/plans/plans.js";
-import { expectCode } from "../support/expect-error.js";
+import { FakeStripe, deliverEvent } from "../support/fake-stripe.js";
 import { type TestServer, bearer, startTestServer } from "../support/test-server.js";
 
 const root = join(import.meta.dirname, "../..");
@@ -291,6 +291,37 @@ describe("right after a debit", () => {
       }
     } finally {
       await other.close();
+    }
+  });
+});
+
+describe("credits bought with Stripe Checkout", () => {
+  it("arrive on the stream once, whether ProcessCheckout or the webhook fulfils the session", async () => {
+    const fake = await FakeStripe.start();
+    const other = await startTestServer({ ...fake.env(), FORMSTATE_EVENT_HEARTBEAT_MS: "1000" }, { plans });
+    try {
+      const admin = await other.token({ projectId: "events-buy", role: "admin" });
+      await createClient(AccountService, other.connect(admin)).createAccount({ account: { billingEmail: "ops@buy.test" } });
+      const billing = createClient(BillingService, other.connect(admin));
+      const s = watch(other.connect(admin), "accounts/events-buy");
+      await until("the first heartbeat", () => s.got.length > 0);
+      const created = await billing.createCheckoutSession({ parent: "accounts/events-buy", item: { case: "creditAmountMicros", value: 25_000_000n }, successUrl: "http://localhost:3000/ok", cancelUrl: "http://localhost:3000/no" });
+      const { session } = fake.completeSession(created.sessionId);
+      const processed = await billing.processCheckout({ parent: "accounts/events-buy", sessionId: created.sessionId });
+      // Stripe's webhook for the same session comes after: fulfilled already, no second event.
+      expect((await deliverEvent(other.url, fake.event("checkout.session.completed", session))).status).toBe(200);
+      await billing.processCheckout({ parent: "accounts/events-buy", sessionId: created.sessionId });
+      const [event] = await until("the purchase", () => s.events().length > 0 && s.events());
+      expect(event.payload.case).toBe("creditsAdded");
+      expect(event.payload.value).toMatchObject({ amountMicros: 25_000_000n, balanceMicros: processed.balanceMicros, creditTransaction: expect.stringMatching(/^accounts\/events-buy\/creditTransactions\//) });
+      const heartbeats = s.heartbeats();
+      await until("another heartbeat", () => s.heartbeats() > heartbeats);
+      expect(s.events()).toHaveLength(1);
+      s.cancel();
+      await s.done;
+    } finally {
+      await other.close();
+      await fake.close();
     }
   });
 });
