@@ -1,11 +1,15 @@
 /**
- * UsageService.WatchAccountEvents end to end on one server (SQLite): a
- * spend alert fired by the watcher reaches streams opened over Connect,
- * gRPC (Connect's transport and @grpc/grpc-js) and gRPC-Web with the same
- * facts as its webhook; credits granted arrive too; heartbeats keep a quiet
- * stream alive; project B never sees A's events and cannot watch A; a
+ * UsageService.WatchAccountEvents end to end (SQLite; PostgreSQL and Redis
+ * with DATABASE_URL and REDIS_URL): a spend alert fired by the watcher
+ * reaches streams opened over Connect, gRPC (Connect's transport and
+ * @grpc/grpc-js) and gRPC-Web with the same facts and id as its webhook;
+ * credits granted or bought with Checkout arrive once; heartbeats keep a
+ * quiet stream alive; project B never sees A's events and cannot watch A; a
  * cancelled stream leaves no watcher behind; a revoked key or session ends
- * its stream at the next heartbeat; server shutdown ends streams at once.
+ * its stream with UNAUTHENTICATED and a demotion with PERMISSION_DENIED at
+ * the next heartbeat; an account holds at most 100 streams on a server; the
+ * check right after a debit fires an alert without the interval; server
+ * shutdown ends streams at once.
  */
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -13,7 +17,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { Code, ConnectError, type Transport, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Scope } from "../../gen/formstate/v1/access_pb.js";
+import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
@@ -210,6 +214,19 @@ describe("WatchAccountEvents", () => {
     await createClient(AccountService, ts.connect(adminA)).revokeSession({ name: await sessionOf("dana") });
     await s.done;
     expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("Unauthenticated");
+  });
+
+  it("ends with PERMISSION_DENIED once its user is demoted below developer", async () => {
+    const accounts = createClient(AccountService, ts.connect(adminA));
+    await accounts.addMember({ parent: `accounts/${A}`, member: { userId: "erin", role: Role.DEVELOPER } });
+    // No role claim: the role comes from the members table.
+    const token = await ts.app.devIssuer!.sign({ projectId: A, subject: "erin" });
+    const s = watch(ts.connect(token), `accounts/${A}`);
+    await until("the first heartbeat", () => s.got.length > 0);
+    await until("a second heartbeat", () => s.heartbeats() >= 2);
+    await accounts.updateMember({ member: { name: `accounts/${A}/members/erin`, role: Role.USER }, updateMask: { paths: ["role"] } });
+    await s.done;
+    expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("PermissionDenied");
   });
 
   it("streams to @grpc/grpc-js with metadata auth, and the client's cancel ends it", async () => {
