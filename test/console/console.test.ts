@@ -201,6 +201,23 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     await keyed.close();
   });
 
+  it("shows a test-mode project as such, with its sandbox balance", async () => {
+    const token = await ts.token({ projectId: "console-sandbox", role: "admin", subject: "console-sandbox-admin", ttlSec: 3600 });
+    const c = createFormstateClient({ baseUrl: ts.url, token });
+    await c.accounts.createAccount({ account: { displayName: "Staging", environment: KeyEnvironment.TEST } });
+    await c.billing.addCredits({ parent: "accounts/console-sandbox", amountMicros: 2_500_000n, reason: "sandbox", requestId: "g" });
+    const sandbox = await browser.context.newPage();
+    await sandbox.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    await sandbox.fill("#secret", token);
+    await sandbox.click("#signin-submit");
+    await sandbox.waitForSelector("#app:not([hidden])");
+    expect(await sandbox.locator("#account-mode").innerText()).toContain("test mode");
+    expect(await sandbox.locator("#account-credits").innerText()).toBe("$2.50");
+    await sandbox.close();
+    // A live project shows no mode.
+    expect(await page.locator("#account-mode").count()).toBe(0);
+  });
+
   it("shows earnings by resource and period exactly as GetPublisherEarnings reports them", async () => {
     const admin = adminClient();
     await admin.models.createModel({ modelId: "console-e2e/public-1", model: { displayName: "Public 1", inputPriceMicrosPerMillion: 3_000_001n, visibility: ModelVisibility.PUBLIC } });
@@ -262,23 +279,6 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     expect(await page.locator("#alerts-list li").first().getAttribute("data-kind")).toBe("creditsAdded");
     await expect.poll(() => text("#account-credits")).toBe("$5.49");
     await page.screenshot({ path: join(SCREENSHOT, "../console-alerts.png"), fullPage: true });
-  });
-
-  it("shows a test-mode project as such, with its sandbox balance", async () => {
-    const token = await ts.token({ projectId: "console-sandbox", role: "admin", subject: "console-sandbox-admin", ttlSec: 3600 });
-    const c = createFormstateClient({ baseUrl: ts.url, token });
-    await c.accounts.createAccount({ account: { displayName: "Staging", environment: KeyEnvironment.TEST } });
-    await c.billing.addCredits({ parent: "accounts/console-sandbox", amountMicros: 2_500_000n, reason: "sandbox", requestId: "g" });
-    const sandbox = await browser.context.newPage();
-    await sandbox.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
-    await sandbox.fill("#secret", token);
-    await sandbox.click("#signin-submit");
-    await sandbox.waitForSelector("#app:not([hidden])");
-    expect(await sandbox.locator("#account-mode").innerText()).toContain("test mode");
-    expect(await sandbox.locator("#account-credits").innerText()).toBe("$2.50");
-    await sandbox.close();
-    // A live project shows no mode.
-    expect(await page.locator("#account-mode").count()).toBe(0);
   });
 
   it("stops the alerts stream, saying why, when the key it signed in with is revoked", async () => {
