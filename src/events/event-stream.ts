@@ -8,10 +8,10 @@
  * PERMISSION_DENIED. A client that cancels ends it at once (the call's
  * abort signal); a client too slow to take MAX_QUEUED events is cut off with
  * RESOURCE_EXHAUSTED rather than buffered without bound, and an account
- * holds at most MAX_WATCHERS streams on one server. Every event is about
- * live money (live credits, alerts on live spend), so a caller in test mode
- * (a test key, or any caller of a test-mode project) gets heartbeats only:
- * a test key never sees live money (docs/test-mode.md).
+ * holds at most MAX_WATCHERS streams on one server. An event is about the
+ * project's own money: live in a live project (live credits, alerts on live
+ * spend), the sandbox in a test-mode project. So a test key of a live
+ * project gets heartbeats only: it never sees live money (docs/test-mode.md).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -44,7 +44,8 @@ export function eventMethods(deps: EventStreamDeps): EventMethods {
     async *watchAccountEvents(_req, ctx) {
       const project = projectOf(ctx);
       if (deps.hub.watching(project) >= MAX_WATCHERS) throw withReason(Code.ResourceExhausted, `an account watches its events on at most ${MAX_WATCHERS} streams per server; close one first`, "EVENT_STREAM_LIMIT");
-      const queue = new EventQueue(ctx.signal, callerEnvironment(callerOf(ctx)) === "live");
+      const caller = callerOf(ctx);
+      const queue = new EventQueue(ctx.signal, caller.testProject === true || callerEnvironment(caller) === "live");
       const unsubscribe = deps.hub.subscribe(project, queue);
       try {
         yield heartbeat(deps.clock);
@@ -72,7 +73,7 @@ class EventQueue implements EventListener {
   private ended = false;
   private wake?: () => void;
 
-  /** `live`: the caller may see live money; events are dropped for a test-mode caller. */
+  /** `live`: the caller may see the project's events (false for a test key of a live project: they are live money). */
   constructor(
     private readonly signal: AbortSignal,
     private readonly live: boolean,

@@ -172,6 +172,25 @@ describe("WatchAccountEvents", () => {
     await Promise.all([test.done, live.done]);
   });
 
+  it("a test-mode project's watchers get its sandbox alerts (its events are test money, theirs to see)", async () => {
+    const T = "events-testmode";
+    const admin = await ts.token({ projectId: T, role: "admin" });
+    await createClient(AccountService, ts.connect(admin)).createAccount({ account: { environment: KeyEnvironment.TEST } });
+    await createClient(ModelService, ts.connect(admin)).createModel({ modelId: `${T}/m`, model: { inputPriceMicrosPerMillion: 1_000_000n } });
+    const { secret } = await createClient(ApiKeyService, ts.connect(admin)).createApiKey({ parent: `accounts/${T}`, apiKey: { displayName: "watcher", scopes: [Scope.READ] } });
+    const streams = [watch(ts.connect(admin), `accounts/${T}`), watch(keyTransport(secret), `accounts/${T}`)];
+    for (const s of streams) await until("the first heartbeat", () => s.got.length > 0);
+    await createClient(UsageService, ts.connect(admin)).createSpendAlert({ parent: `accounts/${T}`, spendAlert: { threshold: { case: "thresholdMicros", value: 5_000n }, endpointUrl: "http://127.0.0.1:9/hooks" } });
+    await spend(T, admin, 6_000);
+    expect(await ts.app.alerts.check()).toBe(1);
+    for (const s of streams) {
+      const [event] = await until("the sandbox alert", () => s.events().length > 0 && s.events());
+      expect(event.payload.case).toBe("spendAlertFired");
+    }
+    for (const s of streams) s.cancel();
+    await Promise.all(streams.map((s) => s.done));
+  });
+
   it("refuses to watch another project's account (NOT_FOUND, as for one that does not exist) and needs the developer role", async () => {
     const answers: string[] = [];
     for (const parent of [`accounts/${A}`, "accounts/events-nobody"]) {
