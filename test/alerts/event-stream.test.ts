@@ -168,6 +168,9 @@ describe("WatchAccountEvents", () => {
     const before = test.heartbeats();
     await until("two more heartbeats of the test key's stream", () => test.heartbeats() >= before + 2);
     expect(test.events()).toEqual([]);
+    // Nor the delivery log of live alerts (the same facts as their events): empty for the test key, as its own mode has none.
+    expect((await createClient(UsageService, ts.connect(adminA)).listAlertDeliveries({ parent: `accounts/${A}` })).alertDeliveries.length).toBeGreaterThan(0);
+    expect((await createClient(UsageService, keyTransport(secret)).listAlertDeliveries({ parent: `accounts/${A}` })).alertDeliveries).toEqual([]);
     for (const s of [test, live]) s.cancel();
     await Promise.all([test.done, live.done]);
   });
