@@ -70,6 +70,14 @@ async function until<T>(what: string, f: () => T | undefined | false, ms = 15_00
   }
 }
 
+/** A gauge's value on /metrics. */
+async function metric(name: string): Promise<number> {
+  const text = await (await fetch(`${ts.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`${name} is not on /metrics`);
+  return Number(line.split(" ")[1]);
+}
+
 async function setUp(project: string) {
   const admin = await ts.token({ projectId: project, role: "admin" });
   await createClient(AccountService, ts.connect(admin)).createAccount({ account: {} });
@@ -108,6 +116,7 @@ describe("WatchAccountEvents", () => {
     for (const s of [...Object.values(streams), onB]) await until("the first heartbeat", () => s.got.length > 0);
     for (const s of Object.values(streams)) expect(s.got[0].kind.case).toBe("heartbeat");
     expect(ts.app.events.watching(A)).toBe(3);
+    expect(await metric("formstate_event_streams")).toBe(4);
 
     const usage = createClient(UsageService, ts.connect(adminA));
     const { spendAlert } = await usage.createSpendAlert({ parent, spendAlert: { threshold: { case: "thresholdMicros", value: 5_000n }, endpointUrl: "http://127.0.0.1:9/hooks", description: "five mills" } });
@@ -136,6 +145,7 @@ describe("WatchAccountEvents", () => {
     // Cancelled: no error but the cancel itself, and nothing left watching.
     for (const s of Object.values(streams)) expect(s.state.error?.code ?? Code.Canceled).toBe(Code.Canceled);
     await until("the watchers to go", () => ts.app.events.watching(A) === 0 && ts.app.events.watching(B) === 0);
+    expect(await metric("formstate_event_streams")).toBe(0);
   });
 
   it("streams credits granted, and heartbeats while nothing happens", async () => {
