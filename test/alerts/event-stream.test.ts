@@ -19,7 +19,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
-import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { ApiKeyService, KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService, type WatchAccountEventsResponse } from "../../gen/formstate/v1/usage_service_pb.js";
@@ -126,6 +126,7 @@ describe("WatchAccountEvents", () => {
     for (const [protocol, s] of Object.entries(streams)) {
       const [event] = await until(`the alert over ${protocol}`, () => s.events().length > 0 && s.events());
       expect(event.account, protocol).toBe(parent);
+      expect(event.livemode).toBe(true);
       expect(event.payload.case).toBe("spendAlertFired");
       if (event.payload.case !== "spendAlertFired") continue;
       expect(event.payload.value).toMatchObject({ spendAlert: spendAlert!.name, apiKey: "", period: expect.stringMatching(/^\d{4}-\d{2}$/), threshold: { case: "thresholdMicros", value: 5_000n }, spentMicros: 6_000n, description: "five mills" });
@@ -157,11 +158,24 @@ describe("WatchAccountEvents", () => {
       case: "creditsAdded",
       value: expect.objectContaining({ creditTransaction: granted.creditTransaction!.name, amountMicros: 250_000n, balanceMicros: granted.balanceMicros, reason: "top up" }),
     });
+    expect(event.livemode).toBe(true);
     // A retried grant books nothing and tells nothing.
     await createClient(BillingService, ts.connect(adminA)).addCredits({ parent: `accounts/${A}`, amountMicros: 250_000n, reason: "top up", requestId: "top-1" });
     const before = s.heartbeats();
     await until("three more heartbeats", () => s.heartbeats() >= before + 3);
     expect(s.events()).toHaveLength(1);
+    s.cancel();
+    await s.done;
+  });
+
+  it("streams a test-mode project's sandbox credits with livemode false", async () => {
+    const admin = await ts.token({ projectId: "events-sandbox", role: "admin" });
+    await createClient(AccountService, ts.connect(admin)).createAccount({ account: { environment: KeyEnvironment.TEST } });
+    const s = watch(ts.connect(admin), "accounts/events-sandbox");
+    await until("the first heartbeat", () => s.got.length > 0);
+    await createClient(BillingService, ts.connect(admin)).addCredits({ parent: "accounts/events-sandbox", amountMicros: 7_000n, reason: "sandbox", requestId: "sb-1" });
+    const [event] = await until("the sandbox credits", () => s.events().length > 0 && s.events());
+    expect(event).toMatchObject({ livemode: false, payload: { case: "creditsAdded", value: { amountMicros: 7_000n, balanceMicros: 7_000n } } });
     s.cancel();
     await s.done;
   });
