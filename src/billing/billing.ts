@@ -47,7 +47,7 @@ export interface BillingDeps {
   settleBalance?(projectId: string): Promise<void>;
   /** Revenue share: inside a clawback's transaction, takes back publishers' share of spent credits (src/marketplace). */
   onConsumerClawback?: StripeContext["onConsumerClawback"];
-  /** Told of credits granted or bought (Checkout) once committed (the event stream publishes live ones); not of a retry's. */
+  /** Told of credits granted or bought (Checkout) once committed (the event stream publishes them); not of a retry's. */
   onCreditsAdded?(row: ledger.LedgerRow, balanceMicros: Micros): void;
 }
 

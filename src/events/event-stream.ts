@@ -8,10 +8,10 @@
  * PERMISSION_DENIED. A client that cancels ends it at once (the call's
  * abort signal); a client too slow to take MAX_QUEUED events is cut off with
  * RESOURCE_EXHAUSTED rather than buffered without bound, and an account
- * holds at most MAX_WATCHERS streams on one server. An event is about the
- * project's own money: live in a live project (live credits, alerts on live
- * spend), the sandbox in a test-mode project. So a test key of a live
- * project gets heartbeats only: it never sees live money (docs/test-mode.md).
+ * holds at most MAX_WATCHERS streams on one server. Each event says whether
+ * it is live money (`livemode`): users see both, an API key only its own
+ * environment's, so a test key never sees live money and a live key no
+ * sandbox events (docs/test-mode.md).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -45,7 +45,9 @@ export function eventMethods(deps: EventStreamDeps): EventMethods {
       const project = projectOf(ctx);
       if (deps.hub.watching(project) >= MAX_WATCHERS) throw withReason(Code.ResourceExhausted, `an account watches its events on at most ${MAX_WATCHERS} streams per server; close one first`, "EVENT_STREAM_LIMIT");
       const caller = callerOf(ctx);
-      const queue = new EventQueue(ctx.signal, caller.testProject === true || callerEnvironment(caller) === "live");
+      // Users see both ledgers' events; a key only its own environment's (a test key never live money).
+      const live = callerEnvironment(caller) === "live";
+      const queue = new EventQueue(ctx.signal, caller.kind === "api_key" ? (e) => e.livemode === live : () => true);
       const unsubscribe = deps.hub.subscribe(project, queue);
       try {
         yield heartbeat(deps.clock);
@@ -73,10 +75,10 @@ class EventQueue implements EventListener {
   private ended = false;
   private wake?: () => void;
 
-  /** `live`: the caller may see the project's events (false for a test key of a live project: they are live money). */
+  /** `visible`: whether the caller may see an event (its money's environment). */
   constructor(
     private readonly signal: AbortSignal,
-    private readonly live: boolean,
+    private readonly visible: (event: AccountEvent) => boolean,
   ) {
     signal.addEventListener("abort", () => this.wake?.(), { once: true });
   }
@@ -87,7 +89,7 @@ class EventQueue implements EventListener {
   }
 
   event(event: AccountEvent): void {
-    if (!this.live) return;
+    if (!this.visible(event)) return;
     if (this.items.length >= MAX_QUEUED) this.overflowed = true;
     else this.items.push(event);
     this.wake?.();

@@ -29,7 +29,7 @@ import { FakeStripe, deliverEvent } from "../support/fake-stripe.js";
 import { type TestServer, bearer, startTestServer } from "../support/test-server.js";
 
 const root = join(import.meta.dirname, "../..");
-const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, rateLimit: { requestsPerSecond: 10_000, burst: 10_000 } })));
+const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, apiKeyLimit: null, rateLimit: { requestsPerSecond: 10_000, burst: 10_000 } })));
 const A = "events-a";
 const B = "events-b";
 const HEARTBEAT_MS = 150;
@@ -70,6 +70,14 @@ async function until<T>(what: string, f: () => T | undefined | false, ms = 15_00
   }
 }
 
+/** A gauge's value on /metrics. */
+async function metric(name: string): Promise<number> {
+  const text = await (await fetch(`${ts.url}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`${name} is not on /metrics`);
+  return Number(line.split(" ")[1]);
+}
+
 async function setUp(project: string) {
   const admin = await ts.token({ projectId: project, role: "admin" });
   await createClient(AccountService, ts.connect(admin)).createAccount({ account: {} });
@@ -108,6 +116,7 @@ describe("WatchAccountEvents", () => {
     for (const s of [...Object.values(streams), onB]) await until("the first heartbeat", () => s.got.length > 0);
     for (const s of Object.values(streams)) expect(s.got[0].kind.case).toBe("heartbeat");
     expect(ts.app.events.watching(A)).toBe(3);
+    expect(await metric("formstate_event_streams")).toBe(4);
 
     const usage = createClient(UsageService, ts.connect(adminA));
     const { spendAlert } = await usage.createSpendAlert({ parent, spendAlert: { threshold: { case: "thresholdMicros", value: 5_000n }, endpointUrl: "http://127.0.0.1:9/hooks", description: "five mills" } });
@@ -117,6 +126,7 @@ describe("WatchAccountEvents", () => {
     for (const [protocol, s] of Object.entries(streams)) {
       const [event] = await until(`the alert over ${protocol}`, () => s.events().length > 0 && s.events());
       expect(event.account, protocol).toBe(parent);
+      expect(event.livemode).toBe(true);
       expect(event.payload.case).toBe("spendAlertFired");
       if (event.payload.case !== "spendAlertFired") continue;
       expect(event.payload.value).toMatchObject({ spendAlert: spendAlert!.name, apiKey: "", period: expect.stringMatching(/^\d{4}-\d{2}$/), threshold: { case: "thresholdMicros", value: 5_000n }, spentMicros: 6_000n, description: "five mills" });
@@ -136,6 +146,7 @@ describe("WatchAccountEvents", () => {
     // Cancelled: no error but the cancel itself, and nothing left watching.
     for (const s of Object.values(streams)) expect(s.state.error?.code ?? Code.Canceled).toBe(Code.Canceled);
     await until("the watchers to go", () => ts.app.events.watching(A) === 0 && ts.app.events.watching(B) === 0);
+    expect(await metric("formstate_event_streams")).toBe(0);
   });
 
   it("streams credits granted, and heartbeats while nothing happens", async () => {
@@ -147,6 +158,7 @@ describe("WatchAccountEvents", () => {
       case: "creditsAdded",
       value: expect.objectContaining({ creditTransaction: granted.creditTransaction!.name, amountMicros: 250_000n, balanceMicros: granted.balanceMicros, reason: "top up" }),
     });
+    expect(event.livemode).toBe(true);
     // A retried grant books nothing and tells nothing.
     await createClient(BillingService, ts.connect(adminA)).addCredits({ parent: `accounts/${A}`, amountMicros: 250_000n, reason: "top up", requestId: "top-1" });
     const before = s.heartbeats();
@@ -168,6 +180,21 @@ describe("WatchAccountEvents", () => {
     const before = test.heartbeats();
     await until("two more heartbeats of the test key's stream", () => test.heartbeats() >= before + 2);
     expect(test.events()).toEqual([]);
+    // A sandbox grant made with a test key: its stream and users' see it (livemode false), a live key's does not.
+    const { secret: testAdmin } = await keys.createApiKey({ parent: `accounts/${A}`, apiKey: { displayName: "test admin", scopes: [Scope.READ, Scope.WRITE, Scope.ADMIN], environment: KeyEnvironment.TEST } });
+    const { secret: liveKey } = await keys.createApiKey({ parent: `accounts/${A}`, apiKey: { displayName: "live watcher", scopes: [Scope.READ] } });
+    const liveKeyStream = watch(keyTransport(liveKey), `accounts/${A}`);
+    await until("the live key's first heartbeat", () => liveKeyStream.got.length > 0);
+    const userEvents = live.events().length;
+    await createClient(BillingService, keyTransport(testAdmin)).addCredits({ parent: `accounts/${A}`, amountMicros: 2_000n, reason: "sandbox grant", requestId: "sandbox-grant-for-test-watcher" });
+    const [sandbox] = await until("the sandbox grant on the test key's stream", () => test.events().length > 0 && test.events());
+    expect(sandbox).toMatchObject({ livemode: false, payload: { case: "creditsAdded", value: { amountMicros: 2_000n } } });
+    await until("the sandbox grant on the user's stream", () => live.events().length > userEvents);
+    const before2 = liveKeyStream.heartbeats();
+    await until("two more heartbeats of the live key's stream", () => liveKeyStream.heartbeats() >= before2 + 2);
+    expect(liveKeyStream.events()).toEqual([]);
+    liveKeyStream.cancel();
+    await liveKeyStream.done;
     // Nor the delivery log of live alerts (the same facts as their events): empty for the test key, as its own mode has none.
     expect((await createClient(UsageService, ts.connect(adminA)).listAlertDeliveries({ parent: `accounts/${A}` })).alertDeliveries.length).toBeGreaterThan(0);
     expect((await createClient(UsageService, keyTransport(secret)).listAlertDeliveries({ parent: `accounts/${A}` })).alertDeliveries).toEqual([]);
@@ -192,6 +219,18 @@ describe("WatchAccountEvents", () => {
     }
     for (const s of streams) s.cancel();
     await Promise.all(streams.map((s) => s.done));
+  });
+
+  it("streams a test-mode project's sandbox credits with livemode false", async () => {
+    const admin = await ts.token({ projectId: "events-sandbox", role: "admin" });
+    await createClient(AccountService, ts.connect(admin)).createAccount({ account: { environment: KeyEnvironment.TEST } });
+    const s = watch(ts.connect(admin), "accounts/events-sandbox");
+    await until("the first heartbeat", () => s.got.length > 0);
+    await createClient(BillingService, ts.connect(admin)).addCredits({ parent: "accounts/events-sandbox", amountMicros: 7_000n, reason: "sandbox", requestId: "sb-1" });
+    const [event] = await until("the sandbox credits", () => s.events().length > 0 && s.events());
+    expect(event).toMatchObject({ livemode: false, payload: { case: "creditsAdded", value: { amountMicros: 7_000n, balanceMicros: 7_000n } } });
+    s.cancel();
+    await s.done;
   });
 
   it("refuses to watch another project's account (NOT_FOUND, as for one that does not exist) and needs the developer role", async () => {
