@@ -1909,7 +1909,8 @@ export type AccountEvent = Message<"formstate.v1.AccountEvent"> & {
   /**
    * False for sandbox money (docs/test-mode.md): a test-mode project's
    * spending, or credits granted to a sandbox ledger; as the webhook's
-   * `livemode`.
+   * `livemode`. Users see events of both modes; an API key only those of
+   * its own environment (a test key never live money).
    *
    * @generated from field: bool livemode = 6;
    */
