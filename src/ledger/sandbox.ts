@@ -85,3 +85,12 @@ export async function sandboxAvailable(db: Db, projectId: string, plan: SandboxP
   const allowance = sandboxAllowance(plan);
   return balance >= allowance ? balance : allowance;
 }
+
+/**
+ * Refuses a test key reading live money that has no sandbox twin (publisher
+ * earnings and payouts: a test-mode project earns nothing, so there is no
+ * test ledger of them to show instead). PERMISSION_DENIED `TEST_MODE_KEY`.
+ */
+export function requireLiveReader(caller: EnvironmentCaller, what: string): void {
+  if (!caller.testProject && callerEnvironment(caller) === "test") throw permissionDenied(`a test API key cannot read ${what}: they are live money; use a live key or sign in`, "TEST_MODE_KEY");
+}

@@ -221,6 +221,11 @@ describe("test mode", () => {
       /test API key cannot link a payout account/,
     );
     expect(await ts.app.database.db.selectFrom("payout_account").select("project_id").where("project_id", "=", "tm-billing").execute()).toEqual([]);
+    // Nor does it read the live earnings and payouts (there is no sandbox twin of them to show instead).
+    await expectCode(p.test.billing.getPublisherEarnings({ parent: "accounts/tm-billing" }), Code.PermissionDenied, /test API key cannot read publisher earnings/);
+    await expectCode(p.test.billing.listPayouts({ parent: "accounts/tm-billing" }), Code.PermissionDenied, /test API key cannot read payouts/);
+    expect((await p.live.billing.getPublisherEarnings({ parent: "accounts/tm-billing" })).total?.usageCount ?? 0n).toBe(0n);
+    expect((await p.admin.billing.listPayouts({ parent: "accounts/tm-billing" })).payouts).toEqual([]);
   });
 
   it("usage is attributed only to a key of the caller's environment", async () => {

@@ -1372,7 +1372,9 @@ export const BillingService: GenService<{
    *
    * Earnings of a publisher project over a range: totals, and one line per
    * resource (model or agent) that earned, plus the balance not yet paid out.
-   * Access: developer role, read-scope key.
+   * Access: developer role, read-scope key (a live key: earnings are live
+   * money, and a test key of a live project answers PERMISSION_DENIED
+   * TEST_MODE_KEY).
    * Errors: NOT_FOUND (unknown account, or another project's).
    *
    * @generated from rpc formstate.v1.BillingService.GetPublisherEarnings
@@ -1400,7 +1402,8 @@ export const BillingService: GenService<{
   },
   /**
    * Lists the project's payouts, newest first.
-   * Access: developer role, read-scope key.
+   * Access: developer role, read-scope key (a live key, as for
+   * GetPublisherEarnings).
    *
    * @generated from rpc formstate.v1.BillingService.ListPayouts
    */
