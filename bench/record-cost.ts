@@ -52,17 +52,17 @@ try {
     await run(); // warm-up round (JIT, statement cache)
     const s0 = sqliteStatementsRun();
     const c0 = process.cpuUsage();
-    const tx0 = app.usage.commits.stats().transactions;
+    const st0 = app.usage.commits.stats();
     await run();
     const cpu = process.cpuUsage(c0);
     const statements = sqliteStatementsRun() - s0;
-    const transactions = app.usage.commits.stats().transactions - tx0;
-    console.log(`| ${name} | ${(statements / N).toFixed(2)} | ${((cpu.user + cpu.system) / N).toFixed(0)} | ${transactions} |`);
+    const st = app.usage.commits.stats();
+    console.log(`| ${name} | ${(statements / N).toFixed(2)} | ${((cpu.user + cpu.system) / N).toFixed(0)} | ${st.transactions - st0.transactions} | ${st.setUnits - st0.setUnits} | ${st.setFallbacks - st0.setFallbacks} |`);
   };
 
   console.log(`record-cost, ${N} records per row, node ${process.version}, ${new Date().toISOString()}`);
-  console.log("| row | statements per record | CPU µs per record | transactions |");
-  console.log("|---|---:|---:|---:|");
+  console.log("| row | statements per record | CPU µs per record | transactions | records decided set-based | runs handed back per-unit |");
+  console.log("|---|---:|---:|---:|---:|---:|");
   await measure("RecordUsage one at a time", async () => {
     for (let i = 0; i < N; i++) await app.usage.record(caller, "accounts/demo", input());
   });

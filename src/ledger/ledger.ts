@@ -105,6 +105,65 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
   return { row, duplicate: false };
 }
 
+// ---- set-based booking (src/usage/record-set.ts): entries decided in memory, written together ----
+
+/** The highest seq of a project's ledger (0 when empty): a set writer numbers its entries after it. */
+export async function lastSeq(tx: Db, projectId: string, environment: Environment): Promise<number> {
+  const r = await tx
+    .selectFrom("credit_transaction")
+    .select((eb) => eb.fn.max("seq").as("seq"))
+    .where("project_id", "=", projectId)
+    .where("environment", "=", environment)
+    .executeTakeFirst();
+  return Number(r?.seq ?? 0);
+}
+
+/** The entry `book` would append after `balanceBefore` and `previousSeq` (nothing written). */
+export function entryRow(entry: LedgerEntry, previousSeq: number, balanceAfter: Micros, now: number): LedgerRow {
+  return {
+    tx_id: newId(),
+    project_id: entry.projectId,
+    environment: entry.environment ?? "live",
+    seq: previousSeq + 1,
+    kind: entry.kind,
+    amount_micros: entry.amountMicros,
+    balance_after_micros: balanceAfter,
+    idempotency_key: entry.idempotencyKey,
+    description: entry.description ?? "",
+    usage_record_id: entry.usageRecordId ?? null,
+    authorization_id: entry.authorizationId ?? null,
+    actor: entry.actor ?? "",
+    create_time: now,
+  };
+}
+
+/** A ledger's balance change from a committed set of entries. */
+export interface BalanceDelta {
+  projectId: string;
+  environment: Environment;
+  amountMicros: Micros;
+  /** The last entry's time (the account's update_time). */
+  now: number;
+}
+
+/**
+ * Appends entries decided in memory (numbered by `entryRow` after `lastSeq`)
+ * and moves each ledger's balance once by its sum: the set-based `book`.
+ * The one place a set writer changes balances (a balance cache hooks here).
+ */
+export async function bookAll(tx: Db, rows: LedgerRow[], deltas: BalanceDelta[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) await tx.insertInto("credit_transaction").values(rows.slice(i, i + INSERT_CHUNK)).execute();
+  for (const d of deltas) {
+    const update = tx.updateTable("account").where("project_id", "=", d.projectId);
+    if (d.environment === "test") await update.set((eb) => ({ test_credit_balance_micros: eb("test_credit_balance_micros", "+", d.amountMicros), update_time: d.now })).execute();
+    else await update.set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", d.amountMicros), update_time: d.now })).execute();
+  }
+  for (const r of rows) countBooked(r.amount_micros);
+}
+
+/** Rows per multi-row INSERT (well under SQLite's and PostgreSQL's bound-parameter limits). */
+const INSERT_CHUNK = 500;
+
 /** The sum of a project's ledger (for audits and tests: it must equal that ledger's balance). */
 export async function ledgerSum(db: Db, projectId: string, environment: Environment = "live"): Promise<Micros> {
   const r = await db
