@@ -125,6 +125,8 @@ export class Usage {
   readonly commits: GroupCommit;
   /** Decides and writes runs of concurrent records together (record-set.ts; SQLite only). */
   private readonly recordSet: RecordSet;
+  /** False: every record takes the per-unit path (a test compares the two; record-set.property.test.ts). */
+  setBased = true;
 
   constructor(private readonly deps: UsageDeps) {
     this.commits = createGroupCommit(deps.database, { onSetFallback: (err) => deps.log.debug({ err }, "usage records of a group commit decided one by one") });
@@ -199,7 +201,7 @@ export class Usage {
     const unit = this.recordOne(caller, projectId, plan, input, now, namespace, env, hash);
     // The common case (no hold to settle, no wallet budget) may be decided with its neighbours and written set-based
     // (record-set.ts); `unit` stays its exact per-unit path. SQLite only (see record-set.ts).
-    if (this.deps.database.dialect === "sqlite" && !input.authorization && !(caller.kind === "user" && caller.wallet?.budget)) {
+    if (this.setBased && this.deps.database.dialect === "sqlite" && !input.authorization && !(caller.kind === "user" && caller.wallet?.budget)) {
       return setUnit(unit, this.recordSet, { caller, projectId, plan, input, now, env, namespace, hash });
     }
     return unit;
