@@ -16,6 +16,7 @@
  */
 import type { Selectable } from "kysely";
 import type { Db } from "../db/database.js";
+import { prepared } from "../db/prepared.js";
 import { newId } from "../ids.js";
 import * as ledger from "../ledger/ledger.js";
 import type { LedgerRow } from "../ledger/ledger.js";
@@ -71,9 +72,10 @@ async function enqueueMeterEvent(tx: Db, debit: LedgerRow, usageRecordId: string
 
 /** The project's Stripe customer, if it has one (usage is reported only then). */
 export async function stripeCustomerOf(tx: Db, projectId: string): Promise<string | undefined> {
-  const row = await tx.selectFrom("billing_customer").select("stripe_customer_id").where("project_id", "=", projectId).executeTakeFirst();
-  return row?.stripe_customer_id;
+  return (await customerQuery(tx, projectId))[0]?.stripe_customer_id;
 }
+
+const customerQuery = prepared((tx, projectId: string) => tx.selectFrom("billing_customer").select("stripe_customer_id").where("project_id", "=", projectId));
 
 /** The outbox row reporting `value` of a usage debit to `customer`. */
 export function meterEventRow(debit: { project_id: string; create_time: number }, usageRecordId: string, customer: string, value: number, occurTime: number): OutboxRow {

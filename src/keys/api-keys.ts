@@ -18,6 +18,7 @@ import {
 } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
+import { prepared } from "../db/prepared.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
@@ -611,7 +612,7 @@ export class ApiKeys {
   /** Adds spend to keys, one statement per key (`deltas` already holds each key's parents' share, as `spendChain` lists them). */
   async addSpends(tx: Db, deltas: Map<string, number>): Promise<void> {
     for (const [id, amount] of deltas) {
-      if (amount !== 0) await tx.updateTable("api_key").set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) })).where("key_id", "=", id).execute();
+      if (amount !== 0) await addSpendQuery(tx, id, amount);
     }
   }
 
@@ -736,3 +737,6 @@ function actorOf(caller: KeyCaller): { kind: string; id: string } {
   return { kind: caller.kind, id: caller.subject };
 }
 
+
+/** Prepared (src/db/prepared.ts): a set-based commit's spend update of one key. */
+const addSpendQuery = prepared((tx: Db, keyId: string, amount: number) => tx.updateTable("api_key").set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) })).where("key_id", "=", keyId));

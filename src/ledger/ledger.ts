@@ -14,6 +14,7 @@
 import { countBooked } from "./ledger-metrics.js";
 import { type Selectable, sql } from "kysely";
 import type { Db } from "../db/database.js";
+import { prepared, preparedInsert } from "../db/prepared.js";
 import { newId } from "../ids.js";
 import type { CreditTransactionTable } from "./credit-transaction-table.js";
 import type { Micros } from "./micros.js";
@@ -40,20 +41,30 @@ export interface LedgerEntry {
 
 /** The project's balance in one ledger (inside a transaction when it guards a write). */
 export async function balanceOf(tx: Db, projectId: string, environment: Environment = "live"): Promise<Micros> {
-  const r = await tx.selectFrom("account").select(["credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId).executeTakeFirst();
+  const [r] = await balancesQuery(tx, projectId);
   return (environment === "test" ? r?.test_credit_balance_micros : r?.credit_balance_micros) ?? 0;
 }
 
 /** An entry already booked under this idempotency key in this ledger, if any. */
-export function findByIdempotencyKey(tx: Db, projectId: string, key: string, environment: Environment = "live"): Promise<LedgerRow | undefined> {
-  return tx
-    .selectFrom("credit_transaction")
-    .selectAll()
-    .where("project_id", "=", projectId)
-    .where("environment", "=", environment)
-    .where("idempotency_key", "=", key)
-    .executeTakeFirst();
+export async function findByIdempotencyKey(tx: Db, projectId: string, key: string, environment: Environment = "live"): Promise<LedgerRow | undefined> {
+  return (await byKeyQuery(tx, projectId, environment, key))[0];
 }
+
+// Prepared (src/db/prepared.ts): read on every booking and every metered record.
+const balancesQuery = prepared((tx, projectId: string) => tx.selectFrom("account").select(["credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId));
+const byKeyQuery = prepared((tx, projectId: string, environment: string, key: string) =>
+  tx.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId).where("environment", "=", environment).where("idempotency_key", "=", key),
+);
+const lastSeqQuery = prepared((tx, projectId: string, environment: string) =>
+  tx.selectFrom("credit_transaction").select((eb) => eb.fn.max("seq").as("seq")).where("project_id", "=", projectId).where("environment", "=", environment),
+);
+const insertEntries = preparedInsert("credit_transaction");
+const moveLive = prepared((tx, projectId: string, amount: Micros, now: number) =>
+  tx.updateTable("account").set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", amount), update_time: now })).where("project_id", "=", projectId),
+);
+const moveTest = prepared((tx, projectId: string, amount: Micros, now: number) =>
+  tx.updateTable("account").set((eb) => ({ test_credit_balance_micros: eb("test_credit_balance_micros", "+", amount), update_time: now })).where("project_id", "=", projectId),
+);
 
 /**
  * Books an entry (inside a write transaction): moves the balance and appends
@@ -109,12 +120,7 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
 
 /** The highest seq of a project's ledger (0 when empty): a set writer numbers its entries after it. */
 export async function lastSeq(tx: Db, projectId: string, environment: Environment): Promise<number> {
-  const r = await tx
-    .selectFrom("credit_transaction")
-    .select((eb) => eb.fn.max("seq").as("seq"))
-    .where("project_id", "=", projectId)
-    .where("environment", "=", environment)
-    .executeTakeFirst();
+  const [r] = await lastSeqQuery(tx, projectId, environment);
   return Number(r?.seq ?? 0);
 }
 
@@ -152,12 +158,8 @@ export interface BalanceDelta {
  * The one place a set writer changes balances (a balance cache hooks here).
  */
 export async function bookAll(tx: Db, rows: LedgerRow[], deltas: BalanceDelta[]): Promise<void> {
-  for (let i = 0; i < rows.length; i += INSERT_CHUNK) await tx.insertInto("credit_transaction").values(rows.slice(i, i + INSERT_CHUNK)).execute();
-  for (const d of deltas) {
-    const update = tx.updateTable("account").where("project_id", "=", d.projectId);
-    if (d.environment === "test") await update.set((eb) => ({ test_credit_balance_micros: eb("test_credit_balance_micros", "+", d.amountMicros), update_time: d.now })).execute();
-    else await update.set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", d.amountMicros), update_time: d.now })).execute();
-  }
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insertEntries(tx, rows.slice(i, i + INSERT_CHUNK));
+  for (const d of deltas) await (d.environment === "test" ? moveTest : moveLive)(tx, d.projectId, d.amountMicros, d.now);
   for (const r of rows) countBooked(r.amount_micros);
 }
 

@@ -31,6 +31,7 @@
 import { ConnectError } from "@connectrpc/connect";
 import type { Db } from "../db/database.js";
 import type { Outcome, SetWriter } from "../db/group-commit.js";
+import { prepared, preparedInsert } from "../db/prepared.js";
 import { invalidArgument, notFound } from "../errors.js";
 import { newId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
@@ -85,6 +86,17 @@ interface LedgerState {
 
 const CHUNK = 500;
 
+// Prepared (src/db/prepared.ts): the statements of a run of one project and one record, the common case at low load.
+const dueQuery = prepared((tx, projectId: string, now: number) =>
+  tx.selectFrom("usage_authorization").select("auth_id").where("project_id", "=", projectId).where("state", "=", "held").where("expire_time", "<=", now).limit(1),
+);
+const accountQuery = prepared((tx, projectId: string) => tx.selectFrom("account").select(["project_id", "credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId));
+const replayQuery = prepared((tx, projectId: string, env: string, namespace: string, requestId: string) =>
+  tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("request_namespace", "=", namespace).where("request_id", "=", requestId),
+);
+const insertRecords = preparedInsert("usage_record");
+const insertOutbox = preparedInsert("meter_outbox");
+
 export class RecordSet implements SetWriter<RecordItem, RecordResult> {
   constructor(private readonly deps: RecordSetDeps) {}
 
@@ -92,20 +104,19 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
     const { usage, keys, clock } = this.deps;
     const t = clock.now();
     const projectIds = [...new Set(items.map((i) => i.projectId))];
-    const due = await tx
-      .selectFrom("usage_authorization")
-      .select("auth_id")
-      .where("project_id", "in", projectIds)
-      .where("state", "=", "held")
-      .where("expire_time", "<=", t)
-      .limit(1)
-      .executeTakeFirst();
+    const due =
+      projectIds.length === 1
+        ? (await dueQuery(tx, projectIds[0], t))[0]
+        : await tx.selectFrom("usage_authorization").select("auth_id").where("project_id", "in", projectIds).where("state", "=", "held").where("expire_time", "<=", t).limit(1).executeTakeFirst();
     if (due) throw new HoldsDue("holds due to expire: the per-unit path returns them");
 
     const stored = await this.storedRecords(tx, items);
     const accounts = new Map<string, { live: Micros; test: Micros }>();
     for (let i = 0; i < projectIds.length; i += CHUNK) {
-      const rows = await tx.selectFrom("account").select(["project_id", "credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "in", projectIds.slice(i, i + CHUNK)).execute();
+      const rows =
+        projectIds.length === 1
+          ? await accountQuery(tx, projectIds[0])
+          : await tx.selectFrom("account").select(["project_id", "credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "in", projectIds.slice(i, i + CHUNK)).execute();
       for (const r of rows) accounts.set(r.project_id, { live: r.credit_balance_micros, test: r.test_credit_balance_micros });
     }
 
@@ -257,11 +268,11 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
     }
 
     if (records.length === 0) return outcomes;
-    for (let i = 0; i < records.length; i += CHUNK) await tx.insertInto("usage_record").values(records.slice(i, i + CHUNK)).execute();
+    for (let i = 0; i < records.length; i += CHUNK) await insertRecords(tx, records.slice(i, i + CHUNK));
     const deltas: ledger.BalanceDelta[] = [];
     for (const l of ledgers.values()) if (l.seq !== undefined) deltas.push({ projectId: l.projectId, environment: l.env, amountMicros: l.moved, now: l.lastTime });
     await ledger.bookAll(tx, entries, deltas);
-    for (let i = 0; i < outbox.length; i += CHUNK) await tx.insertInto("meter_outbox").values(outbox.slice(i, i + CHUNK)).execute();
+    for (let i = 0; i < outbox.length; i += CHUNK) await insertOutbox(tx, outbox.slice(i, i + CHUNK));
     await keys.addSpends(tx, spend);
     await rollUpRecords(tx, records);
     const marketplace = this.deps.marketplace;
@@ -283,7 +294,10 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
     for (const g of groups.values()) {
       const ids = [...g.ids];
       for (let i = 0; i < ids.length; i += CHUNK) {
-        const rows = await tx
+        const rows =
+          ids.length === 1
+            ? await replayQuery(tx, g.projectId, g.env, g.namespace, ids[0])
+            : await tx
           .selectFrom("usage_record")
           .selectAll()
           .where("project_id", "=", g.projectId)

@@ -12,6 +12,9 @@
  * Live and test (sandbox) usage keep separate lines: a report reads one.
  */
 import type { Db } from "../db/database.js";
+import { preparedInsert } from "../db/prepared.js";
+import type { DatabaseSchema } from "../db/schema.js";
+import type { InsertQueryBuilder, InsertResult } from "kysely";
 import { HOUR_MS, floorTo } from "./period.js";
 
 export type LineKind = "model" | "agent" | "agent_model";
@@ -129,10 +132,12 @@ export async function rollUpRecords(tx: Db, records: RolledRecord[]): Promise<vo
     }
   }
   const all = [...rows.values()];
-  for (let i = 0; i < all.length; i += 500) {
-    await tx
-      .insertInto("usage_rollup")
-      .values(all.slice(i, i + 500))
+  for (let i = 0; i < all.length; i += 500) await upsertRollups(tx, all.slice(i, i + 500));
+}
+
+/** Prepared per row count (src/db/prepared.ts): adds to existing rollup rows. */
+const upsertRollups = preparedInsert("usage_rollup", (q) =>
+  (q as unknown as InsertQueryBuilder<DatabaseSchema, "usage_rollup", InsertResult>)
       .onConflict((oc) =>
         oc.columns(["project_id", "environment", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
           input_tokens: eb("usage_rollup.input_tokens", "+", eb.ref("excluded.input_tokens")),
@@ -141,10 +146,8 @@ export async function rollUpRecords(tx: Db, records: RolledRecord[]): Promise<vo
           cost_micros: eb("usage_rollup.cost_micros", "+", eb.ref("excluded.cost_micros")),
           token_cost_micros: eb("usage_rollup.token_cost_micros", "+", eb.ref("excluded.token_cost_micros")),
         })),
-      )
-      .execute();
-  }
-}
+      ),
+);
 
 /** Raw records of [start, end) grouped for linesOf (the partial hours at a range's edges). */
 export async function recordGroups(db: Db, projectId: string, start: number, end: number, environment = "live"): Promise<RecordGroup[]> {

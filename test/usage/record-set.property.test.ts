@@ -33,6 +33,7 @@ let ts: TestServer;
 let fake: FakeStripe;
 serverWithFakeStripe(plans, (s) => ({ ts, fake } = s));
 const sqlite = !process.env.DATABASE_URL?.startsWith("postgres");
+if (!sqlite) console.warn("record-set.property: SQLite only (on PostgreSQL every record takes the per-unit path), runs in `npm test`");
 
 type Caller = "live" | "capped" | "child" | "test";
 interface Op {
