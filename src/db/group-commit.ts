@@ -8,6 +8,12 @@
  * so each sees the writes of the units before it (idempotency checks and
  * ledger balances stay exact).
  *
+ * On SQLite all units share one queue (one writer, commits serialised
+ * anyway). On PostgreSQL units are grouped per scope (project): the scope's
+ * writers are serialised by its advisory lock across instances, so sharing a
+ * transaction costs no parallelism and saves a lock handoff and a WAL flush
+ * per unit; unscoped units run as plain transactions.
+ *
  * Set-based units: a unit made by `setUnit` also carries an item for a
  * `SetWriter`. Consecutive units of one writer in a batch (a "run") are given
  * to the writer together: it decides them in memory in arrival order, each as
@@ -16,10 +22,6 @@
  * savepoint; if the writer throws, the run is rolled back and each unit runs
  * its own per-unit function instead, so a set path can hand any case it does
  * not model back to the exact per-unit path.
- *
- * Only for SQLite (one writer, commits serialised anyway). On other dialects
- * `run` is a plain transaction per unit: the database has its own concurrency
- * (and set writers are not used: each unit runs its per-unit function).
  */
 import { sql } from "kysely";
 import type { Database, Db, TransactionOptions } from "./database.js";
@@ -33,11 +35,11 @@ export interface GroupCommit {
   run<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
    * Runs `fns` in this order, each as a unit of its own (one failing fails alone), and resolves with every
-   * outcome once all are committed. On SQLite they join the shared queue back to back; elsewhere they run in
-   * one transaction, each in its own savepoint (a batch ingest pays one commit, not one per item).
+   * outcome once all are committed. They join their lane's queue back to back (a batch ingest pays one commit
+   * per batch of units, not one per item); unscoped on PostgreSQL, they run in one transaction of their own.
    */
   runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions): Promise<Outcome<T>[]>;
-  /** Transactions committed, units run, and units decided by a set writer so far (for tests and the bench). */
+  /** Transactions committed, units run, units decided by a set writer, and runs it handed back (for tests and the bench). */
   stats(): { transactions: number; units: number; setUnits: number; setFallbacks: number };
 }
 
@@ -79,89 +81,87 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
   let units = 0;
   let setUnits = 0;
   let setFallbacks = 0;
-  if (database.dialect !== "sqlite") {
-    return {
-      run: (fn, options) => database.transaction(fn, options).finally(() => (transactions++, units++)),
-      async runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions) {
-        const out = await database.transaction(async (tx) => {
-          const res: Outcome<T>[] = [];
-          for (const fn of fns) res.push((await runUnit(tx, { fn, resolve() {}, reject() {} })) as Outcome<T>);
-          return res;
-        }, options);
-        transactions++;
-        units += fns.length;
-        return out;
-      },
-      stats: () => ({ transactions, units, setUnits, setFallbacks }),
-    };
-  }
   const maxBatch = opts.maxBatch ?? 256;
-  let queue: Unit[] = [];
-  let running = false;
+  // One lane per set of writers that commit one at a time anyway: on SQLite all of them (one writer), on
+  // PostgreSQL each scope (a project's advisory lock serialises its writers across instances, and every
+  // commit waits for its WAL flush, so a busy project paid one lock handoff and one flush per call).
+  const sqlite = database.dialect === "sqlite";
+  const lanes = new Map<string, Unit[]>();
 
-  async function flush(): Promise<void> {
-    running = true;
-    try {
-      while (queue.length > 0) {
-        const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
-        queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
-        let outcomes: Outcome[];
-        try {
-          outcomes = await database.transaction(async (tx) => {
-            const out: Outcome[] = [];
-            for (let i = 0; i < batch.length; ) {
-              const writer = batch[i].fn.set?.writer;
-              if (!writer) {
-                out.push(await runUnit(tx, batch[i++]));
-                continue;
-              }
-              let j = i + 1;
-              while (j < batch.length && batch[j].fn.set?.writer === writer) j++;
-              const r = await runSet(tx, writer, batch.slice(i, j), opts.onSetFallback);
-              if (r.fellBack) setFallbacks++;
-              else setUnits += j - i;
-              for (const o of r.outcomes) out.push(o);
-              i = j;
+  async function flush(key: string, options: TransactionOptions | undefined): Promise<void> {
+    for (let queue = lanes.get(key); queue && queue.length > 0; queue = lanes.get(key)) {
+      const batch = queue.splice(0, maxBatch);
+      let outcomes: Outcome[];
+      try {
+        outcomes = await database.transaction(async (tx) => {
+          const out: Outcome[] = [];
+          for (let i = 0; i < batch.length; ) {
+            const writer = batch[i].fn.set?.writer;
+            if (!writer) {
+              out.push(await runUnit(tx, batch[i++]));
+              continue;
             }
-            return out;
-          });
-        } catch (err) {
-          // The shared transaction itself failed (COMMIT, or a savepoint that could not roll back): nothing in it is durable.
-          for (const unit of batch) unit.reject(err);
-          continue;
-        }
-        transactions++;
-        units += batch.length;
-        for (let i = 0; i < batch.length; i++) {
-          const o = outcomes[i];
-          if (o.ok) batch[i].resolve(o.value);
-          else batch[i].reject(o.error);
-        }
+            let j = i + 1;
+            while (j < batch.length && batch[j].fn.set?.writer === writer) j++;
+            const r = await runSet(tx, writer, batch.slice(i, j), opts.onSetFallback);
+            if (r.fellBack) setFallbacks++;
+            else setUnits += j - i;
+            for (const o of r.outcomes) out.push(o);
+            i = j;
+          }
+          return out;
+        }, options);
+      } catch (err) {
+        // The shared transaction itself failed (COMMIT, or a savepoint that could not roll back): nothing in it is durable.
+        for (const unit of batch) unit.reject(err);
+        continue;
       }
-    } finally {
-      running = false;
+      transactions++;
+      units += batch.length;
+      for (let i = 0; i < batch.length; i++) {
+        const o = outcomes[i];
+        if (o.ok) batch[i].resolve(o.value);
+        else batch[i].reject(o.error);
+      }
     }
+    lanes.delete(key);
   }
 
-  function run<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
+  function run<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    // Unscoped PostgreSQL writers take the store's write lock exclusively: nothing to share it with.
+    if (!sqlite && options?.scope === undefined) return database.transaction(fn, options).finally(() => (transactions++, units++));
+    const key = sqlite ? "" : options!.scope!;
     return new Promise<T>((resolve, reject) => {
-      queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      const unit = { fn, resolve: resolve as (v: unknown) => void, reject };
+      const queue = lanes.get(key);
+      if (queue) {
+        queue.push(unit);
+        return;
+      }
+      lanes.set(key, [unit]);
       // Wait one turn of the event loop before the first transaction so calls arriving together share it;
       // while a transaction runs, arrivals queue up for the next one by themselves.
-      if (!running) {
-        running = true;
-        setImmediate(() => void flush());
-      }
+      setImmediate(() => void flush(key, options));
     });
   }
 
   return {
     run,
-    runAll<T>(fns: ((tx: Db) => Promise<T>)[]): Promise<Outcome<T>[]> {
+    runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions): Promise<Outcome<T>[]> {
+      if (!sqlite && options?.scope === undefined) {
+        return database.transaction(async (tx) => {
+          const res: Outcome<T>[] = [];
+          for (const fn of fns) res.push((await runUnit(tx, { fn, resolve() {}, reject() {} })) as Outcome<T>);
+          return res;
+        }, options).finally(() => {
+          transactions++;
+          units += fns.length;
+        });
+      }
       // Enqueued back to back in one turn: the flush keeps queue order, so they are decided in this order.
       return Promise.all(
         fns.map((fn) =>
-          run(fn).then(
+          run(fn, options).then(
             (value): Outcome<T> => ({ ok: true, value }),
             (error: unknown): Outcome<T> => ({ ok: false, error }),
           ),
@@ -175,9 +175,8 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
 /** A run of set units inside one savepoint; if the writer throws, the run is rolled back and each unit runs alone. */
 async function runSet(tx: Db, writer: SetWriter<unknown, unknown>, run: Unit[], onFallback?: (err: unknown) => void): Promise<{ outcomes: Outcome[]; fellBack: boolean }> {
   await sql`SAVEPOINT group_set`.execute(tx);
-  let outcomes: Outcome[];
   try {
-    outcomes = await writer.apply(tx, run.map((u) => u.fn.set!.item));
+    const outcomes = await writer.apply(tx, run.map((u) => u.fn.set!.item));
     if (outcomes.length !== run.length) throw new Error(`set writer answered ${outcomes.length} of ${run.length} items`);
     await sql`RELEASE group_set`.execute(tx);
     return { outcomes, fellBack: false };

@@ -5,7 +5,8 @@
  *   split by the rule of split.ts (gross = publisher + platform fee),
  *   booked with the consumer's debit; keyed by the usage record, so a
  *   record earns at most once. Usage of a project's own resources, of
- *   platform-wide models, and test-mode (sandbox) usage earns nothing.
+ *   platform-wide models, and test-mode (sandbox) usage earns nothing; nor
+ *   does a test-mode project's resource (it never receives real money).
  * - `clawback`: part of an earning taken back because the consumer's
  *   payment was refunded or disputed (negative gross, amount and fee).
  * - `payout` / `payout_reversal`: money sent to the publisher's Stripe
@@ -30,7 +31,8 @@ export interface Publisher {
 
 /** What earnings need from the catalog. */
 export interface Publishers {
-  agent(db: Db, name: string): Promise<Publisher | undefined>;
+  /** The agent `name` of `ownerProject` (agents are keyed by owner and id); null = an owner unknown (undefined back). */
+  agent(db: Db, name: string, ownerProject: string | null): Promise<Publisher | undefined>;
   model(db: Db, name: string): Promise<Publisher | undefined>;
 }
 
@@ -41,6 +43,8 @@ export interface ChargedUsage {
   kind: string;
   model: string | null;
   agent: string | null;
+  /** The owner of the charged agent (agent usage). */
+  agent_owner?: string | null;
   cost_micros: number;
   invocation_price: number;
   /** live or test; test-mode (sandbox) usage moves no real money, so it earns nothing. */
@@ -82,9 +86,10 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
   if (r.environment === "test") return booked;
   for (const p of parts(r)) {
     if (p.gross <= 0) continue;
-    const pub = p.part === "agent" ? await publishers.agent(tx, p.resource) : await publishers.model(tx, p.resource);
+    const pub = p.part === "agent" ? await publishers.agent(tx, p.resource, r.agent_owner ?? null) : await publishers.model(tx, p.resource);
     // Platform-wide resources have no publisher; a project's use of its own earns it nothing.
     if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
+    if (await isTestProject(tx, pub.ownerProject)) continue;
     const s = split(p.gross, pub.shareBps);
     const entry: NewEntry = {
       publisher_project: pub.ownerProject,
@@ -105,6 +110,12 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
   return booked;
 }
 
+/** Whether a project is in test mode (docs/test-mode.md): it earns and is paid nothing real. */
+async function isTestProject(db: Db, projectId: string): Promise<boolean> {
+  const row = await db.selectFrom("account").select("environment").where("project_id", "=", projectId).executeTakeFirst();
+  return row?.environment === "test";
+}
+
 /**
  * The earnings of many usage records (a set-based commit): the same entries
  * `bookUsageEarnings` books one record at a time, each resource's publisher
@@ -112,16 +123,21 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
  */
 export async function bookUsagesEarnings(tx: Db, publishers: Publishers, records: ChargedUsage[], now: number): Promise<NewEntry[]> {
   const lookups = new Map<string, Promise<Publisher | undefined>>();
+  const testProjects = new Map<string, Promise<boolean>>();
   const entries: NewEntry[] = [];
   for (const r of records) {
     if (r.environment === "test") continue;
     for (const p of parts(r)) {
       if (p.gross <= 0) continue;
-      const key = `${p.part}:${p.resource}`;
+      const owner = r.agent_owner ?? null;
+      const key = p.part === "agent" ? `agent:${owner}:${p.resource}` : `model:${p.resource}`;
       let lookup = lookups.get(key);
-      if (!lookup) lookups.set(key, (lookup = p.part === "agent" ? publishers.agent(tx, p.resource) : publishers.model(tx, p.resource)));
+      if (!lookup) lookups.set(key, (lookup = p.part === "agent" ? publishers.agent(tx, p.resource, owner) : publishers.model(tx, p.resource)));
       const pub = await lookup;
       if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
+      let test = testProjects.get(pub.ownerProject);
+      if (!test) testProjects.set(pub.ownerProject, (test = isTestProject(tx, pub.ownerProject)));
+      if (await test) continue;
       const s = split(p.gross, pub.shareBps);
       entries.push({
         publisher_project: pub.ownerProject,

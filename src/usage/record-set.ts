@@ -130,8 +130,8 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
     const prices: PriceBook = {
       modelPrice: (db, p, m) => once(`mp\0${p}\0${m}`, () => this.deps.prices.modelPrice(db, p, m)),
       modelPriceAt: (db, p, m, at) => once(`mpa\0${p}\0${m}\0${at}`, () => this.deps.prices.modelPriceAt(db, p, m, at)),
-      agentPrice: (db, p, a) => once(`ap\0${p}\0${a}`, () => this.deps.prices.agentPrice(db, p, a)),
-      agentPriceAt: (db, p, a, at) => once(`apa\0${p}\0${a}\0${at}`, () => this.deps.prices.agentPriceAt(db, p, a, at)),
+      agentPrice: (db, p, a, via) => once(`ap\0${p}\0${a}\0${via}`, () => this.deps.prices.agentPrice(db, p, a, via)),
+      agentPriceAt: (db, p, a, at, via) => once(`apa\0${p}\0${a}\0${at}\0${via}`, () => this.deps.prices.agentPriceAt(db, p, a, at, via)),
       hireStatus: (db, p, a) => this.deps.prices.hireStatus(db, p, a),
     };
     const metering: Pick<ApiKeys, "forMetering"> = { forMetering: (db, p, k) => once(`km\0${p}\0${k}`, () => keys.forMetering(db, p, k)) };
@@ -189,13 +189,13 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
         }
         const account = accounts.get(projectId);
         if (!account) throw notFound(`account "${accountName(projectId)}"`);
-        const priced = await usage.price(tx, caller, projectId, input.usage, input.occurTime, prices);
+        const priced = await usage.price(tx, caller, projectId, input.usage, input.occurTime, input.invocation, prices);
         const keyId = await usage.attributedKey(tx, caller, projectId, input.apiKey, input.usage, metering);
         const l = await ledgerOf(item, env === "test" ? account.test : account.live);
         // Funds, as requireFunds sees them: after this month's grant (the per-unit path books it, then checks).
         const grant = l.grantPending ? (env === "test" ? sandboxTopUp(projectId, l.balance, plan, t) : planCreditsEntry(projectId, plan, t)) : undefined;
         const available = grant ? addMicros(l.balance, grant.amountMicros) : l.balance;
-        if (!plan.overdraftAllowed && available < priced.cost) throw usage.creditsExhausted(plan, comparableMicros(available), priced.cost, projectId);
+        if (!plan.overdraftAllowed && available < priced.cost) throw usage.creditsExhausted(plan, comparableMicros(available), priced.cost, projectId, env);
         const chain = keyId ? await chainOf(keyId) : [];
         for (const k of chain) {
           if (k.cap !== null && k.spent + priced.cost > k.cap) throw usage.spendCapReached({ keyName: k.keyName, cap: k.cap, spent: k.spent }, priced.cost);
@@ -240,6 +240,7 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
           kind: input.usage.kind,
           model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
           agent: input.usage.kind === "agent" ? priced.subject : null,
+          agent_owner: priced.agentOwner ?? null,
           operation: input.usage.kind === "agent" ? input.usage.operation : null,
           input_tokens: input.usage.inputTokens ?? 0,
           output_tokens: input.usage.outputTokens ?? 0,
