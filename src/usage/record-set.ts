@@ -22,11 +22,12 @@
  * in a project of the run, and any unexpected error. Items that settle an
  * authorization or spend a wallet budget are never sent here (usage.ts).
  *
- * Used on SQLite only: there the whole run shares one transaction and one
- * writer, which is what makes deciding in memory exact and what it saves
- * (statements, each a synchronous call). On PostgreSQL units run in parallel
- * per project in their own transactions (group-commit.ts), and keep the
- * per-unit path.
+ * Deciding in memory is exact because a run's transaction is the only
+ * writer of what it reads: on SQLite the one write lock (BEGIN IMMEDIATE), on
+ * PostgreSQL the project's advisory lock (a lane of the group commit is one
+ * project, and every writer of a project's ledger, keys and holds takes its
+ * scope's or the store's lock: postgres.ts). On SQLite each saved statement
+ * is a synchronous call; on PostgreSQL a round trip.
  */
 import { ConnectError } from "@connectrpc/connect";
 import type { Db } from "../db/database.js";

@@ -128,7 +128,7 @@ export class Usage {
   private sweeper?: NodeJS.Timeout;
   /** Usage records are the hot write: concurrent ones share a commit (SQLite; a plain transaction elsewhere). */
   readonly commits: GroupCommit;
-  /** Decides and writes runs of concurrent records together (record-set.ts; SQLite only). */
+  /** Decides and writes runs of concurrent records together (record-set.ts). */
   private readonly recordSet: RecordSet;
   /** False: every record takes the per-unit path (a test compares the two; record-set.property.test.ts). */
   setBased = true;
@@ -208,8 +208,8 @@ export class Usage {
     const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
     const unit = this.recordOne(caller, projectId, plan, input, now, namespace, env, hash);
     // The common case (no hold to settle, no wallet budget) may be decided with its neighbours and written set-based
-    // (record-set.ts); `unit` stays its exact per-unit path. SQLite only (see record-set.ts).
-    if (this.setBased && this.deps.database.dialect === "sqlite" && !input.authorization && !(caller.kind === "user" && caller.wallet?.budget)) {
+    // (record-set.ts); `unit` stays its exact per-unit path.
+    if (this.setBased && !input.authorization && !(caller.kind === "user" && caller.wallet?.budget)) {
       return setUnit(unit, this.recordSet, { caller, projectId, plan, input, now, env, namespace, hash });
     }
     return unit;

@@ -10,8 +10,8 @@
  * the same answers (accepted with the same cost and balance, or refused with
  * the same code and message), the same ledgers entry by entry (seq, kind,
  * amount, balance after, idempotency key), balances, key spend, records,
- * hourly rollups and what is metered to Stripe. SQLite (the set path is
- * SQLite-only; on PostgreSQL both sides take the per-unit path).
+ * hourly rollups and what is metered to Stripe. On SQLite, and on
+ * PostgreSQL in `npm run test:pg`.
  */
 import { ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
@@ -32,8 +32,6 @@ const plans = new Plans(defaultPlans.map((p) => ({ ...p, apiKeyLimit: null, incl
 let ts: TestServer;
 let fake: FakeStripe;
 serverWithFakeStripe(plans, (s) => ({ ts, fake } = s));
-const sqlite = !process.env.DATABASE_URL?.startsWith("postgres");
-if (!sqlite) console.warn("record-set.property: SQLite only (on PostgreSQL every record takes the per-unit path), runs in `npm test`");
 
 type Caller = "live" | "capped" | "child" | "test";
 interface Op {
@@ -166,7 +164,7 @@ async function state(ps: Project[], norm: (s: string) => string) {
   return out;
 }
 
-describe.skipIf(!sqlite)("set-based group commit", () => {
+describe("set-based group commit", () => {
   it("property: a run decided and written set-based ends exactly as the same usages recorded one at a time", async () => {
     await fc.assert(
       fc.asyncProperty(fc.tuple(setupArb, setupArb), fc.array(opArb, { minLength: 1, maxLength: 60 }), async (setups, ops) => {
