@@ -88,10 +88,29 @@ interface LedgerState {
 const CHUNK = 500;
 
 // Prepared (src/db/prepared.ts): the statements of a run of one project and one record, the common case at low load.
-const dueQuery = prepared((tx, projectId: string, now: number) =>
-  tx.selectFrom("usage_authorization").select("auth_id").where("project_id", "=", projectId).where("state", "=", "held").where("expire_time", "<=", now).limit(1),
+/** The account's balances and whether any of its holds is due to expire (one statement). */
+const accountQuery = prepared((tx, projectId: string, now: number) =>
+  tx
+    .selectFrom("account")
+    .select(["project_id", "credit_balance_micros", "test_credit_balance_micros"])
+    .select((eb) =>
+      eb.exists(eb.selectFrom("usage_authorization").select("auth_id").where("project_id", "=", projectId).where("state", "=", "held").where("expire_time", "<=", now)).as("holds_due"),
+    )
+    .where("project_id", "=", projectId),
 );
-const accountQuery = prepared((tx, projectId: string) => tx.selectFrom("account").select(["project_id", "credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId));
+/** A ledger's last seq and whether the entry `key` (this month's grant) is in it (one statement). */
+const ledgerHeadQuery = prepared((tx, projectId: string, env: string, key: string) =>
+  tx
+    .selectFrom("credit_transaction")
+    .select((eb) => [
+      eb.fn.max("seq").as("seq"),
+      eb
+        .exists(eb.selectFrom("credit_transaction as g").select("g.seq").where("g.project_id", "=", projectId).where("g.environment", "=", env).where("g.idempotency_key", "=", key))
+        .as("granted"),
+    ])
+    .where("project_id", "=", projectId)
+    .where("environment", "=", env),
+);
 const replayQuery = prepared((tx, projectId: string, env: string, namespace: string, requestId: string) =>
   tx.selectFrom("usage_record").selectAll().where("project_id", "=", projectId).where("environment", "=", env).where("request_namespace", "=", namespace).where("request_id", "=", requestId),
 );
@@ -105,21 +124,21 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
     const { usage, keys, clock } = this.deps;
     const t = clock.now();
     const projectIds = [...new Set(items.map((i) => i.projectId))];
-    const due =
-      projectIds.length === 1
-        ? (await dueQuery(tx, projectIds[0], t))[0]
-        : await tx.selectFrom("usage_authorization").select("auth_id").where("project_id", "in", projectIds).where("state", "=", "held").where("expire_time", "<=", t).limit(1).executeTakeFirst();
-    if (due) throw new HoldsDue("holds due to expire: the per-unit path returns them");
-
-    const stored = await this.storedRecords(tx, items);
     const accounts = new Map<string, { live: Micros; test: Micros }>();
-    for (let i = 0; i < projectIds.length; i += CHUNK) {
-      const rows =
-        projectIds.length === 1
-          ? await accountQuery(tx, projectIds[0])
-          : await tx.selectFrom("account").select(["project_id", "credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "in", projectIds.slice(i, i + CHUNK)).execute();
-      for (const r of rows) accounts.set(r.project_id, { live: r.credit_balance_micros, test: r.test_credit_balance_micros });
+    if (projectIds.length === 1) {
+      // The common case (always on PostgreSQL, whose lanes are projects): balances and holds in one statement.
+      const [row] = await accountQuery(tx, projectIds[0], t);
+      if (row && Number(row.holds_due)) throw new HoldsDue("holds due to expire: the per-unit path returns them");
+      if (row) accounts.set(row.project_id, { live: row.credit_balance_micros, test: row.test_credit_balance_micros });
+    } else {
+      const due = await tx.selectFrom("usage_authorization").select("auth_id").where("project_id", "in", projectIds).where("state", "=", "held").where("expire_time", "<=", t).limit(1).executeTakeFirst();
+      if (due) throw new HoldsDue("holds due to expire: the per-unit path returns them");
+      for (let i = 0; i < projectIds.length; i += CHUNK) {
+        const rows = await tx.selectFrom("account").select(["project_id", "credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "in", projectIds.slice(i, i + CHUNK)).execute();
+        for (const r of rows) accounts.set(r.project_id, { live: r.credit_balance_micros, test: r.test_credit_balance_micros });
+      }
     }
+    const stored = await this.storedRecords(tx, items);
 
     // Reads the run repeats are made once: prices, keys as metering sees them, spend chains, Stripe customers.
     const memo = new Map<string, Promise<unknown>>();
@@ -154,8 +173,10 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
       let l = ledgers.get(key);
       if (!l) {
         const pendingKey = item.env === "test" ? sandboxTopUpKey(t) : item.plan.includedCreditsMicros > 0 ? planCreditsEntry(item.projectId, item.plan, t).idempotencyKey : undefined;
-        const granted = pendingKey === undefined || (await ledger.findByIdempotencyKey(tx, item.projectId, pendingKey, item.env)) !== undefined;
-        l = { projectId: item.projectId, env: item.env, balance, moved: 0, seq: undefined, grantPending: !granted, lastTime: t };
+        // An empty key is never booked: "granted" then only says nothing is pending.
+        const [head] = await ledgerHeadQuery(tx, item.projectId, item.env, pendingKey ?? "");
+        const granted = pendingKey === undefined || Boolean(Number(head?.granted ?? 0));
+        l = { projectId: item.projectId, env: item.env, balance, moved: 0, seq: Number(head?.seq ?? 0), grantPending: !granted, lastTime: t };
         ledgers.set(key, l);
       }
       return l;
