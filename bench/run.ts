@@ -180,7 +180,9 @@ async function main() {
   writeFileSync(plansFile, JSON.stringify(defaultPlans.map((p) => ({ ...p, tier: undefined, rateLimit: { requestsPerSecond: 1_000_000, burst: 1_000_000 }, apiKeyLimit: null }))));
   const dataDir = join(work, "data");
   const serverEnv = { PORT: "0", HOST: "127.0.0.1", FORMSTATE_DATA_DIR: dataDir, FORMSTATE_PLANS_FILE: plansFile, LOG_LEVEL: "warn", ...SERVER_ENV };
-  const serverArgs = ["--import", "tsx", "src/main.ts"];
+  // The product as `npm start` runs it: the compiled build (dist/), plain node, no TypeScript loader.
+  execFileSync(process.execPath, ["scripts/build.mjs", "--if-stale", "--quiet"], { cwd: root, stdio: "inherit" });
+  const serverArgs = ["dist/main.js"];
   // Row 7: PostgreSQL, 1 and 3 instances (bench/pg-cluster.ts); before the SQLite server starts, so nothing else runs.
   if (wanted("7")) {
     rows.push(
