@@ -15,8 +15,11 @@ export async function findKey(db: Db, keyId: string): Promise<ApiKeyRow | undefi
   return (await findKeyQuery(db, keyId))[0];
 }
 
-export function findKeyInProject(db: Db, projectId: string, keyId: string): Promise<ApiKeyRow | undefined> {
-  return db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).where("project_id", "=", projectId).executeTakeFirst();
+const findKeyInProjectQuery = prepared((db, projectId: string, keyId: string) => db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).where("project_id", "=", projectId));
+
+/** A key of the project (a prepared query: a gateway names the customer key of every usage it records). */
+export async function findKeyInProject(db: Db, projectId: string, keyId: string): Promise<ApiKeyRow | undefined> {
+  return (await findKeyInProjectQuery(db, projectId, keyId))[0];
 }
 
 export function findKeyByRequest(db: Db, projectId: string, createdBy: string, requestId: string): Promise<ApiKeyRow | undefined> {
