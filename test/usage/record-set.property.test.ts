@@ -197,4 +197,31 @@ describe("set-based group commit", () => {
     );
     expect(fake).toBeDefined();
   }, 240_000);
+
+  it("a run whose project has a hold due to expire goes the per-unit way: the hold comes back first, then each debit", async () => {
+    const p = await project("hold", { overdraft: false, credits: 1_000, keyCap: null, customerCap: null });
+    const usage = ts.app.usage;
+    const caller = p.callers.live;
+    const parent = `accounts/${p.id}`;
+    // A hold of 900 of the 1,300 (grant + this month's 300), due to expire in 50 ms.
+    await usage.authorize(caller, parent, { requestId: "h1", estimate: { kind: "cost", micros: 900 }, ttlMs: 50 });
+    await new Promise((r) => setTimeout(r, 120));
+    const before = usage.commits.stats();
+    // Four records of 200 fit only once the hold's 900 is back (400 left while it is held).
+    const results = await Promise.all([1, 2, 3, 4].map((i) => usage.record(caller, parent, input(p, { project: 0, caller: "live", customer: false, model: "m", tokens: 200, rid: i, variant: 0 }))));
+    const after = usage.commits.stats();
+    expect(after.setFallbacks - before.setFallbacks).toBeGreaterThanOrEqual(1);
+    expect(results.map((r) => Number(r.balance))).toEqual([1_100, 900, 700, 500]);
+    const entries = await ts.app.database.db.selectFrom("credit_transaction").select(["seq", "kind", "amount_micros"]).where("project_id", "=", p.id).where("environment", "=", "live").orderBy("seq").execute();
+    expect(entries.map((e) => [e.kind, Number(e.amount_micros)])).toEqual([
+      ["grant", 1_000],
+      ["plan_credits", 300],
+      ["hold", -900],
+      ["hold_release", 900],
+      ["usage_debit", -200],
+      ["usage_debit", -200],
+      ["usage_debit", -200],
+      ["usage_debit", -200],
+    ]);
+  });
 });
