@@ -17,7 +17,7 @@ import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
 import { requireLiveMoney, requireLiveReader } from "../ledger/sandbox.js";
 import type { Logger } from "../logger.js";
-import { type ChargedUsage, type Publishers, bookUsageEarnings, clawBack, restore } from "./earnings.js";
+import { type ChargedUsage, type Publishers, bookUsageEarnings, bookUsagesEarnings, clawBack, restore } from "./earnings.js";
 import { earningsReport } from "./earnings-report.js";
 import { PayoutSender } from "./payouts.js";
 
@@ -66,6 +66,11 @@ export class Marketplace {
   /** Metering's one call: inside the transaction of a usage debit, the publishers' split of it. */
   async bookUsage(tx: Db, record: ChargedUsage): Promise<void> {
     await bookUsageEarnings(tx, this.deps.publishers, record, this.deps.clock.now());
+  }
+
+  /** The same for many debits committed together (src/usage/record-set.ts). */
+  async bookUsages(tx: Db, records: ChargedUsage[]): Promise<void> {
+    await bookUsagesEarnings(tx, this.deps.publishers, records, this.deps.clock.now());
   }
 
   /**
