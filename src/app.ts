@@ -165,7 +165,10 @@ export class App {
       invalidatePlan: (p) => accounts.invalidatePlan(p),
       settleBalance: (p) => usage.returnExpiredHolds(p),
       onCreditsAdded: (row, balance) =>
-        events.publish(row.project_id, creditsAddedEvent({ projectId: row.project_id, transactionId: row.tx_id, amountMicros: BigInt(row.amount_micros), balanceMicros: BigInt(balance), reason: row.description, time: Number(row.create_time) })),
+        events.publish(
+          row.project_id,
+          creditsAddedEvent({ projectId: row.project_id, transactionId: row.tx_id, amountMicros: BigInt(row.amount_micros), balanceMicros: BigInt(balance), reason: row.description, livemode: row.environment === "live", time: Number(row.create_time) }),
+        ),
     });
     billing.start();
     marketplace.start();

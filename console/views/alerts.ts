@@ -7,8 +7,12 @@ import { formatUsd } from "../money.js";
 /** Events kept on screen. */
 export const MAX_SHOWN = 50;
 
-/** One line for a person: what happened, in money. */
+/** One line for a person: what happened, in money (and whether it was sandbox money). */
 export function describeEvent(e: AccountEvent): string {
+  return e.livemode ? describePayload(e) : `${describePayload(e)} [test mode]`;
+}
+
+function describePayload(e: AccountEvent): string {
   switch (e.payload.case) {
     case "spendAlertFired": {
       const a = e.payload.value;

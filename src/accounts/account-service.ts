@@ -18,7 +18,7 @@ import { type BindingCaller, type BindingRow, type WalletBindings, bindingName }
 import { toSession } from "../sessions/session-wire.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
-import { wireEnvironment } from "../ledger/sandbox.js";
+import { callerEnvironment, wireEnvironment } from "../ledger/sandbox.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { type Principal, callerOf, parseRole } from "../auth/principal.js";
 import { childOf, projectOf } from "../auth/tenancy.js";
@@ -30,7 +30,20 @@ import { type AccountChanges, type AccountView, type Accounts, accountName, memb
 import type { MemberRow } from "./account-repository.js";
 
 
-function toAccount(v: AccountView): Account {
+/**
+ * The account as the caller may see it: an API key sees only its own
+ * ledger's balance (a test key never sees live money, a live key no sandbox
+ * balance: the other reads 0, docs/test-mode.md); users see both.
+ */
+function toAccount(v: AccountView, caller: Caller): Account {
+  const a = accountOf(v);
+  if (caller.kind !== "api_key") return a;
+  if (callerEnvironment(caller) === "test") a.creditBalanceMicros = 0n;
+  else a.testCreditBalanceMicros = 0n;
+  return a;
+}
+
+function accountOf(v: AccountView): Account {
   const { row, plan } = v;
   return create(AccountSchema, {
     name: accountName(row.project_id),
@@ -83,11 +96,13 @@ export function accountService(accounts: Accounts, wallets: WalletBindings, sess
     async createAccount(req, ctx) {
       const a = req.account!;
       const environment = a.environment === KeyEnvironment.TEST ? "test" : "live";
-      const view = await accounts.create(callerOf(ctx), { displayName: a.displayName, billingEmail: a.billingEmail }, req.requestId, environment);
-      return { account: toAccount(view) };
+      const caller = callerOf(ctx);
+      const view = await accounts.create(caller, { displayName: a.displayName, billingEmail: a.billingEmail }, req.requestId, environment);
+      return { account: toAccount(view, caller) };
     },
     async getAccount(req, ctx) {
-      return { account: toAccount(await accounts.get(callerOf(ctx), req.name)) };
+      const caller = callerOf(ctx);
+      return { account: toAccount(await accounts.get(caller, req.name), caller) };
     },
     async updateAccount(req, ctx) {
       const a = req.account!;
@@ -100,7 +115,8 @@ export function accountService(accounts: Accounts, wallets: WalletBindings, sess
         if (path === "display_name") changes.displayName = a.displayName;
         if (path === "billing_email") changes.billingEmail = a.billingEmail;
       }
-      return { account: toAccount(await accounts.update(callerOf(ctx), a.name, changes)) };
+      const caller = callerOf(ctx);
+      return { account: toAccount(await accounts.update(caller, a.name, changes), caller) };
     },
     async listMembers(req, ctx) {
       const page = await accounts.listMembers(callerOf(ctx), req.parent, req.pageSize, req.pageToken);

@@ -72,6 +72,8 @@ export interface FiredAlert {
   spent: number;
   /** What a percentage is of; undefined for absolute rules. */
   base?: number;
+  /** False for a test-mode project's sandbox spending (as the webhook's `livemode`). */
+  livemode: boolean;
   time: number;
 }
 
@@ -295,7 +297,7 @@ export class SpendAlerts {
         })
         .execute();
       this.deps.log.info({ rule: rule.rule_id, period: m.period, spent: m.spent }, "spend alert fired");
-      return { eventId, rule, period: m.period, spent: m.spent, base: m.base, time: now };
+      return { eventId, rule, period: m.period, spent: m.spent, base: m.base, livemode: m.livemode, time: now };
     }, { scope: rule.project_id });
   }
 

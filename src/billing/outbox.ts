@@ -16,6 +16,7 @@
  */
 import type { Selectable } from "kysely";
 import type { Db } from "../db/database.js";
+import { prepared } from "../db/prepared.js";
 import { newId } from "../ids.js";
 import * as ledger from "../ledger/ledger.js";
 import type { LedgerRow } from "../ledger/ledger.js";
@@ -57,37 +58,47 @@ export async function invoiceUsage(tx: Db, debit: LedgerRow, plan: { overdraftAl
   const value = invoicedPart({ overdraftAllowed: plan.overdraftAllowed, balanceBefore: comparableMicros(balanceAfter) + cost, cost });
   if (value <= 0 || !debit.usage_record_id) return balanceAfter;
   if (!(await enqueueMeterEvent(tx, debit, debit.usage_record_id, value, occurTime))) return balanceAfter;
-  const { row } = await ledger.book(
-    tx,
-    { projectId: debit.project_id, kind: "invoiced", amountMicros: value, idempotencyKey: `invoiced:${debit.usage_record_id}`, usageRecordId: debit.usage_record_id, description: "usage overage billed on the Stripe invoice" },
-    debit.create_time,
-  );
+  const { row } = await ledger.book(tx, invoicedEntry(debit.project_id, debit.usage_record_id, value), debit.create_time);
   return row.balance_after_micros;
 }
 
 /** Writes the outbox row reporting `value` of a usage debit; false when the account has no Stripe customer. */
 async function enqueueMeterEvent(tx: Db, debit: LedgerRow, usageRecordId: string, value: number, occurTime: number): Promise<boolean> {
-  const customer = await tx.selectFrom("billing_customer").select("stripe_customer_id").where("project_id", "=", debit.project_id).executeTakeFirst();
+  const customer = await stripeCustomerOf(tx, debit.project_id);
   if (!customer) return false;
-  await tx
-    .insertInto("meter_outbox")
-    .values({
-      identifier: meterIdentifier(usageRecordId),
-      project_id: debit.project_id,
-      stripe_customer_id: customer.stripe_customer_id,
-      value_micros: value,
-      event_time: occurTime,
-      status: "pending",
-      attempts: 0,
-      next_attempt_time: debit.create_time,
-      lease_owner: null,
-      lease_until: null,
-      last_error: null,
-      create_time: debit.create_time,
-      sent_time: null,
-    })
-    .execute();
+  await tx.insertInto("meter_outbox").values(meterEventRow(debit, usageRecordId, customer, value, occurTime)).execute();
   return true;
+}
+
+/** The project's Stripe customer, if it has one (usage is reported only then). */
+export async function stripeCustomerOf(tx: Db, projectId: string): Promise<string | undefined> {
+  return (await customerQuery(tx, projectId))[0]?.stripe_customer_id;
+}
+
+const customerQuery = prepared((tx, projectId: string) => tx.selectFrom("billing_customer").select("stripe_customer_id").where("project_id", "=", projectId));
+
+/** The outbox row reporting `value` of a usage debit to `customer`. */
+export function meterEventRow(debit: { project_id: string; create_time: number }, usageRecordId: string, customer: string, value: number, occurTime: number): OutboxRow {
+  return {
+    identifier: meterIdentifier(usageRecordId),
+    project_id: debit.project_id,
+    stripe_customer_id: customer,
+    value_micros: value,
+    event_time: occurTime,
+    status: "pending",
+    attempts: 0,
+    next_attempt_time: debit.create_time,
+    lease_owner: null,
+    lease_until: null,
+    last_error: null,
+    create_time: debit.create_time,
+    sent_time: null,
+  };
+}
+
+/** The ledger entry moving an invoiced part off the balance (it is owed on the Stripe invoice now). */
+export function invoicedEntry(projectId: string, usageRecordId: string, value: number): ledger.LedgerEntry {
+  return { projectId, kind: "invoiced", amountMicros: value, idempotencyKey: `invoiced:${usageRecordId}`, usageRecordId, description: "usage overage billed on the Stripe invoice" };
 }
 
 /** The delay before retry number `attempt` (1, 2, ...): base doubling up to max, times 0.8-1.2 (`random` 0.5 = exactly). */

@@ -1,6 +1,7 @@
 /** Queries on model and model_price. Each takes the database or a transaction. */
 import type { Insertable, Selectable, Updateable } from "kysely";
 import type { Db } from "../db/database.js";
+import { prepared } from "../db/prepared.js";
 import type { ModelTable } from "./catalog-tables.js";
 import { type KeysetOrder, keysetPage } from "./keyset.js";
 
@@ -13,8 +14,11 @@ export interface ModelFilter {
   visibility?: string;
 }
 
-export function findModel(db: Db, modelId: string): Promise<ModelRow | undefined> {
-  return db.selectFrom("model").selectAll().where("model_id", "=", modelId).executeTakeFirst();
+const findModelQuery = prepared((db, modelId: string) => db.selectFrom("model").selectAll().where("model_id", "=", modelId));
+
+/** A model by id (a prepared query: metering prices and splits by it on every record). */
+export async function findModel(db: Db, modelId: string): Promise<ModelRow | undefined> {
+  return (await findModelQuery(db, modelId))[0];
 }
 
 export async function insertModel(db: Db, row: Insertable<ModelTable>): Promise<void> {

@@ -64,6 +64,8 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
   const cache = new Map<string, ExactStatement>();
   return {
     prepare(sql: string) {
+      // Kysely's driver asks for a statement once per query it runs: this counts statements executed.
+      sqliteStatements++;
       let stmt = cache.get(sql);
       if (!stmt) {
         stmt = exactStatement(sqlite.prepare(sql));
@@ -78,6 +80,11 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
     },
   };
 }
+
+let sqliteStatements = 0;
+
+/** SQL statements run through Kysely on SQLite in this process so far (bench/record-cost.ts: statements per record). */
+export const sqliteStatementsRun = () => sqliteStatements;
 
 /** Resolves DATABASE_URL to a SQLite filename. */
 export function sqliteFilename(url: string): string {

@@ -13,6 +13,15 @@
  * writers are serialised by its advisory lock across instances, so sharing a
  * transaction costs no parallelism and saves a lock handoff and a WAL flush
  * per unit; unscoped units run as plain transactions.
+ *
+ * Set-based units: a unit made by `setUnit` also carries an item for a
+ * `SetWriter`. Consecutive units of one writer in a batch (a "run") are given
+ * to the writer together: it decides them in memory in arrival order, each as
+ * if it ran alone after the ones before it, and writes the accepted ones with
+ * a few multi-row statements (src/usage/record-set.ts). The run has its own
+ * savepoint; if the writer throws, the run is rolled back and each unit runs
+ * its own per-unit function instead, so a set path can hand any case it does
+ * not model back to the exact per-unit path.
  */
 import { sql } from "kysely";
 import type { Database, Db, TransactionOptions } from "./database.js";
@@ -30,12 +39,29 @@ export interface GroupCommit {
    * per batch of units, not one per item); unscoped on PostgreSQL, they run in one transaction of their own.
    */
   runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions): Promise<Outcome<T>[]>;
-  /** Transactions committed and units run so far (for tests and the bench). */
-  stats(): { transactions: number; units: number };
+  /** Transactions committed, units run, units decided by a set writer, and runs it handed back (for tests and the bench). */
+  stats(): { transactions: number; units: number; setUnits: number; setFallbacks: number };
+}
+
+/**
+ * Decides and writes a run of items in one go (see the file comment). One outcome per item, in order; a
+ * refused item's outcome carries its error and writes nothing. Throwing hands the whole run back to the
+ * per-unit functions.
+ */
+export interface SetWriter<I, T> {
+  apply(tx: Db, items: I[]): Promise<Outcome<T>[]>;
+}
+
+/** A write unit; with `set`, it may be decided and written together with its neighbours by `set.writer`. */
+export type UnitFn<T> = ((tx: Db) => Promise<T>) & { set?: { writer: SetWriter<unknown, T>; item: unknown } };
+
+/** A unit `fn` that a group commit may instead hand to `writer` with `item` (fn stays its exact per-unit path). */
+export function setUnit<I, T>(fn: (tx: Db) => Promise<T>, writer: SetWriter<I, T>, item: I): UnitFn<T> {
+  return Object.assign(fn, { set: { writer: writer as SetWriter<unknown, T>, item } });
 }
 
 interface Unit {
-  fn: (tx: Db) => Promise<unknown>;
+  fn: UnitFn<unknown>;
   resolve(value: unknown): void;
   reject(err: unknown): void;
 }
@@ -46,11 +72,15 @@ export type Outcome<T = unknown> = { ok: true; value: T } | { ok: false; error: 
 export interface GroupCommitOptions {
   /** Most units in one transaction (bounds the latency of the first unit in a batch). */
   maxBatch?: number;
+  /** Told why a set writer handed its run back to the per-unit path (its error). */
+  onSetFallback?(err: unknown): void;
 }
 
 export function createGroupCommit(database: Database, opts: GroupCommitOptions = {}): GroupCommit {
   let transactions = 0;
   let units = 0;
+  let setUnits = 0;
+  let setFallbacks = 0;
   const maxBatch = opts.maxBatch ?? 256;
   // One lane per set of writers that commit one at a time anyway: on SQLite all of them (one writer), on
   // PostgreSQL each scope (a project's advisory lock serialises its writers across instances, and every
@@ -65,7 +95,20 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
       try {
         outcomes = await database.transaction(async (tx) => {
           const out: Outcome[] = [];
-          for (const unit of batch) out.push(await runUnit(tx, unit));
+          for (let i = 0; i < batch.length; ) {
+            const writer = batch[i].fn.set?.writer;
+            if (!writer) {
+              out.push(await runUnit(tx, batch[i++]));
+              continue;
+            }
+            let j = i + 1;
+            while (j < batch.length && batch[j].fn.set?.writer === writer) j++;
+            const r = await runSet(tx, writer, batch.slice(i, j), opts.onSetFallback);
+            if (r.fellBack) setFallbacks++;
+            else setUnits += j - i;
+            for (const o of r.outcomes) out.push(o);
+            i = j;
+          }
           return out;
         }, options);
       } catch (err) {
@@ -125,8 +168,27 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
         ),
       );
     },
-    stats: () => ({ transactions, units }),
+    stats: () => ({ transactions, units, setUnits, setFallbacks }),
   };
+}
+
+/** A run of set units inside one savepoint; if the writer throws, the run is rolled back and each unit runs alone. */
+async function runSet(tx: Db, writer: SetWriter<unknown, unknown>, run: Unit[], onFallback?: (err: unknown) => void): Promise<{ outcomes: Outcome[]; fellBack: boolean }> {
+  await sql`SAVEPOINT group_set`.execute(tx);
+  try {
+    const outcomes = await writer.apply(tx, run.map((u) => u.fn.set!.item));
+    if (outcomes.length !== run.length) throw new Error(`set writer answered ${outcomes.length} of ${run.length} items`);
+    await sql`RELEASE group_set`.execute(tx);
+    return { outcomes, fellBack: false };
+  } catch (err) {
+    onFallback?.(err);
+    // If this rollback throws, the connection is in an unknown state: the whole batch fails (caught in flush).
+    await sql`ROLLBACK TO group_set`.execute(tx);
+    await sql`RELEASE group_set`.execute(tx);
+  }
+  const out: Outcome[] = [];
+  for (const unit of run) out.push(await runUnit(tx, unit));
+  return { outcomes: out, fellBack: true };
 }
 
 /** One unit inside its savepoint: released on success, rolled back alone on failure. */

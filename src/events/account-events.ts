@@ -13,6 +13,7 @@ export function spendAlertFiredEvent(f: FiredAlert): AccountEvent {
     id: f.eventId,
     account: accountName(rule.project_id),
     createTime: timestampFromMs(f.time),
+    livemode: f.livemode,
     payload: {
       case: "spendAlertFired",
       value: {
@@ -35,6 +36,8 @@ export interface CreditsBooked {
   amountMicros: bigint;
   balanceMicros: bigint;
   reason: string;
+  /** False for a sandbox ledger's credits. */
+  livemode: boolean;
   time: number;
 }
 
@@ -43,6 +46,7 @@ export function creditsAddedEvent(c: CreditsBooked): AccountEvent {
     id: `evt_credits_${c.transactionId}`,
     account: accountName(c.projectId),
     createTime: timestampFromMs(c.time),
+    livemode: c.livemode,
     payload: {
       case: "creditsAdded",
       value: { creditTransaction: childName(c.projectId, "creditTransactions", c.transactionId), amountMicros: c.amountMicros, balanceMicros: c.balanceMicros, reason: c.reason },

@@ -71,9 +71,16 @@ export class EventHub {
     };
   }
 
-  /** How many streams watch a project here (for tests and metrics). */
+  /** How many streams watch a project here (the per-account limit, and tests). */
   watching(projectId: string): number {
     return this.watchers.get(projectId)?.size ?? 0;
+  }
+
+  /** How many streams watch any project here (/metrics). */
+  watchingTotal(): number {
+    let n = 0;
+    for (const set of this.watchers.values()) n += set.size;
+    return n;
   }
 
   /** Delivers an event of `projectId` to its watchers here and on every other instance. Never throws. */

@@ -7,20 +7,28 @@
  * session ends the stream with UNAUTHENTICATED, a lost role with
  * PERMISSION_DENIED. A client that cancels ends it at once (the call's
  * abort signal); a client too slow to take MAX_QUEUED events is cut off with
- * RESOURCE_EXHAUSTED rather than buffered without bound.
+ * RESOURCE_EXHAUSTED rather than buffered without bound, and an account
+ * holds at most MAX_WATCHERS streams on one server. Each event says whether
+ * it is live money (`livemode`): users see both, an API key only its own
+ * environment's, so a test key never sees live money and a live key no
+ * sandbox events (docs/test-mode.md).
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { type AccountEvent, type UsageService, type WatchAccountEventsResponse, WatchAccountEventsResponseSchema } from "../../gen/formstate/v1/usage_service_pb.js";
 import { recheckCaller } from "../auth/authenticate.js";
+import { callerOf } from "../auth/principal.js";
 import { projectOf } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
 import { withReason } from "../errors.js";
+import { callerEnvironment } from "../ledger/sandbox.js";
 import type { EventHub, EventListener } from "./event-hub.js";
 
 /** Events a stream holds for a client that does not read them. */
 export const MAX_QUEUED = 1_000;
+/** Streams one account may hold open on one instance (each holds a little memory and a connection). */
+export const MAX_WATCHERS = 100;
 
 export type EventMethods = Pick<ServiceImpl<typeof UsageService>, "watchAccountEvents">;
 
@@ -34,14 +42,19 @@ export interface EventStreamDeps {
 export function eventMethods(deps: EventStreamDeps): EventMethods {
   return {
     async *watchAccountEvents(_req, ctx) {
-      const queue = new EventQueue(ctx.signal);
-      const unsubscribe = deps.hub.subscribe(projectOf(ctx), queue);
+      const project = projectOf(ctx);
+      if (deps.hub.watching(project) >= MAX_WATCHERS) throw withReason(Code.ResourceExhausted, `an account watches its events on at most ${MAX_WATCHERS} streams per server; close one first`, "EVENT_STREAM_LIMIT");
+      const caller = callerOf(ctx);
+      // Users see both ledgers' events; a key only its own environment's (a test key never live money).
+      const live = callerEnvironment(caller) === "live";
+      const queue = new EventQueue(ctx.signal, caller.kind === "api_key" ? (e) => e.livemode === live : () => true);
+      const unsubscribe = deps.hub.subscribe(project, queue);
       try {
         yield heartbeat(deps.clock);
         for (;;) {
           const event = await queue.next(deps.heartbeatMs);
           if (ctx.signal.aborted) return;
-          await recheckCaller(ctx as HandlerContext);
+          await recheckCaller(ctx);
           yield event ? create(WatchAccountEventsResponseSchema, { kind: { case: "event", value: event } }) : heartbeat(deps.clock);
         }
       } finally {
@@ -62,7 +75,11 @@ class EventQueue implements EventListener {
   private ended = false;
   private wake?: () => void;
 
-  constructor(private readonly signal: AbortSignal) {
+  /** `visible`: whether the caller may see an event (its money's environment). */
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly visible: (event: AccountEvent) => boolean,
+  ) {
     signal.addEventListener("abort", () => this.wake?.(), { once: true });
   }
 
@@ -72,6 +89,7 @@ class EventQueue implements EventListener {
   }
 
   event(event: AccountEvent): void {
+    if (!this.visible(event)) return;
     if (this.items.length >= MAX_QUEUED) this.overflowed = true;
     else this.items.push(event);
     this.wake?.();

@@ -1,18 +1,25 @@
 /** Queries on api_key, api_key_event and api_key_ip. Each takes the database or a transaction. */
 import type { Insertable, Selectable, Updateable } from "kysely";
 import type { Db } from "../db/database.js";
+import { prepared } from "../db/prepared.js";
 import type { ApiKeyEventTable } from "./api-key-event-table.js";
 import type { ApiKeyTable } from "./api-key-table.js";
 
 export type ApiKeyRow = Selectable<ApiKeyTable>;
 export type ApiKeyEventRow = Selectable<ApiKeyEventTable>;
 
-export function findKey(db: Db, keyId: string): Promise<ApiKeyRow | undefined> {
-  return db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).executeTakeFirst();
+const findKeyQuery = prepared((db, keyId: string) => db.selectFrom("api_key").selectAll().where("key_id", "=", keyId));
+
+/** A key by id (a prepared query: metering reads a key's spend on every record). */
+export async function findKey(db: Db, keyId: string): Promise<ApiKeyRow | undefined> {
+  return (await findKeyQuery(db, keyId))[0];
 }
 
-export function findKeyInProject(db: Db, projectId: string, keyId: string): Promise<ApiKeyRow | undefined> {
-  return db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).where("project_id", "=", projectId).executeTakeFirst();
+const findKeyInProjectQuery = prepared((db, projectId: string, keyId: string) => db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).where("project_id", "=", projectId));
+
+/** A key of the project (a prepared query: a gateway names the customer key of every usage it records). */
+export async function findKeyInProject(db: Db, projectId: string, keyId: string): Promise<ApiKeyRow | undefined> {
+  return (await findKeyInProjectQuery(db, projectId, keyId))[0];
 }
 
 export function findKeyByRequest(db: Db, projectId: string, createdBy: string, requestId: string): Promise<ApiKeyRow | undefined> {

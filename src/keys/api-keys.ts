@@ -18,6 +18,7 @@ import {
 } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
+import { prepared } from "../db/prepared.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied, unauthenticated } from "../errors.js";
@@ -613,6 +614,28 @@ export class ApiKeys {
     }
   }
 
+  /**
+   * A key and its parents as `spendRefusal` reads them (the key first), for a
+   * set writer that checks caps in memory. Inside the write transaction.
+   */
+  async spendChain(tx: Db, keyId: string): Promise<Array<{ keyId: string; keyName: string; cap: number | null; spent: number }>> {
+    const chain: Array<{ keyId: string; keyName: string; cap: number | null; spent: number }> = [];
+    for (let id: string | null = keyId; id; ) {
+      const row: ApiKeyRow | undefined = await repo.findKey(tx, id);
+      if (!row) break;
+      chain.push({ keyId: row.key_id, keyName: keyName(row.project_id, row.key_id), cap: row.spend_cap_micros, spent: Number(row.spent_micros) });
+      id = row.parent_key_id;
+    }
+    return chain;
+  }
+
+  /** Adds spend to keys, one statement per key (`deltas` already holds each key's parents' share, as `spendChain` lists them). */
+  async addSpends(tx: Db, deltas: Map<string, number>): Promise<void> {
+    for (const [id, amount] of deltas) {
+      if (amount !== 0) await addSpendQuery(tx, id, amount);
+    }
+  }
+
   /** Counts standard keys that hold a plan slot (for the account view). */
   countLive(db: Db, projectId: string): Promise<number> {
     return repo.countLiveStandardKeys(db, projectId, this.deps.clock.now());
@@ -734,3 +757,6 @@ function actorOf(caller: KeyCaller): { kind: string; id: string } {
   return { kind: caller.kind, id: caller.subject };
 }
 
+
+/** Prepared (src/db/prepared.ts): a set-based commit's spend update of one key. */
+const addSpendQuery = prepared((tx: Db, keyId: string, amount: number) => tx.updateTable("api_key").set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) })).where("key_id", "=", keyId));

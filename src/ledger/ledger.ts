@@ -14,6 +14,7 @@
 import { countBooked } from "./ledger-metrics.js";
 import { type Selectable, sql } from "kysely";
 import type { Db } from "../db/database.js";
+import { prepared, preparedInsert } from "../db/prepared.js";
 import { newId } from "../ids.js";
 import type { CreditTransactionTable } from "./credit-transaction-table.js";
 import type { Micros } from "./micros.js";
@@ -40,20 +41,30 @@ export interface LedgerEntry {
 
 /** The project's balance in one ledger (inside a transaction when it guards a write). */
 export async function balanceOf(tx: Db, projectId: string, environment: Environment = "live"): Promise<Micros> {
-  const r = await tx.selectFrom("account").select(["credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId).executeTakeFirst();
+  const [r] = await balancesQuery(tx, projectId);
   return (environment === "test" ? r?.test_credit_balance_micros : r?.credit_balance_micros) ?? 0;
 }
 
 /** An entry already booked under this idempotency key in this ledger, if any. */
-export function findByIdempotencyKey(tx: Db, projectId: string, key: string, environment: Environment = "live"): Promise<LedgerRow | undefined> {
-  return tx
-    .selectFrom("credit_transaction")
-    .selectAll()
-    .where("project_id", "=", projectId)
-    .where("environment", "=", environment)
-    .where("idempotency_key", "=", key)
-    .executeTakeFirst();
+export async function findByIdempotencyKey(tx: Db, projectId: string, key: string, environment: Environment = "live"): Promise<LedgerRow | undefined> {
+  return (await byKeyQuery(tx, projectId, environment, key))[0];
 }
+
+// Prepared (src/db/prepared.ts): read on every booking and every metered record.
+const balancesQuery = prepared((tx, projectId: string) => tx.selectFrom("account").select(["credit_balance_micros", "test_credit_balance_micros"]).where("project_id", "=", projectId));
+const byKeyQuery = prepared((tx, projectId: string, environment: string, key: string) =>
+  tx.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId).where("environment", "=", environment).where("idempotency_key", "=", key),
+);
+const lastSeqQuery = prepared((tx, projectId: string, environment: string) =>
+  tx.selectFrom("credit_transaction").select((eb) => eb.fn.max("seq").as("seq")).where("project_id", "=", projectId).where("environment", "=", environment),
+);
+const insertEntries = preparedInsert("credit_transaction");
+const moveLive = prepared((tx, projectId: string, amount: Micros, now: number) =>
+  tx.updateTable("account").set((eb) => ({ credit_balance_micros: eb("credit_balance_micros", "+", amount), update_time: now })).where("project_id", "=", projectId),
+);
+const moveTest = prepared((tx, projectId: string, amount: Micros, now: number) =>
+  tx.updateTable("account").set((eb) => ({ test_credit_balance_micros: eb("test_credit_balance_micros", "+", amount), update_time: now })).where("project_id", "=", projectId),
+);
 
 /**
  * Books an entry (inside a write transaction): moves the balance and appends
@@ -104,6 +115,56 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
   countBooked(entry.amountMicros);
   return { row, duplicate: false };
 }
+
+// ---- set-based booking (src/usage/record-set.ts): entries decided in memory, written together ----
+
+/** The highest seq of a project's ledger (0 when empty): a set writer numbers its entries after it. */
+export async function lastSeq(tx: Db, projectId: string, environment: Environment): Promise<number> {
+  const [r] = await lastSeqQuery(tx, projectId, environment);
+  return Number(r?.seq ?? 0);
+}
+
+/** The entry `book` would append after `balanceBefore` and `previousSeq` (nothing written). */
+export function entryRow(entry: LedgerEntry, previousSeq: number, balanceAfter: Micros, now: number): LedgerRow {
+  return {
+    tx_id: newId(),
+    project_id: entry.projectId,
+    environment: entry.environment ?? "live",
+    seq: previousSeq + 1,
+    kind: entry.kind,
+    amount_micros: entry.amountMicros,
+    balance_after_micros: balanceAfter,
+    idempotency_key: entry.idempotencyKey,
+    description: entry.description ?? "",
+    usage_record_id: entry.usageRecordId ?? null,
+    authorization_id: entry.authorizationId ?? null,
+    actor: entry.actor ?? "",
+    create_time: now,
+  };
+}
+
+/** A ledger's balance change from a committed set of entries. */
+export interface BalanceDelta {
+  projectId: string;
+  environment: Environment;
+  amountMicros: Micros;
+  /** The last entry's time (the account's update_time). */
+  now: number;
+}
+
+/**
+ * Appends entries decided in memory (numbered by `entryRow` after `lastSeq`)
+ * and moves each ledger's balance once by its sum: the set-based `book`.
+ * The one place a set writer changes balances (a balance cache hooks here).
+ */
+export async function bookAll(tx: Db, rows: LedgerRow[], deltas: BalanceDelta[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insertEntries(tx, rows.slice(i, i + INSERT_CHUNK));
+  for (const d of deltas) await (d.environment === "test" ? moveTest : moveLive)(tx, d.projectId, d.amountMicros, d.now);
+  for (const r of rows) countBooked(r.amount_micros);
+}
+
+/** Rows per multi-row INSERT (well under SQLite's and PostgreSQL's bound-parameter limits). */
+const INSERT_CHUNK = 500;
 
 /** The sum of a project's ledger (for audits and tests: it must equal that ledger's balance). */
 export async function ledgerSum(db: Db, projectId: string, environment: Environment = "live"): Promise<Micros> {

@@ -10,7 +10,7 @@ import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import type { Db } from "../db/database.js";
 import { failedPrecondition, permissionDenied } from "../errors.js";
 import { monthKey } from "../usage/period.js";
-import { type Environment, balanceOf, book, findByIdempotencyKey } from "./ledger.js";
+import { type Environment, type LedgerEntry, balanceOf, book, findByIdempotencyKey } from "./ledger.js";
 import type { Micros } from "./micros.js";
 
 /** The sandbox allowance when the plan names none: 100 USD a month. */
@@ -69,13 +69,18 @@ const topUpKey = (now: number) => `sandbox-credits:${monthKey(now)}`;
 
 /** Tops the sandbox up to the plan's allowance, once a month (inside the caller's write transaction). */
 export async function topUpSandbox(tx: Db, projectId: string, plan: SandboxPlan, now: number): Promise<void> {
-  const key = topUpKey(now);
-  if (await findByIdempotencyKey(tx, projectId, key, "test")) return;
-  const balance = await balanceOf(tx, projectId, "test");
+  if (await findByIdempotencyKey(tx, projectId, topUpKey(now), "test")) return;
+  await book(tx, sandboxTopUp(projectId, await balanceOf(tx, projectId, "test"), plan, now), now);
+}
+
+/** The idempotency key of this month's sandbox top-up (a set writer looks it up). */
+export const sandboxTopUpKey = topUpKey;
+
+/** The month's top-up entry for a sandbox holding `balance`: up to the allowance, booked even when 0 (it marks the month as done). */
+export function sandboxTopUp(projectId: string, balance: Micros, plan: SandboxPlan, now: number): LedgerEntry {
   const allowance = sandboxAllowance(plan);
   const amount = balance >= allowance ? 0 : Number(BigInt(allowance) - BigInt(balance));
-  // Booked even when 0: it marks the month's top-up as done.
-  await book(tx, { projectId, environment: "test", kind: "grant", amountMicros: amount, idempotencyKey: key, description: `test-mode sandbox credits ${monthKey(now)}` }, now);
+  return { projectId, environment: "test", kind: "grant", amountMicros: amount, idempotencyKey: topUpKey(now), description: `test-mode sandbox credits ${monthKey(now)}` };
 }
 
 /** The sandbox balance as a test-mode call would see it now (this month's top-up included). Reads only. */
@@ -84,4 +89,13 @@ export async function sandboxAvailable(db: Db, projectId: string, plan: SandboxP
   if (await findByIdempotencyKey(db, projectId, topUpKey(now), "test")) return balance;
   const allowance = sandboxAllowance(plan);
   return balance >= allowance ? balance : allowance;
+}
+
+/**
+ * Refuses a test key reading live money that has no sandbox twin (publisher
+ * earnings and payouts: a test-mode project earns nothing, so there is no
+ * test ledger of them to show instead). PERMISSION_DENIED `TEST_MODE_KEY`.
+ */
+export function requireLiveReader(caller: EnvironmentCaller, what: string): void {
+  if (!caller.testProject && callerEnvironment(caller) === "test") throw permissionDenied(`a test API key cannot read ${what}: they are live money; use a live key or sign in`, "TEST_MODE_KEY");
 }

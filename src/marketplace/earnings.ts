@@ -116,6 +116,55 @@ async function isTestProject(db: Db, projectId: string): Promise<boolean> {
   return row?.environment === "test";
 }
 
+/**
+ * The earnings of many usage records (a set-based commit): the same entries
+ * `bookUsageEarnings` books one record at a time, each resource's publisher
+ * looked up once, written with one multi-row insert per 500 entries.
+ */
+export async function bookUsagesEarnings(tx: Db, publishers: Publishers, records: ChargedUsage[], now: number): Promise<NewEntry[]> {
+  const lookups = new Map<string, Promise<Publisher | undefined>>();
+  const testProjects = new Map<string, Promise<boolean>>();
+  const entries: NewEntry[] = [];
+  for (const r of records) {
+    if (r.environment === "test") continue;
+    for (const p of parts(r)) {
+      if (p.gross <= 0) continue;
+      const owner = r.agent_owner ?? null;
+      const key = p.part === "agent" ? `agent:${owner}:${p.resource}` : `model:${p.resource}`;
+      let lookup = lookups.get(key);
+      if (!lookup) lookups.set(key, (lookup = p.part === "agent" ? publishers.agent(tx, p.resource, owner) : publishers.model(tx, p.resource)));
+      const pub = await lookup;
+      if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
+      let test = testProjects.get(pub.ownerProject);
+      if (!test) testProjects.set(pub.ownerProject, (test = isTestProject(tx, pub.ownerProject)));
+      if (await test) continue;
+      const s = split(p.gross, pub.shareBps);
+      entries.push({
+        publisher_project: pub.ownerProject,
+        kind: "earning",
+        resource: p.resource,
+        consumer_project: r.project_id,
+        usage_record_id: r.record_id,
+        payout_id: null,
+        earning_entry_id: null,
+        share_bps: pub.shareBps,
+        gross_micros: s.gross,
+        amount_micros: s.publisher,
+        platform_fee_micros: s.platform,
+        idempotency_key: `earning:${r.record_id}:${p.part}`,
+      });
+    }
+  }
+  for (let i = 0; i < entries.length; i += 500) {
+    await tx
+      .insertInto("publisher_earning")
+      .values(entries.slice(i, i + 500).map((e) => ({ ...e, entry_id: newId(), create_time: now })))
+      .onConflict((oc) => oc.column("idempotency_key").doNothing())
+      .execute();
+  }
+  return entries;
+}
+
 /** A publisher's balance: every amount it earned, less clawbacks and payouts. */
 export async function balanceOf(db: Db, publisherProject: string): Promise<number> {
   const r = await db

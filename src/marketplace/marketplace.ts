@@ -15,9 +15,9 @@ import type { MarketplaceConfig } from "../config.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
-import { requireLiveMoney } from "../ledger/sandbox.js";
+import { requireLiveMoney, requireLiveReader } from "../ledger/sandbox.js";
 import type { Logger } from "../logger.js";
-import { type ChargedUsage, type Publishers, bookUsageEarnings, clawBack, restore } from "./earnings.js";
+import { type ChargedUsage, type Publishers, bookUsageEarnings, bookUsagesEarnings, clawBack, restore } from "./earnings.js";
 import { earningsReport } from "./earnings-report.js";
 import { PayoutSender } from "./payouts.js";
 
@@ -68,6 +68,11 @@ export class Marketplace {
     await bookUsageEarnings(tx, this.deps.publishers, record, this.deps.clock.now());
   }
 
+  /** The same for many debits committed together (src/usage/record-set.ts). */
+  async bookUsages(tx: Db, records: ChargedUsage[]): Promise<void> {
+    await bookUsagesEarnings(tx, this.deps.publishers, records, this.deps.clock.now());
+  }
+
   /**
    * Billing's one call, inside the transaction that takes a consumer's
    * credits back: the part of them already spent (what the event takes
@@ -87,7 +92,8 @@ export class Marketplace {
   }
 
   /** GetPublisherEarnings (the tenancy interceptor checked the project is the caller's). */
-  async earnings(_caller: Caller, projectId: CheckedProject, start: number | undefined, end: number | undefined) {
+  async earnings(caller: Caller, projectId: CheckedProject, start: number | undefined, end: number | undefined) {
+    requireLiveReader(caller, "publisher earnings");
     const parent = accountName(projectId);
     const db = this.deps.database.db;
     await this.requireAccount(db, parent, projectId);
@@ -128,7 +134,8 @@ export class Marketplace {
   }
 
   /** ListPayouts, newest first. */
-  async listPayouts(_caller: Caller, projectId: CheckedProject, size: number, token: string) {
+  async listPayouts(caller: Caller, projectId: CheckedProject, size: number, token: string) {
+    requireLiveReader(caller, "payouts");
     const n = pageSize(size);
     const after = decodePageToken(token, ["number", "string"]) as [number, string] | undefined;
     let q = this.deps.database.db.selectFrom("payout").selectAll().where("publisher_project", "=", projectId);

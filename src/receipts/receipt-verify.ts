@@ -1,7 +1,8 @@
 /**
  * Offline verification of receipts: each one's signature against a JWKS,
  * its entry_hash against its entry and previous_entry_hash, and, across
- * the receipts of one account, that consecutive entries link (the later
+ * the receipts of one account's ledger (live, or the test sandbox: each
+ * has its own seq), that consecutive entries link (the later
  * one's previous_entry_hash is the earlier one's entry_hash) and that no
  * two receipts state different entries at one seq. Gaps between receipts
  * are reported, not failed: a statement may hold only some entries.
@@ -61,8 +62,12 @@ export async function verifyReceipts(jwsList: string[], jwks: JSONWebKeySet): Pr
   const problems = checks.filter((c) => !c.ok).map((c) => c.problem!);
   const gaps: string[] = [];
   let linksChecked = 0;
+  // One chain per account and ledger: the live ledger and the sandbox (test) each have their own seq.
   const byAccount = new Map<string, ReceiptClaim[]>();
-  for (const c of good) byAccount.set(c.account, [...(byAccount.get(c.account) ?? []), c]);
+  for (const c of good) {
+    const chain = !c.environment || c.environment === "live" ? c.account : `${c.account} (${c.environment} ledger)`;
+    byAccount.set(chain, [...(byAccount.get(chain) ?? []), c]);
+  }
   for (const [account, list] of byAccount) {
     list.sort((a, b) => Number(a.seq) - Number(b.seq));
     for (let i = 1; i < list.length; i++) {

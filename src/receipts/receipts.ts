@@ -43,10 +43,10 @@ export class Receipts {
     return { keys: [{ ...this.deps.key.publicJwk }] };
   }
 
-  /** The signed receipt of a project's ledger entry `id` (either ledger: live or sandbox). */
-  async receipt(projectId: CheckedProject, id: string): Promise<Receipt> {
+  /** The signed receipt of a project's ledger entry `id` (either ledger: live or sandbox, or only `environment`'s). */
+  async receipt(projectId: CheckedProject, id: string, environment?: Environment): Promise<Receipt> {
     const row = await this.deps.database.db.selectFrom("credit_transaction").selectAll().where("project_id", "=", projectId).where("tx_id", "=", id).executeTakeFirst();
-    if (!row) throw notFound(`credit transaction "${creditTransactionName(projectId, id)}"`);
+    if (!row || (environment && row.environment !== environment)) throw notFound(`credit transaction "${creditTransactionName(projectId, id)}"`);
     const { previous, hash } = await this.chainThrough(projectId, row.environment as Environment, Number(row.seq));
     const claim: ReceiptClaim = { ...entryOf(row), previous_entry_hash: previous, entry_hash: hash };
     const { key } = this.deps;

@@ -36,7 +36,7 @@ export class Metrics {
   private readonly rateLimit: Counter<"decision">;
   private readonly refused: Counter<"reason">;
 
-  constructor(app: Pick<App, "database" | "sharedState" | "clock">) {
+  constructor(app: Pick<App, "database" | "sharedState" | "clock" | "events">) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({ name: "formstate_rpc_requests_total", help: "RPCs answered, by method, protocol and status code (errors are the non-OK codes).", labelNames: ["method", "protocol", "code"], registers });
@@ -67,6 +67,14 @@ export class Metrics {
       registers,
       collect() {
         this.set(app.sharedState && app.sharedState.status() !== "connected" ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "formstate_event_streams",
+      help: "WatchAccountEvents streams open on this instance.",
+      registers,
+      collect() {
+        this.set(app.events.watchingTotal());
       },
     });
     new Gauge({

@@ -11,10 +11,11 @@
  */
 import http2 from "node:http2";
 import type http from "node:http";
-import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
+import { type DescEnum, type DescMessage, fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { invalidArgument } from "../errors.js";
 
 /** A Node request of either HTTP version. */
 export type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -170,7 +171,8 @@ export function parseBinary<D extends DescMessage>(desc: D, data: Uint8Array) {
 /**
  * Checks that every message in a body decodes as `input`: envelopes whole,
  * flags valid for a request, compression readable, binary protobuf parsable.
- * JSON is left to Connect (it answers JSON errors as INVALID_ARGUMENT itself),
+ * JSON is left to Connect (it answers JSON errors as INVALID_ARGUMENT itself)
+ * but for enum names it does not know (checkJsonEnums),
  * and so are encodings we do not know (UNIMPLEMENTED).
  */
 export async function checkDecodable(body: Uint8Array, format: BodyFormat, input: DescMessage, readMaxBytes: number): Promise<void> {
@@ -178,6 +180,7 @@ export async function checkDecodable(body: Uint8Array, format: BodyFormat, input
   if (!format.enveloped) {
     const data = format.compression ? await decompress(format.compression, body, readMaxBytes) : body;
     if (format.binary) parseBinary(input, data);
+    else checkJsonEnums(input, data);
     return;
   }
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
@@ -198,5 +201,73 @@ export async function checkDecodable(body: Uint8Array, format: BodyFormat, input
       data = await decompress(format.compression, data, readMaxBytes);
     }
     if (format.binary) parseBinary(input, data);
+    else checkJsonEnums(input, data);
   }
+}
+
+/**
+ * Refuses an enum value given by a name the enum does not have. Connect
+ * reads JSON ignoring what it does not know, which turns an unknown enum
+ * name into the field's default (a typo of KEY_ENVIRONMENT_TEST made a live
+ * project); over binary the number is kept and protovalidate's
+ * `defined_only` refuses it. This makes JSON answer the same:
+ * INVALID_ARGUMENT naming the field. Unknown fields stay ignored, and JSON
+ * that does not parse is left to Connect.
+ */
+export function checkJsonEnums(input: DescMessage, data: Uint8Array): void {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return;
+  }
+  const problem = unknownEnumIn(input, json, "");
+  if (problem) throw invalidArgument(problem.field, problem.problem);
+}
+
+interface EnumProblem {
+  field: string;
+  problem: string;
+}
+
+function unknownEnumIn(desc: DescMessage, json: unknown, prefix: string): EnumProblem | undefined {
+  // Well-known types have JSON forms of their own (and no enum a client names).
+  if (desc.typeName.startsWith("google.protobuf.") || typeof json !== "object" || json === null || Array.isArray(json)) return undefined;
+  const obj = json as Record<string, unknown>;
+  for (const field of desc.fields) {
+    const value = field.jsonName in obj ? obj[field.jsonName] : obj[field.name];
+    if (value === undefined || value === null) continue;
+    const path = `${prefix}${field.name}`;
+    let problem: EnumProblem | undefined;
+    switch (field.fieldKind) {
+      case "enum":
+        problem = unknownName(field.enum, value, path);
+        break;
+      case "message":
+        problem = unknownEnumIn(field.message, value, `${path}.`);
+        break;
+      case "list":
+        if (!Array.isArray(value)) break;
+        for (const item of value) {
+          if (field.listKind === "enum") problem ??= unknownName(field.enum, item, path);
+          else if (field.listKind === "message") problem ??= unknownEnumIn(field.message, item, `${path}.`);
+        }
+        break;
+      case "map":
+        if (typeof value !== "object" || Array.isArray(value)) break;
+        for (const item of Object.values(value as Record<string, unknown>)) {
+          if (field.mapKind === "enum") problem ??= unknownName(field.enum, item, path);
+          else if (field.mapKind === "message") problem ??= unknownEnumIn(field.message, item, `${path}.`);
+        }
+        break;
+    }
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+function unknownName(e: DescEnum, value: unknown, path: string): EnumProblem | undefined {
+  if (typeof value !== "string" || e.typeName === "google.protobuf.NullValue" || e.values.some((v) => v.name === value)) return undefined;
+  const names = e.values.filter((v) => v.number !== 0).map((v) => v.name);
+  return { field: path, problem: `${JSON.stringify(value.slice(0, 64))} is not a value of ${e.typeName} (one of ${names.join(", ")})` };
 }

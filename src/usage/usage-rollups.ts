@@ -12,6 +12,9 @@
  * Live and test (sandbox) usage keep separate lines: a report reads one.
  */
 import type { Db } from "../db/database.js";
+import { preparedInsert } from "../db/prepared.js";
+import type { DatabaseSchema } from "../db/schema.js";
+import type { InsertQueryBuilder, InsertResult } from "kysely";
 import { HOUR_MS, floorTo } from "./period.js";
 
 export type LineKind = "model" | "agent" | "agent_model";
@@ -100,6 +103,51 @@ export async function rollUpRecord(
       .execute();
   }
 }
+
+/** The fields of a record its rollup lines read. */
+export type RolledRecord = Parameters<typeof rollUpRecord>[1];
+
+/**
+ * Adds many records' lines to their hours' rollups: the lines are summed per
+ * rollup row in memory and each row is upserted once (one statement per 500
+ * rows). The same totals as `rollUpRecord` per record.
+ */
+export async function rollUpRecords(tx: Db, records: RolledRecord[]): Promise<void> {
+  const rows = new Map<string, { project_id: string; environment: string; hour: number; subject_kind: LineKind; subject: string; input_tokens: number; output_tokens: number; requests: number; cost_micros: number; token_cost_micros: number }>();
+  for (const r of records) {
+    const hour = floorTo(r.occur_time, HOUR_MS);
+    const group: RecordGroup = { kind: r.kind, model: r.model, agent: r.agent, inputTokens: r.input_tokens, outputTokens: r.output_tokens, count: 1, costMicros: r.cost_micros, invocationMicros: r.invocation_price };
+    for (const l of linesOf(group)) {
+      const key = `${r.project_id}\u0000${r.environment}\u0000${hour}\u0000${l.kind}\u0000${l.subject}`;
+      const row = rows.get(key);
+      if (row) {
+        row.input_tokens += l.inputTokens;
+        row.output_tokens += l.outputTokens;
+        row.requests += l.requests;
+        row.cost_micros += l.costMicros;
+        row.token_cost_micros += l.tokenCostMicros;
+      } else {
+        rows.set(key, { project_id: r.project_id, environment: r.environment, hour, subject_kind: l.kind, subject: l.subject, input_tokens: l.inputTokens, output_tokens: l.outputTokens, requests: l.requests, cost_micros: l.costMicros, token_cost_micros: l.tokenCostMicros });
+      }
+    }
+  }
+  const all = [...rows.values()];
+  for (let i = 0; i < all.length; i += 500) await upsertRollups(tx, all.slice(i, i + 500));
+}
+
+/** Prepared per row count (src/db/prepared.ts): adds to existing rollup rows. */
+const upsertRollups = preparedInsert("usage_rollup", (q) =>
+  (q as unknown as InsertQueryBuilder<DatabaseSchema, "usage_rollup", InsertResult>)
+      .onConflict((oc) =>
+        oc.columns(["project_id", "environment", "hour", "subject_kind", "subject"]).doUpdateSet((eb) => ({
+          input_tokens: eb("usage_rollup.input_tokens", "+", eb.ref("excluded.input_tokens")),
+          output_tokens: eb("usage_rollup.output_tokens", "+", eb.ref("excluded.output_tokens")),
+          requests: eb("usage_rollup.requests", "+", eb.ref("excluded.requests")),
+          cost_micros: eb("usage_rollup.cost_micros", "+", eb.ref("excluded.cost_micros")),
+          token_cost_micros: eb("usage_rollup.token_cost_micros", "+", eb.ref("excluded.token_cost_micros")),
+        })),
+      ),
+);
 
 /** Raw records of [start, end) grouped for linesOf (the partial hours at a range's edges). */
 export async function recordGroups(db: Db, projectId: string, start: number, end: number, environment = "live"): Promise<RecordGroup[]> {

@@ -13,7 +13,7 @@ import { paymentRequired } from "../billing/payment-required.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
-import { type GroupCommit, type Outcome, createGroupCommit } from "../db/group-commit.js";
+import { type GroupCommit, type Outcome, createGroupCommit, setUnit } from "../db/group-commit.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId } from "../ids.js";
@@ -28,6 +28,7 @@ import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthKey } from "./period.js";
 import { rollUpRecord } from "./usage-rollups.js";
+import { RecordSet } from "./record-set.js";
 import { requireOccurTime } from "./backdating.js";
 import { type ModelPrice, modelCost } from "./pricing.js";
 import type { UsageAuthorizationTable, UsageRecordTable } from "./usage-tables.js";
@@ -102,7 +103,7 @@ export interface UsageDeps {
   prices: PriceBook;
   planOf(projectId: string): Promise<Plan>;
   /** Revenue share (src/marketplace): books the publishers' split of a debit in the debit's transaction. */
-  marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void> };
+  marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void>; bookUsages?(tx: Db, records: UsageRecordRow[]): Promise<void> };
   /** Told after a project's usage committed (spend alerts check it soon); must return at once. */
   afterDebit?(projectId: string): void;
 }
@@ -113,6 +114,12 @@ const SWEEP_MS = 15_000;
 
 export { authorizationName, recordName };
 
+/** The month's included-credits entry of a plan (granted once a month, on first use; record-set.ts decides it in memory). */
+export function planCreditsEntry(projectId: string, plan: Plan, now: number): ledger.LedgerEntry {
+  const month = monthKey(now);
+  return { projectId, kind: "plan_credits", amountMicros: plan.includedCreditsMicros, idempotencyKey: `plan-credits:${month}`, description: `${plan.displayName} included credits ${month}` };
+}
+
 function requestHash(parts: unknown): string {
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
 }
@@ -121,9 +128,14 @@ export class Usage {
   private sweeper?: NodeJS.Timeout;
   /** Usage records are the hot write: concurrent ones share a commit (SQLite; a plain transaction elsewhere). */
   readonly commits: GroupCommit;
+  /** Decides and writes runs of concurrent records together (record-set.ts). */
+  private readonly recordSet: RecordSet;
+  /** False: every record takes the per-unit path (a test compares the two; record-set.property.test.ts). */
+  setBased = true;
 
   constructor(private readonly deps: UsageDeps) {
-    this.commits = createGroupCommit(deps.database);
+    this.commits = createGroupCommit(deps.database, { onSetFallback: (err) => deps.log.debug({ err }, "usage records of a group commit decided one by one") });
+    this.recordSet = new RecordSet({ usage: this, keys: deps.keys, prices: deps.prices, marketplace: deps.marketplace, clock: deps.clock });
   }
 
   /** The database handle, for callers that resolve their target before recording. */
@@ -194,6 +206,17 @@ export class Usage {
     // Test keys meter against the sandbox ledger (docs/test-mode.md): every read and write below names it.
     const env = callerEnvironment(caller);
     const hash = requestHash([input.usage, input.authorization ?? "", input.apiKey ?? "", input.occurTime ?? null, input.attributes]);
+    const unit = this.recordOne(caller, projectId, plan, input, now, namespace, env, hash);
+    // The common case (no hold to settle, no wallet budget) may be decided with its neighbours and written set-based
+    // (record-set.ts); `unit` stays its exact per-unit path.
+    if (this.setBased && !input.authorization && !(caller.kind === "user" && caller.wallet?.budget)) {
+      return setUnit(unit, this.recordSet, { caller, projectId, plan, input, now, env, namespace, hash });
+    }
+    return unit;
+  }
+
+  /** The per-unit path of one usage record. */
+  private recordOne(caller: Caller, projectId: string, plan: Plan, input: RecordInput, now: number, namespace: RequestNamespace, env: ledger.Environment, hash: string): (tx: Db) => Promise<RecordResult> {
     return async (tx) => {
       const replay = await tx
         .selectFrom("usage_record")
@@ -468,13 +491,13 @@ export class Usage {
    * naming the field. Agents keep a price history too: a backdated agent
    * operation pays the per-invocation price in force at `at`.
    */
-  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number, via?: string) {
+  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number, via?: string, prices: PriceBook = this.deps.prices) {
     if (usage.kind === "model") {
       if (caller.kind === "api_key" && !modelAllowed(caller.allowedModels, usage.model)) {
         throw permissionDenied(`this API key may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
       }
       this.requireWalletModel(caller, usage.model);
-      const price = await this.modelPriceAt(db, projectId, usage.model, at, "model_usage.model");
+      const price = await this.modelPriceAt(db, projectId, usage.model, at, "model_usage.model", prices);
       return {
         subject: price.name,
         cost: modelCost(price, usage.inputTokens, usage.outputTokens),
@@ -483,7 +506,7 @@ export class Usage {
         invocationPrice: 0,
       };
     }
-    const agent = await this.agentPriceAt(db, projectId, usage.agent, at, via);
+    const agent = await this.agentPriceAt(db, projectId, usage.agent, at, via, prices);
     let tokenCost = 0;
     let inputPrice = 0;
     let outputPrice = 0;
@@ -491,7 +514,7 @@ export class Usage {
     let tokenModel: string | undefined;
     if (usage.model && (usage.inputTokens || usage.outputTokens)) {
       this.requireWalletModel(caller, usage.model);
-      const price = await this.modelPriceAt(db, projectId, usage.model, at, "agent_operation.model");
+      const price = await this.modelPriceAt(db, projectId, usage.model, at, "agent_operation.model", prices);
       tokenCost = modelCost(price, usage.inputTokens ?? 0, usage.outputTokens ?? 0);
       inputPrice = price.inputPriceMicrosPerMillion;
       outputPrice = price.outputPriceMicrosPerMillion;
@@ -510,25 +533,25 @@ export class Usage {
   }
 
   /** An agent's per-invocation price at `at` (now when undefined): INVALID_ARGUMENT when not invocable, or at a time before its first price. */
-  private async agentPriceAt(db: Db, projectId: string, agent: string, at: number | undefined, via?: string): Promise<{ name: string; ownerProject: string; pricePerInvocationMicros: number }> {
+  private async agentPriceAt(db: Db, projectId: string, agent: string, at: number | undefined, via: string | undefined, prices: PriceBook): Promise<{ name: string; ownerProject: string; pricePerInvocationMicros: number }> {
     const unknown = () => invalidArgument("agent_operation.agent", `unknown agent ${agent}, or not hired by this project`);
     if (at === undefined) {
-      const current = await this.deps.prices.agentPrice(db, projectId, agent, via);
+      const current = await prices.agentPrice(db, projectId, agent, via);
       if (!current) throw unknown();
       return current;
     }
-    const then = await this.deps.prices.agentPriceAt(db, projectId, agent, at, via);
+    const then = await prices.agentPriceAt(db, projectId, agent, at, via);
     if (!then) throw unknown();
     if (then.price === undefined) throw invalidArgument("occur_time", `${then.name} had no price at ${new Date(at).toISOString()} (it was published later)`);
     return { name: then.name, ownerProject: then.ownerProject, pricePerInvocationMicros: then.price };
   }
 
   /** A model's price at `at` (now when undefined): INVALID_ARGUMENT for an unknown model, or a time before its first price. */
-  private async modelPriceAt(db: Db, projectId: string, model: string, at: number | undefined, field: string): Promise<ModelPrice & { name: string }> {
-    const current = await this.deps.prices.modelPrice(db, projectId, model);
+  private async modelPriceAt(db: Db, projectId: string, model: string, at: number | undefined, field: string, prices: PriceBook): Promise<ModelPrice & { name: string }> {
+    const current = await prices.modelPrice(db, projectId, model);
     if (!current) throw invalidArgument(field, `unknown model ${model}`);
     if (at === undefined) return current;
-    const then = await this.deps.prices.modelPriceAt(db, projectId, model, at);
+    const then = await prices.modelPriceAt(db, projectId, model, at);
     if (!then) throw invalidArgument("occur_time", `${current.name} had no price at ${new Date(at).toISOString()} (it was published later)`);
     return then;
   }
@@ -539,12 +562,12 @@ export class Usage {
     if (models && models.length > 0 && !modelAllowed(models, model)) throw permissionDenied(`this wallet token may not use ${model}`, "MODEL_NOT_ALLOWED");
   }
 
-  /** The key usage is attributed to: the named customer key, else the calling key. */
-  private async attributedKey(tx: Db, caller: Caller, projectId: string, apiKey: string | undefined, usage: UsageInput | undefined): Promise<string | undefined> {
+  /** The key usage is attributed to: the named customer key, else the calling key. `keys` may memoize `forMetering` (record-set.ts). */
+  async attributedKey(tx: Db, caller: Caller, projectId: string, apiKey: string | undefined, usage: UsageInput | undefined, keys: Pick<ApiKeys, "forMetering"> = this.deps.keys): Promise<string | undefined> {
     if (!apiKey) return caller.kind === "api_key" ? caller.keyId : undefined;
     const ref = parseChildName(apiKey, "apiKeys");
     if (!ref || ref.project !== projectId) throw notFound(`API key "${apiKey}"`);
-    const key = await this.deps.keys.forMetering(tx, projectId, ref.id);
+    const key = await keys.forMetering(tx, projectId, ref.id);
     if (!key.usable) throw failedPrecondition(`API key ${apiKey} is revoked or expired`, "API_KEY_NOT_ACTIVE");
     // Usage is attributed only to a key of the caller's environment (docs/test-mode.md).
     const env = callerEnvironment(caller);
@@ -566,8 +589,12 @@ export class Usage {
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
     const refusal = await this.deps.keys.spendRefusal(tx, keyId, cost);
-    if (!refusal) return;
-    throw paymentRequired({
+    if (refusal) throw this.spendCapReached(refusal, cost);
+  }
+
+  /** Payment required: `cost` more would pass the spend cap of `refusal.keyName`. */
+  spendCapReached(refusal: { keyName: string; cap: number; spent: number }, cost: number): ConnectError {
+    return paymentRequired({
       reason: LimitReason.SPEND_CAP,
       projectId: refusal.keyName.split("/")[1],
       requestedMicros: cost,
@@ -582,8 +609,7 @@ export class Usage {
   /** The plan's included credits for the current month, granted once (lazily, on first use in the month). */
   private async grantPlanCredits(tx: Db, projectId: string, plan: Plan): Promise<void> {
     if (plan.includedCreditsMicros <= 0) return;
-    const month = monthKey(this.deps.clock.now());
-    await ledger.book(tx, { projectId, kind: "plan_credits", amountMicros: plan.includedCreditsMicros, idempotencyKey: `plan-credits:${month}`, description: `${plan.displayName} included credits ${month}` }, this.deps.clock.now());
+    await ledger.book(tx, planCreditsEntry(projectId, plan, this.deps.clock.now()), this.deps.clock.now());
   }
 
   /** Payment required (FAILED_PRECONDITION + PaymentRequired): how much is missing and which plans include more. */

@@ -79,7 +79,7 @@ describe("earnings periods", () => {
 });
 
 describe("alert lines", () => {
-  const event = (payload: MessageInitShape<typeof AccountEventSchema>["payload"]) => create(AccountEventSchema, { id: "evt_1", account: "accounts/p", payload });
+  const event = (payload: MessageInitShape<typeof AccountEventSchema>["payload"], livemode = true) => create(AccountEventSchema, { id: "evt_1", account: "accounts/p", livemode, payload });
   it("say what fired, in exact money", () => {
     expect(describeEvent(event({ case: "spendAlertFired", value: { spendAlert: "accounts/p/spendAlerts/a", period: "2026-12", threshold: { case: "thresholdMicros", value: 5_000n }, spentMicros: 5_500n, description: "five mills" } }))).toBe(
       'Spend alert "five mills": the account spent $0.0055, over $0.005 (2026-12)',
@@ -89,5 +89,6 @@ describe("alert lines", () => {
     );
     expect(describeEvent(event({ case: "creditsAdded", value: { amountMicros: 2_500_000n, balanceMicros: 7_500_001n, reason: "grant" } }))).toBe("Credits added: $2.50 (grant); balance $7.500001");
     expect(describeEvent(event({ case: undefined }))).toBe("An event this console does not know yet");
+    expect(describeEvent(event({ case: "creditsAdded", value: { amountMicros: 1n, balanceMicros: 1n } }, false))).toBe("Credits added: $0.000001; balance $0.000001 [test mode]");
   });
 });

@@ -17,6 +17,8 @@ import { Code, createClient } from "@connectrpc/connect";
 import fc from "fast-check";
 import { SignJWT, calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
+import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { createFormstateClient } from "../../src/client/node.js";
@@ -121,6 +123,21 @@ describe("receipts from the server", () => {
     } finally {
       await ts.app.database.db.updateTable("credit_transaction").set({ amount_micros: Number(target.amount_micros) }).where("tx_id", "=", txId).execute();
     }
+  });
+
+  it("a statement holding both ledgers of a project (live and a test key's sandbox, each with its own seq) verifies as two chains", async () => {
+    const admin = createFormstateClient({ baseUrl: ts.url, token: await ts.token({ projectId: P, role: "admin" }) });
+    const { secret } = await admin.apiKeys.createApiKey({ parent: `accounts/${P}`, apiKey: { displayName: "sandbox", scopes: [Scope.READ, Scope.WRITE], environment: KeyEnvironment.TEST } });
+    const sandbox = createFormstateClient({ baseUrl: ts.url, apiKey: secret });
+    await sandbox.usage.recordUsage({ parent: `accounts/${P}`, requestId: "t1", usage: { case: "modelUsage", value: { model: `models/${P}/m`, inputTokens: 7n } } });
+    const { creditTransactions } = await sandbox.billing.listCreditTransactions({ parent: `accounts/${P}` });
+    expect(creditTransactions.length).toBeGreaterThanOrEqual(2); // the month's sandbox top-up and the debit
+    const test: string[] = [];
+    for (const t of creditTransactions) test.push((await sandbox.billing.getCreditTransactionReceipt({ name: t.name })).receipt);
+    expect(test.map((r) => claimOf(r).environment)).toEqual(test.map(() => "test"));
+    const live = await allReceipts();
+    const report = await verifyReceipts([...live, ...test], jwks);
+    expect(report).toMatchObject({ problems: [], ok: true, linksChecked: live.length - 1 + test.length - 1, gaps: [] });
   });
 
   it("another project's entry is not found; a malformed name is refused", async () => {

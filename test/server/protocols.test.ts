@@ -187,3 +187,41 @@ describe("buf curl reaches a method of every service through reflection", () => 
     expect((err as { stderr: string }).stderr).toMatch(/missing credential/);
   });
 });
+
+describe("an enum value the server does not know, in JSON", () => {
+  /** A Connect JSON call by fetch: the HTTP status and the error code, if any. */
+  async function post(path: string, bearerToken: string, body: unknown, contentType = "application/json") {
+    const payload = JSON.stringify(body);
+    const enveloped = contentType !== "application/json";
+    const data = enveloped ? Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), Buffer.from(payload)]) : payload;
+    if (enveloped) (data as Buffer).writeUInt32BE(Buffer.byteLength(payload), 1);
+    const res = await fetch(`${ts.url}/${path}`, { method: "POST", headers: { "content-type": contentType, "connect-protocol-version": "1", authorization: `Bearer ${bearerToken}` }, body: data });
+    const text = await res.text();
+    return { status: res.status, text };
+  }
+
+  it("is INVALID_ARGUMENT naming the field, as over binary (protovalidate's defined_only), never read as the default: a typo of KEY_ENVIRONMENT_TEST made a live project", async () => {
+    const newcomer = await ts.token({ projectId: "enum-typo", role: "admin", subject: "typist" });
+    const typo = await post("formstate.v1.AccountService/CreateAccount", newcomer, { account: { displayName: "staging", environment: "KEY_ENVIRONMENT_TSET" } });
+    expect(typo.status, typo.text).toBe(400);
+    expect(JSON.parse(typo.text)).toMatchObject({ code: "invalid_argument", message: expect.stringContaining("account.environment"), details: expect.arrayContaining([expect.objectContaining({ type: "google.rpc.BadRequest" })]) });
+    expect(typo.text).toContain("KEY_ENVIRONMENT_TSET");
+    // Nothing was created: the project can still be made a test project.
+    const made = await post("formstate.v1.AccountService/CreateAccount", newcomer, { account: { displayName: "staging", environment: "KEY_ENVIRONMENT_TEST" } });
+    expect(made.status, made.text).toBe(200);
+    expect(JSON.parse(made.text).account.environment).toBe("KEY_ENVIRONMENT_TEST");
+    // In a repeated enum too, and over gRPC-Web's JSON framing (the same rule for every JSON path).
+    const scopes = await post("formstate.v1.ApiKeyService/CreateApiKey", token, { parent: "accounts/proto", apiKey: { displayName: "k", scopes: ["SCOPE_READ", "SCOPE_RAED"] } });
+    expect(scopes.status, scopes.text).toBe(400);
+    expect(scopes.text).toContain("api_key.scopes");
+    const web = await post("formstate.v1.AccountService/CreateAccount", newcomer, { account: { environment: "LIVE" } }, "application/grpc-web+json");
+    expect(web.status).toBe(200);
+    expect(web.text).toMatch(/grpc-status: ?3/);
+    expect(decodeURIComponent(web.text)).toContain("account.environment");
+    // Unknown fields are still ignored (a newer client's extra field), and numbers are protovalidate's (defined_only).
+    const extra = await post("formstate.v1.AccountService/GetAccount", token, { name: "accounts/proto", someFutureField: 1 });
+    expect(extra.status, extra.text).toBe(200);
+    const number = await post("formstate.v1.AccountService/CreateAccount", await ts.token({ projectId: "enum-number", role: "admin" }), { account: { environment: 7 } });
+    expect(JSON.parse(number.text)).toMatchObject({ code: "invalid_argument", message: expect.stringContaining("account.environment") });
+  });
+});

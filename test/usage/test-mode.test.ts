@@ -124,6 +124,27 @@ describe("test mode", () => {
     expect(forecast.spentToDateMicros).toBe(300n);
   });
 
+  it("a key sees only its own ledger's money: GetAccount's other balance reads 0, the other ledger's receipts are NOT_FOUND", async () => {
+    const p = await project("tm-see");
+    const parent = "accounts/tm-see";
+    await p.use(p.test, "t1", 100);
+    await p.use(p.live, "l1", 300);
+    // Users see both balances.
+    expect(await p.balances()).toEqual({ live: 700n, test: BigInt(SANDBOX - 100) });
+    const asTest = (await p.test.accounts.getAccount({ name: parent })).account!;
+    expect([asTest.creditBalanceMicros, asTest.testCreditBalanceMicros]).toEqual([0n, BigInt(SANDBOX - 100)]);
+    const asLive = (await p.live.accounts.getAccount({ name: parent })).account!;
+    expect([asLive.creditBalanceMicros, asLive.testCreditBalanceMicros]).toEqual([700n, 0n]);
+    // Receipts: each key gets its own ledger's, and the other ledger's entries answer as missing ones do.
+    const liveTx = (await p.admin.billing.listCreditTransactions({ parent })).creditTransactions[0];
+    const testTx = (await p.admin.billing.listCreditTransactions({ parent, environment: KeyEnvironment.TEST })).creditTransactions[0];
+    expect((await p.live.billing.getCreditTransactionReceipt({ name: liveTx.name })).receipt).not.toBe("");
+    expect((await p.test.billing.getCreditTransactionReceipt({ name: testTx.name })).receipt).not.toBe("");
+    await expectCode(p.test.billing.getCreditTransactionReceipt({ name: liveTx.name }), Code.NotFound, /not found/);
+    await expectCode(p.live.billing.getCreditTransactionReceipt({ name: testTx.name }), Code.NotFound, /not found/);
+    expect((await p.admin.billing.getCreditTransactionReceipt({ name: testTx.name })).receipt).not.toBe("");
+  });
+
   it("request ids and idempotency keys never collide between modes", async () => {
     const p = await project("tm-ids");
     const t = await p.use(p.test, "same", 10);
@@ -200,6 +221,11 @@ describe("test mode", () => {
       /test API key cannot link a payout account/,
     );
     expect(await ts.app.database.db.selectFrom("payout_account").select("project_id").where("project_id", "=", "tm-billing").execute()).toEqual([]);
+    // Nor does it read the live earnings and payouts (there is no sandbox twin of them to show instead).
+    await expectCode(p.test.billing.getPublisherEarnings({ parent: "accounts/tm-billing" }), Code.PermissionDenied, /test API key cannot read publisher earnings/);
+    await expectCode(p.test.billing.listPayouts({ parent: "accounts/tm-billing" }), Code.PermissionDenied, /test API key cannot read payouts/);
+    expect((await p.live.billing.getPublisherEarnings({ parent: "accounts/tm-billing" })).total?.usageCount ?? 0n).toBe(0n);
+    expect((await p.admin.billing.listPayouts({ parent: "accounts/tm-billing" })).payouts).toEqual([]);
   });
 
   it("usage is attributed only to a key of the caller's environment", async () => {

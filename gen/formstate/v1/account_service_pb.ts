@@ -577,7 +577,8 @@ export type Account = Message<"formstate.v1.Account"> & {
   subscriptionStatus: SubscriptionStatus;
 
   /**
-   * The credit balance in micro-USD (1 USD = 1,000,000). Output only.
+   * The credit balance in micro-USD (1 USD = 1,000,000). Output only. A
+   * test API key (`fs_test_`) reads 0: live money is not its to see.
    *
    * @generated from field: int64 credit_balance_micros = 7;
    */
@@ -609,7 +610,8 @@ export type Account = Message<"formstate.v1.Account"> & {
 
   /**
    * The test-mode sandbox balance in micro-USD: free credits that `fs_test_`
-   * keys spend, never real money (docs/test-mode.md). Output only.
+   * keys spend, never real money (docs/test-mode.md). Output only. A live
+   * API key reads 0.
    *
    * @generated from field: int64 test_credit_balance_micros = 12;
    */

@@ -1261,7 +1261,9 @@ export const BillingService: GenService<{
    * whose payload holds the entry and its place in the account's hash
    * chain (entry_hash = sha256 of the entry and previous_entry_hash). Verify
    * offline with `formstate receipt verify` and the keys at
-   * /.well-known/receipt-keys.json.
+   * /.well-known/receipt-keys.json. An API key gets receipts of its own
+   * ledger only (live, or the sandbox for a test key); the other ledger's
+   * entries are NOT_FOUND, like missing ones.
    * Access: user role, read-scope key. Errors: NOT_FOUND.
    *
    * @generated from rpc formstate.v1.BillingService.GetCreditTransactionReceipt
@@ -1370,7 +1372,9 @@ export const BillingService: GenService<{
    *
    * Earnings of a publisher project over a range: totals, and one line per
    * resource (model or agent) that earned, plus the balance not yet paid out.
-   * Access: developer role, read-scope key.
+   * Access: developer role, read-scope key (a live key: earnings are live
+   * money, and a test key of a live project answers PERMISSION_DENIED
+   * TEST_MODE_KEY).
    * Errors: NOT_FOUND (unknown account, or another project's).
    *
    * @generated from rpc formstate.v1.BillingService.GetPublisherEarnings
@@ -1398,7 +1402,8 @@ export const BillingService: GenService<{
   },
   /**
    * Lists the project's payouts, newest first.
-   * Access: developer role, read-scope key.
+   * Access: developer role, read-scope key (a live key, as for
+   * GetPublisherEarnings).
    *
    * @generated from rpc formstate.v1.BillingService.ListPayouts
    */
