@@ -26,6 +26,8 @@ import { planLimitError } from "../plans/plan-limit-error.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { newId } from "../ids.js";
 import { type KeyInvalidation, sharedStateUnavailable } from "../cluster/key-invalidation.js";
+import { Coherence, ExactCache } from "../cluster/state-cache.js";
+import { touch } from "../db/commit-hooks.js";
 import { type KeyEnvironment, generateKey, parseKey, secretMatches } from "./key-format.js";
 import { normalizeIp } from "./ip-allowlist.js";
 import {
@@ -72,11 +74,6 @@ export { statusOf } from "./key-authority.js";
 /** Callers that manage keys: users and standard keys. */
 export type KeyCaller = Exclude<Principal, { kind: "anonymous" }>;
 
-interface CachedKey {
-  row: ApiKeyRow;
-  loadedAt: number;
-}
-
 export interface ApiKeysDeps {
   database: Database;
   plans: Plans;
@@ -87,6 +84,8 @@ export interface ApiKeysDeps {
   planOf(projectId: string): Promise<Plan>;
   /** Other instances' caches, told about revokes, rotations and updates (several instances sharing a Redis). */
   invalidation?: KeyInvalidation;
+  /** Keeps the key cache exact (src/cluster/state-cache.ts); without it, this instance's changes only. */
+  coherence?: Coherence;
 }
 
 
@@ -104,7 +103,9 @@ const LAST_USED_FLUSH_MS = 15_000;
 const RATE_LIMIT_EVENT_EVERY_MS = 60_000;
 
 export class ApiKeys {
-  private readonly cache = new Map<string, CachedKey>();
+  /** Key rows by key id, exact (state-cache.ts): dropped after every commit that changes one. */
+  private readonly cache: ExactCache<ApiKeyRow>;
+  private readonly coherence: Coherence;
   /** Coalesced last-used times, written every LAST_USED_FLUSH_MS. */
   private readonly lastUsed = new Map<string, number>();
   private readonly seenIps = new Map<string, Set<string>>();
@@ -115,10 +116,11 @@ export class ApiKeys {
    */
   private readonly replays = new Map<string, { at: number; result: { row: ApiKeyRow; secret: string } }>();
   private flushTimer?: NodeJS.Timeout;
-  /** Bumped by every invalidation: a load that raced one is not cached (it may hold the row from before). */
-  private generation = 0;
 
   constructor(private readonly deps: ApiKeysDeps) {
+    this.coherence = deps.coherence ?? new Coherence(deps.database, deps.log);
+    this.cache = new ExactCache<ApiKeyRow>(this.coherence, () => this.cacheTtl(), CACHE_MAX);
+    this.coherence.register((d) => this.cache.drop(d?.keys));
     void deps.invalidation?.subscribe((ids) => this.drop(ids));
   }
 
@@ -170,9 +172,7 @@ export class ApiKeys {
 
   /** Drops keys from this instance's cache only (all of them when `keyIds` is undefined). */
   private drop(keyIds: string[] | undefined): void {
-    this.generation++;
-    if (keyIds === undefined) this.cache.clear();
-    else for (const id of keyIds) this.cache.delete(id);
+    this.cache.drop(keyIds);
   }
 
   /** How long a cached key is trusted: short while other instances' changes may not reach this one. */
@@ -234,17 +234,8 @@ export class ApiKeys {
     return effectiveKey(row, chain, now);
   }
 
-  private async load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
-    const hit = this.cache.get(keyId);
-    if (hit && now - hit.loadedAt < this.cacheTtl()) return hit.row;
-    const generation = this.generation;
-    const row = await repo.findKey(this.deps.database.db, keyId);
-    if (row && generation === this.generation) {
-      this.cache.delete(keyId);
-      this.cache.set(keyId, { row, loadedAt: now });
-      if (this.cache.size > CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
-    }
-    return row;
+  private load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
+    return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId));
   }
 
   /** Records a USED_FROM_NEW_IP event the first time a key is used from an address. */
@@ -522,9 +513,10 @@ export class ApiKeys {
     let row = await this.load(parsed.keyId, now);
     if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
     let effective = await this.effective(row, now);
-    // Spend moves on every recorded usage: a capped key's remaining spend is read fresh, not from the
-    // auth cache. Everything else the verdict shows is what the cache holds (dropped on every change).
-    if (effective.spendCapMicros !== null) {
+    // Spend moves on every recorded usage, and every such commit drops the key's entry: where every commit
+    // anywhere reaches this cache (state-cache.ts), the cached row is exact. Where it may not (PostgreSQL
+    // without a connected Redis), a capped key's remaining spend is read fresh.
+    if (effective.spendCapMicros !== null && !this.coherence.exact()) {
       row = (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
       effective = await this.effective(row, now, true);
     }
@@ -583,6 +575,7 @@ export class ApiKeys {
   async addSpend(tx: Db, keyId: string, amount: number): Promise<void> {
     if (amount === 0) return;
     for (let id: string | null = keyId; id; ) {
+      touch(tx, { keys: [id] });
       const row: { parent_key_id: string | null } | undefined = await tx
         .updateTable("api_key")
         .set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) }))
