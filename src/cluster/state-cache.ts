@@ -37,11 +37,12 @@ import type { Database } from "../db/database.js";
 import type { Logger } from "../logger.js";
 import type { KeyInvalidation } from "./key-invalidation.js";
 
-/** What a cache must drop: these projects' and keys' entries, or (undefined) everything. */
-export type Dropped = { projects: string[]; keys: string[] } | undefined;
+/** What a cache must drop: these projects', keys' and key spends' entries, or (undefined) everything. */
+export type Dropped = { projects: string[]; keys: string[]; spend: string[] } | undefined;
 
 const PROJECT = "p:";
 const KEY = "k:";
+const SPEND = "s:";
 
 /** Ties the caches to commits here, to other processes (SQLite) and to other instances (Redis). */
 export class Coherence {
@@ -55,16 +56,16 @@ export class Coherence {
     private readonly invalidation?: KeyInvalidation,
   ) {
     this.version = database.dataVersion?.();
-    database.onCommit((c) => this.afterCommit([...c.projects], [...c.keys]));
+    database.onCommit((c) => this.afterCommit({ projects: [...c.projects], keys: [...c.keys], spend: [...c.spend] }));
     void invalidation?.subscribe((ids) => {
       if (ids === undefined) return this.emit(undefined);
-      const projects: string[] = [];
-      const keys: string[] = [];
+      const d = { projects: [] as string[], keys: [] as string[], spend: [] as string[] };
       for (const id of ids) {
-        if (id.startsWith(PROJECT)) projects.push(id.slice(PROJECT.length));
-        else if (id.startsWith(KEY)) keys.push(id.slice(KEY.length));
+        if (id.startsWith(PROJECT)) d.projects.push(id.slice(PROJECT.length));
+        else if (id.startsWith(KEY)) d.keys.push(id.slice(KEY.length));
+        else if (id.startsWith(SPEND)) d.spend.push(id.slice(SPEND.length));
       }
-      this.emit({ projects, keys });
+      this.emit(d);
     });
   }
 
@@ -104,12 +105,14 @@ export class Coherence {
    * each COMMIT with the transaction's touches; a writer that commits some
    * other way calls it itself.
    */
-  async afterCommit(projects: string[], keys: string[]): Promise<void> {
-    if (projects.length === 0 && keys.length === 0) return;
-    this.emit({ projects, keys });
+  async afterCommit(changed: NonNullable<Dropped>): Promise<void> {
+    const { projects, keys, spend } = changed;
+    if (projects.length === 0 && keys.length === 0 && spend.length === 0) return;
+    this.emit(changed);
     // Other processes on a SQLite file see the commit through data_version; no message needed.
     if (this.database.dataVersion || !this.invalidation?.connected()) return;
-    await this.invalidation.publish([...projects.map((p) => PROJECT + p), ...keys.map((k) => KEY + k)]).catch((err: unknown) => {
+    const ids = [...projects.map((p) => PROJECT + p), ...keys.map((k) => KEY + k), ...spend.map((k) => SPEND + k)];
+    await this.invalidation.publish(ids).catch((err: unknown) => {
       this.log.warn({ err }, "could not announce cached state changes to other instances");
     });
   }

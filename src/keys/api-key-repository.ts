@@ -15,6 +15,12 @@ export function findKey(db: Db, keyId: string): Promise<ApiKeyRow | undefined> {
   return db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).executeTakeFirst();
 }
 
+/** A key's spend so far (undefined: no such key). */
+export async function spentOf(db: Db, keyId: string): Promise<number | undefined> {
+  const r = await db.selectFrom("api_key").select("spent_micros").where("key_id", "=", keyId).executeTakeFirst();
+  return r?.spent_micros;
+}
+
 export function findKeyInProject(db: Db, projectId: string, keyId: string): Promise<ApiKeyRow | undefined> {
   return db.selectFrom("api_key").selectAll().where("key_id", "=", keyId).where("project_id", "=", projectId).executeTakeFirst();
 }

@@ -103,8 +103,14 @@ const LAST_USED_FLUSH_MS = 15_000;
 const RATE_LIMIT_EVENT_EVERY_MS = 60_000;
 
 export class ApiKeys {
-  /** Key rows by key id, exact (state-cache.ts): dropped after every commit that changes one. */
+  /**
+   * Key rows by key id, exact (state-cache.ts): dropped after every commit that changes one. Their
+   * spent_micros is NOT kept current (spend moves on every usage and would evict the row authentication
+   * reads on every call): spend has its own cache, `spent`.
+   */
   private readonly cache: ExactCache<ApiKeyRow>;
+  /** spent_micros by key id, exact likewise: dropped after every commit that moves it. */
+  private readonly spent: ExactCache<number>;
   private readonly coherence: Coherence;
   /** Coalesced last-used times, written every LAST_USED_FLUSH_MS. */
   private readonly lastUsed = new Map<string, number>();
@@ -120,7 +126,12 @@ export class ApiKeys {
   constructor(private readonly deps: ApiKeysDeps) {
     this.coherence = deps.coherence ?? new Coherence(deps.database, deps.log);
     this.cache = new ExactCache<ApiKeyRow>(this.coherence, () => this.cacheTtl(), CACHE_MAX);
-    this.coherence.register((d) => this.cache.drop(d?.keys));
+    this.spent = new ExactCache<number>(this.coherence, () => (this.coherence.exact() ? CACHE_TTL_MS : 0), CACHE_MAX);
+    this.coherence.register((d) => {
+      this.cache.drop(d?.keys);
+      // A key changed by other means (rotation, revoke) may have had its spend reset too.
+      this.spent.drop(d && [...d.spend, ...d.keys]);
+    });
     void deps.invalidation?.subscribe((ids) => this.drop(ids));
   }
 
@@ -224,10 +235,10 @@ export class ApiKeys {
    * cache, so a parent's revoke, rotation or narrowing reaches its children
    * on their next call).
    */
-  private async effective(row: ApiKeyRow, now: number, fresh = false): Promise<EffectiveKey> {
+  private async effective(row: ApiKeyRow, now: number, read: (id: string) => Promise<ApiKeyRow | undefined> = (id) => this.load(id, now)): Promise<EffectiveKey> {
     const chain: (ApiKeyRow | undefined)[] = [];
     for (let id = row.parent_key_id, depth = 0; id && depth < 4; depth++) {
-      const parent = fresh ? await repo.findKey(this.deps.database.db, id) : await this.load(id, now);
+      const parent = await read(id);
       chain.push(parent && parent.project_id === row.project_id ? parent : undefined);
       id = parent?.parent_key_id ?? null;
     }
@@ -236,6 +247,13 @@ export class ApiKeys {
 
   private load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
     return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId));
+  }
+
+  /** The row with its current spend: from the spend cache where it is exact, else read fresh. */
+  private async withSpend(row: ApiKeyRow, now: number): Promise<ApiKeyRow> {
+    if (!this.coherence.exact()) return (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
+    const spent = await this.spent.get(row.key_id, now, () => repo.spentOf(this.deps.database.db, row.key_id));
+    return spent === undefined || spent === row.spent_micros ? row : { ...row, spent_micros: spent };
   }
 
   /** Records a USED_FROM_NEW_IP event the first time a key is used from an address. */
@@ -513,12 +531,15 @@ export class ApiKeys {
     let row = await this.load(parsed.keyId, now);
     if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
     let effective = await this.effective(row, now);
-    // Spend moves on every recorded usage, and every such commit drops the key's entry: where every commit
-    // anywhere reaches this cache (state-cache.ts), the cached row is exact. Where it may not (PostgreSQL
-    // without a connected Redis), a capped key's remaining spend is read fresh.
-    if (effective.spendCapMicros !== null && !this.coherence.exact()) {
-      row = (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
-      effective = await this.effective(row, now, true);
+    // Spend moves on every recorded usage: a capped key's remaining spend comes from the spend cache
+    // (exact: every commit that moves it drops it, state-cache.ts), or where that cannot be exact
+    // (PostgreSQL without a connected Redis) from a fresh read, for the key and its ancestors alike.
+    if (effective.spendCapMicros !== null) {
+      row = await this.withSpend(row, now);
+      effective = await this.effective(row, now, async (id) => {
+        const parent = await this.load(id, now);
+        return parent && this.withSpend(parent, now);
+      });
     }
     const result = presentedVerdict(parsed, row, effective, clientIp ? normalizeIp(clientIp) : "");
     if (result === "unknown") return { result };
@@ -575,7 +596,7 @@ export class ApiKeys {
   async addSpend(tx: Db, keyId: string, amount: number): Promise<void> {
     if (amount === 0) return;
     for (let id: string | null = keyId; id; ) {
-      touch(tx, { keys: [id] });
+      touch(tx, { spend: [id] });
       const row: { parent_key_id: string | null } | undefined = await tx
         .updateTable("api_key")
         .set((eb) => ({ spent_micros: eb("spent_micros", "+", amount) }))

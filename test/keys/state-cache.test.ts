@@ -56,12 +56,12 @@ async function setUp(ts: TestServer, projectId: string, credits = 10_000_000) {
 describe("ExactCache", () => {
   /** A cache over a fake store whose data_version the test moves. */
   function fixture() {
-    const store = { version: 1, listeners: [] as ((c: { projects: Set<string>; keys: Set<string> }) => void)[] };
+    const store = { version: 1, listeners: [] as ((c: { projects: Set<string>; keys: Set<string>; spend: Set<string> }) => void)[] };
     const database = { dialect: "sqlite", onCommit: (l: never) => store.listeners.push(l), dataVersion: () => store.version } as unknown as Database;
     const coherence = new Coherence(database, createLogger("silent"));
     const cache = new ExactCache<string>(coherence, () => 60_000);
     coherence.register((d) => cache.drop(d?.keys));
-    const commit = (keys: string[]) => store.listeners.forEach((l) => l({ projects: new Set(), keys: new Set(keys) }));
+    const commit = (keys: string[]) => store.listeners.forEach((l) => l({ projects: new Set(), keys: new Set(keys), spend: new Set() }));
     return { store, cache, commit };
   }
   const gate = () => {
