@@ -30,7 +30,7 @@ let failed = 0;
 let firstError: string | undefined;
 const run = process.pid.toString(36) + Date.now().toString(36);
 
-const usage = (i: number) => ({ requestId: `${run}-${i}`, usage: { case: "modelUsage" as const, value: { model: "models/bench/model", inputTokens: 100n, outputTokens: 50n } } });
+const usage = (i: number) => ({ requestId: `${run}-${i}`, usage: { case: "modelUsage" as const, value: { model: "models/demo/bench-model", inputTokens: 100n, outputTokens: 50n } } });
 
 function frame(i: number): Buffer {
   const bytes =

@@ -8,7 +8,8 @@
  * Env: BENCH_CALLS (per measured round, default 20000), BENCH_SOAK_CALLS
  * (default 1000000; 0 skips the soak), BENCH_NODE (the node binary for the
  * server processes, e.g. an extracted Node 24; default this one),
- * BENCH_ROWS (comma list of rows to run, e.g. "2,3,4"; default all),
+ * BENCH_ROWS (comma list of rows to run, e.g. "2,3,4"; default all; row 7 is
+ * RecordUsage on PostgreSQL with 1 and 3 instances, bench/pg-cluster.ts),
  * BENCH_PROFILE_DIR (servers run with --cpu-prof writing there; summarize
  * with bench/profile-summary.ts), BENCH_SERVER_ENV (extra KEY=VALUE,... for
  * the Formstate server, e.g. FORMSTATE_GRPC_FAST_PATH=0).
@@ -30,6 +31,7 @@ import { BillingService } from "../gen/formstate/v1/billing_service_pb.js";
 import { ModelService, ModelVisibility } from "../gen/formstate/v1/model_service_pb.js";
 import { defaultPlans } from "../src/plans/plans.js";
 import { EchoRequestSchema } from "./echo-schema.js";
+import { pgClusterRows } from "./pg-cluster.js";
 
 const root = join(import.meta.dirname, "..");
 const CALLS = Number(process.env.BENCH_CALLS ?? 20_000);
@@ -171,28 +173,37 @@ async function main() {
     }
     await stopProcess(proc);
   }
-  if (![..."3456"].some(wanted)) return printTable(rows);
+  if (![..."34567"].some(wanted)) return printTable(rows);
 
   // Formstate itself: rate limits lifted (they are what row 3 would otherwise measure).
   const plansFile = join(work, "plans.json");
   writeFileSync(plansFile, JSON.stringify(defaultPlans.map((p) => ({ ...p, tier: undefined, rateLimit: { requestsPerSecond: 1_000_000, burst: 1_000_000 }, apiKeyLimit: null }))));
   const dataDir = join(work, "data");
-  const { proc, port } = await start(["--import", "tsx", "src/main.ts"], {
-    PORT: "0",
-    HOST: "127.0.0.1",
-    FORMSTATE_DATA_DIR: dataDir,
-    FORMSTATE_PLANS_FILE: plansFile,
-    LOG_LEVEL: "warn",
-    FORMSTATE_DEBUG_LATENCY: "1",
-    ...SERVER_ENV,
-  });
+  const serverEnv = { PORT: "0", HOST: "127.0.0.1", FORMSTATE_DATA_DIR: dataDir, FORMSTATE_PLANS_FILE: plansFile, LOG_LEVEL: "warn", ...SERVER_ENV };
+  // The product as `npm start` runs it: the compiled build (dist/), plain node, no TypeScript loader.
+  execFileSync(process.execPath, ["scripts/build.mjs", "--if-stale", "--quiet"], { cwd: root, stdio: "inherit" });
+  const serverArgs = ["dist/main.js"];
+  // Row 7: PostgreSQL, 1 and 3 instances (bench/pg-cluster.ts); before the SQLite server starts, so nothing else runs.
+  if (wanted("7")) {
+    rows.push(
+      ...(await pgClusterRows({
+        root,
+        start,
+        stop: stopProcess,
+        procStats,
+        prepare: async (baseUrl, dir) => (await prepareDemo(baseUrl, devToken(dir))).secret,
+        serverArgs,
+        serverEnv,
+        dataDir,
+        calls: CALLS,
+        log,
+      })),
+    );
+    if (![..."3456"].some(wanted)) return printTable(rows);
+  }
+  const { proc, port } = await start(serverArgs, { ...serverEnv, FORMSTATE_DEBUG_LATENCY: "1" });
   const pid = proc.pid!;
-  const tokenOut = execFileSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "token", "--project", "demo", "--role", "admin", "--subject", "dev-admin"], {
-    cwd: root,
-    env: { ...process.env, FORMSTATE_DATA_DIR: dataDir },
-    encoding: "utf8",
-  });
-  const token = tokenOut.trim();
+  const token = devToken(dataDir);
   const baseUrl = `http://127.0.0.1:${port}`;
   /** Reads (and clears) the server's own latency histograms: the method's gRPC p50/p99. */
   const serverLatency = async (method: string) => {
@@ -218,18 +229,7 @@ async function main() {
   const VERIFY = "formstate.v1.ApiKeyService/VerifyApiKey";
   const RECORD = "formstate.v1.UsageService/RecordUsage";
   const BATCH = "formstate.v1.UsageService/BatchRecordUsage";
-  const auth = (h: Headers) => h.set("authorization", `Bearer ${token}`);
-  const transport = createGrpcTransport({ baseUrl, interceptors: [(next) => (req) => (auth(req.header), next(req))] });
-  const keys = createClient(ApiKeyService, transport);
-  const { secret } = await keys.createApiKey({ parent: "accounts/demo", apiKey: { displayName: "bench", scopes: [Scope.READ, Scope.WRITE] } });
-  await createClient(BillingService, transport).addCredits({ parent: "accounts/demo", amountMicros: 1_000_000_000_000n, reason: "bench", requestId: "bench-credits" });
-  let recordUsageReady = true;
-  try {
-    await createClient(ModelService, transport).createModel({ modelId: "bench/model", model: { displayName: "bench", inputPriceMicrosPerMillion: 1_000_000n, outputPriceMicrosPerMillion: 2_000_000n, visibility: ModelVisibility.PRIVATE } });
-  } catch (err) {
-    recordUsageReady = false;
-    console.error(`RecordUsage rows skipped: cannot create a model (${String(err)})`);
-  }
+  const { secret, recordUsageReady } = await prepareDemo(baseUrl, token);
   // Sanity: the exact bodies h2load sends must succeed through a real client first.
   await createClient(AccountService, createGrpcTransport({ baseUrl, interceptors: [(next) => (req) => (req.header.set("x-api-key", secret), next(req))] })).getAccount({ name: "accounts/demo" });
 
@@ -309,6 +309,29 @@ async function main() {
   await stopProcess(proc);
 }
 
+/** An admin JWT for demo from the development issuer whose keys live in `dataDir`. */
+function devToken(dataDir: string): string {
+  return execFileSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "token", "--project", "demo", "--role", "admin", "--subject", "dev-admin"], {
+    cwd: root,
+    env: { ...process.env, FORMSTATE_DATA_DIR: dataDir },
+    encoding: "utf8",
+  }).trim();
+}
+
+/** The bench's account: an API key (read + write), a trillion micro-USD of credits, and the priced bench model. */
+async function prepareDemo(baseUrl: string, token: string): Promise<{ secret: string; recordUsageReady: boolean }> {
+  const transport = createGrpcTransport({ baseUrl, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] });
+  const { secret } = await createClient(ApiKeyService, transport).createApiKey({ parent: "accounts/demo", apiKey: { displayName: "bench", scopes: [Scope.READ, Scope.WRITE] } });
+  await createClient(BillingService, transport).addCredits({ parent: "accounts/demo", amountMicros: 1_000_000_000_000n, reason: "bench", requestId: "bench-credits" });
+  try {
+    await createClient(ModelService, transport).createModel({ modelId: "demo/bench-model", model: { displayName: "bench", inputPriceMicrosPerMillion: 1_000_000n, outputPriceMicrosPerMillion: 2_000_000n, visibility: ModelVisibility.PRIVATE } });
+    return { secret, recordUsageReady: true };
+  } catch (err) {
+    console.error(`RecordUsage rows skipped: cannot create a model (${String(err)})`);
+    return { secret, recordUsageReady: false };
+  }
+}
+
 /** SIGTERM and wait for the exit (a --cpu-prof profile is written then). */
 function stopProcess(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null) return Promise.resolve();
@@ -327,7 +350,7 @@ function rawInsertRow(n: number, sync: "NORMAL" | "FULL"): Row {
   db.pragma(`synchronous = ${sync}`);
   db.exec("create table usage_record (record_id text primary key, project_id text, request_id text, model text, input_tokens integer, output_tokens integer, cost_micros integer, occur_time integer)");
   const insert = db.prepare("insert into usage_record values (?, ?, ?, ?, ?, ?, ?, ?)");
-  const one = db.transaction((i: number) => insert.run(`r${i}`, "demo", `q${i}`, "models/bench/model", 100, 50, 200, Date.now()));
+  const one = db.transaction((i: number) => insert.run(`r${i}`, "demo", `q${i}`, "models/demo/bench-model", 100, 50, 200, Date.now()));
   const t0 = performance.now();
   for (let i = 0; i < n; i++) one(i);
   const secs = (performance.now() - t0) / 1000;
@@ -351,6 +374,7 @@ function printTable(rows: Row[]) {
   console.log(`- row 5 / row 5b (RecordUsage ingest vs raw insert at NORMAL): ${ratio(by("5 "), by("5b"))}; row 5 / row 5e (at FULL): ${ratio(by("5 "), by("5e"))}`);
   console.log(`- row 5c / row 5e (BatchRecordUsage ingest, 100 per call, vs raw insert at FULL): ${ratio(by("5c"), by("5e"))}; 5d (1,000 per call) / 5e: ${ratio(by("5d"), by("5e"))} (target >= 50%)`);
   console.log(`- row 6a / row 6b (JWT vs API key): ${ratio(by("6a"), by("6b"))}`);
+  console.log(`- row 7b / row 7a (RecordUsage on PostgreSQL, 3 instances vs 1): ${ratio(by("7b"), by("7a"))}; row 7a / row 4 (PostgreSQL vs SQLite, 1 instance): ${ratio(by("7a"), by("4 "))}`);
   const cost = (a?: Row, b?: Row) => (a && b && Number.isFinite(a.cpuUs) && Number.isFinite(b.cpuUs) ? `${((b.cpuUs / a.cpuUs) * 100).toFixed(0)}%` : "n/a");
   console.log("\nThe same ratios from server CPU per call (inverse cost ratio, b/a; less sensitive to other load on the cores):");
   console.log(`- row 2 vs row 1: ${cost(by("2 "), by("1 "))}; row 3 vs row 2: ${cost(by("3 "), by("2 "))}; row 4 vs row 2: ${cost(by("4 "), by("2 "))}; row 5c vs row 5e: ${cost(by("5c"), by("5e"))}`);

@@ -4,6 +4,7 @@
  * request by hand; every call is a typed method of `src/client/web.ts`.
  */
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { UsageGranularity } from "../gen/formstate/v1/usage_service_pb.js";
 import { type FormstateClients, createFormstateClient } from "../src/client/web.js";
 import { byId, replace } from "./dom.js";
@@ -12,9 +13,13 @@ import { type Session, defaultApiBase, projectFromToken, sessionFrom } from "./s
 import { renderAccount } from "./views/account.js";
 import { renderKeyList, scopeFromForm, showSecretOnce } from "./views/keys.js";
 import { renderModelTable, renderUsageChart } from "./views/usage.js";
+import { type EarningsPeriod, periodRange, renderEarnings } from "./views/earnings.js";
+import { showEvent } from "./views/alerts.js";
 
 let session: Session | undefined;
 let api: FormstateClients | undefined;
+/** Ends the event stream of the signed-in session. */
+let watching: AbortController | undefined;
 
 const RANGES: Record<string, { ms: number; granularity: UsageGranularity }> = {
   "24h": { ms: 24 * 3600_000, granularity: UsageGranularity.HOUR },
@@ -71,6 +76,66 @@ async function loadUsage(): Promise<void> {
   }
 }
 
+async function loadEarnings(): Promise<void> {
+  if (!api || !session) return;
+  const { start, end } = periodRange(byId<HTMLSelectElement>("earnings-period").value as EarningsPeriod, new Date());
+  try {
+    const res = await api.billing.getPublisherEarnings({
+      parent: `accounts/${session.project}`,
+      startTime: start && timestampFromDate(start),
+      endTime: end && timestampFromDate(end),
+    });
+    renderEarnings(byId("earnings-body"), byId("earnings-foot"), byId("earnings-stats"), res);
+    problem("earnings-error");
+  } catch (err) {
+    problem("earnings-error", err);
+  }
+}
+
+function streamState(state: "connecting" | "live" | "retrying" | "stopped", text: string): void {
+  const el = byId("alerts-status");
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+/** Waits `ms`, or less when the signal aborts. */
+const pause = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
+
+/**
+ * Keeps the account's event stream open while signed in: each event goes to
+ * the alerts panel (credits also refresh the account card). A dropped stream
+ * is opened again with backoff; a refused credential stops it for good.
+ */
+async function watchEvents(client: FormstateClients, project: string, signal: AbortSignal): Promise<void> {
+  let delayMs = 1_000;
+  while (!signal.aborted) {
+    streamState("connecting", "Connecting…");
+    try {
+      for await (const m of client.usage.watchAccountEvents({ parent: `accounts/${project}` }, { signal })) {
+        delayMs = 1_000;
+        streamState("live", "Live");
+        if (m.kind.case !== "event") continue;
+        showEvent(byId("alerts-list"), m.kind.value);
+        if (m.kind.value.payload.case === "creditsAdded") void loadAccount().catch((err) => problem("account-error", err));
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      const code = ConnectError.from(err).code;
+      if (code === Code.Unauthenticated || code === Code.PermissionDenied || code === Code.NotFound) {
+        streamState("stopped", `Stopped: ${describeError(err)}`);
+        return;
+      }
+      streamState("retrying", `Reconnecting in ${delayMs / 1000} s (${describeError(err)})`);
+    }
+    await pause(delayMs, signal);
+    delayMs = Math.min(delayMs * 2, 30_000);
+  }
+}
+
 async function loadAll(): Promise<void> {
   try {
     await loadAccount();
@@ -78,7 +143,7 @@ async function loadAll(): Promise<void> {
   } catch (err) {
     problem("account-error", err);
   }
-  await Promise.all([loadKeys(), loadUsage()]);
+  await Promise.all([loadKeys(), loadUsage(), loadEarnings()]);
 }
 
 function showSignedIn(on: boolean): void {
@@ -113,13 +178,18 @@ async function signIn(ev: SubmitEvent): Promise<void> {
   session = next;
   api = client;
   showSignedIn(true);
+  watching = new AbortController();
+  void watchEvents(client, next.project, watching.signal);
   await loadAll();
 }
 
 function signOut(): void {
   session = undefined;
   api = undefined;
-  for (const id of ["account", "keys-body", "models-body", "models-foot", "usage-chart", "new-key"]) replace(byId(id));
+  watching?.abort();
+  watching = undefined;
+  for (const id of ["account", "keys-body", "models-body", "models-foot", "usage-chart", "new-key", "earnings-body", "earnings-foot", "earnings-stats", "alerts-list"]) replace(byId(id));
+  byId("alerts-status").textContent = "";
   byId("new-key").hidden = true;
   showSignedIn(false);
 }
@@ -156,6 +226,7 @@ function start(): void {
   byId("signout").addEventListener("click", signOut);
   byId("refresh").addEventListener("click", () => void loadAll());
   byId("usage-range").addEventListener("change", () => void loadUsage());
+  byId("earnings-period").addEventListener("change", () => void loadEarnings());
   document.body.dataset.ready = "true";
 }
 

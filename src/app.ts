@@ -35,6 +35,8 @@ import { httpFacilitator } from "./x402/facilitator.js";
 import { SpendAlerts } from "./alerts/spend-alerts.js";
 import { WebhookSender } from "./alerts/webhook-sender.js";
 import { Receipts } from "./receipts/receipts.js";
+import { EventHub } from "./events/event-hub.js";
+import { creditsAddedEvent, spendAlertFiredEvent } from "./events/account-events.js";
 import { loadSigningKey } from "./auth/dev-issuer.js";
 import { dirname } from "node:path";
 import { type Tracing, otlpTracing } from "./server/tracing.js";
@@ -58,8 +60,8 @@ function priceBook(models: Models, agents: Agents): PriceBook {
   return {
     modelPrice: (db, projectId, model) => models.priceForUsage(db, projectId, model),
     modelPriceAt: (db, projectId, model, at) => models.priceForUsageAt(db, projectId, model, at),
-    agentPrice: (db, projectId, agent) => agents.agentForInvocation(db, projectId, agent),
-    agentPriceAt: (db, projectId, agent, at) => agents.agentForInvocationAt(db, projectId, agent, at),
+    agentPrice: (db, projectId, agent, via) => agents.agentForInvocation(db, projectId, agent, via),
+    agentPriceAt: (db, projectId, agent, at, via) => agents.agentForInvocationAt(db, projectId, agent, at, via),
     hireStatus: (db, projectId, agent) => agents.hireStatus(db, projectId, agent),
   };
 }
@@ -77,6 +79,8 @@ export class App {
   receipts!: Receipts;
   /** Publisher earnings and payouts (issue 18). */
   marketplace!: Marketplace;
+  /** Account events for WatchAccountEvents streams, shared across instances through Redis (issue 18). */
+  events!: EventHub;
   /** OpenTelemetry spans per call, when an OTLP endpoint is configured (src/server/tracing.ts). */
   tracing?: Tracing;
 
@@ -132,7 +136,7 @@ export class App {
     const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
     const models = new Models(database, clock, config.platformProject, shares, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
-    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), invalidation: shared && redisKeyInvalidation(shared, log), coherence });
+    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), projectEnvironment: (p) => accounts.environmentOf(p), invalidation: shared && redisKeyInvalidation(shared, log), coherence });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })
@@ -145,12 +149,14 @@ export class App {
       clock,
       log,
       config: config.marketplace,
-      publishers: { agent: (db, name) => agents.publisherOf(db, name), model: (db, name) => models.publisherOf(db, name) },
+      publishers: { agent: (db, name, owner) => agents.publisherOf(db, name, owner), model: (db, name) => models.publisherOf(db, name) },
       stripe: stripeSettings,
       returnUrlAllowed,
     });
-    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace });
+    let alerts: SpendAlerts | undefined;
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace, afterDebit: (p) => alerts?.nudge(p) });
     usage.start();
+    const events = new EventHub(log, shared);
     const billing = new Billing({
       database,
       plans,
@@ -163,6 +169,8 @@ export class App {
       onConsumerClawback: (tx, c) => marketplace.consumerClawback(tx, c),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
       settleBalance: (p) => usage.returnExpiredHolds(p),
+      onCreditsAdded: (row, balance) =>
+        events.publish(row.project_id, creditsAddedEvent({ projectId: row.project_id, transactionId: row.tx_id, amountMicros: BigInt(row.amount_micros), balanceMicros: BigInt(balance), reason: row.description, time: Number(row.create_time) })),
     });
     billing.start();
     marketplace.start();
@@ -176,8 +184,9 @@ export class App {
     });
     const app = new App(config, log, clock, database, plans, accounts, apiKeys, limiter, usage, new UsageReports(database, clock, (p) => usage.returnExpiredHolds(p)), billing, models, agents, new HealthStatus(), devIssuer, wallets, sessions);
     app.sharedState = shared;
+    app.events = events;
     app.receipts = new Receipts({ database, clock, key: await loadSigningKey(config.receiptKeyFile, dirname(config.receiptKeyFile)) });
-    app.alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs });
+    app.alerts = alerts = new SpendAlerts({ database, clock, log, allowHttp: config.mode === "development", intervalMs: config.alerts.checkIntervalMs, afterDebitMs: config.alerts.checkAfterDebitMs, onFired: (f) => events.publish(f.rule.project_id, spendAlertFiredEvent(f)) });
     app.alerts.start();
     app.webhooks = new WebhookSender({ database, clock, log, intervalMs: config.alerts.sendIntervalMs, backoffMs: config.alerts.backoffMs, backoffMaxMs: config.alerts.backoffMaxMs, maxAttempts: config.alerts.maxAttempts, timeoutMs: config.alerts.timeoutMs });
     app.webhooks.start();

@@ -17,6 +17,8 @@ import type { Sessions } from "../sessions/sessions.js";
 import { type BindingCaller, type BindingRow, type WalletBindings, bindingName } from "../wallets/wallet-bindings.js";
 import { toSession } from "../sessions/session-wire.js";
 import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
+import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { wireEnvironment } from "../ledger/sandbox.js";
 import { subscriptionStatusToWire } from "../wire/subscription-status.js";
 import { type Principal, callerOf, parseRole } from "../auth/principal.js";
 import { childOf, projectOf } from "../auth/tenancy.js";
@@ -39,6 +41,7 @@ function toAccount(v: AccountView): Account {
     subscriptionStatus: subscriptionStatusToWire(row.subscription_status),
     creditBalanceMicros: BigInt(row.credit_balance_micros),
     testCreditBalanceMicros: BigInt(row.test_credit_balance_micros),
+    environment: wireEnvironment(row.environment),
     agentSlots: { used: BigInt(v.agentSlotsUsed), limit: BigInt(plan.agentSlots ?? 0), unlimited: plan.agentSlots === null },
     apiKeys: { used: BigInt(v.apiKeysUsed), limit: BigInt(plan.apiKeyLimit ?? 0), unlimited: plan.apiKeyLimit === null },
     createTime: timestampFromMs(row.create_time),
@@ -79,7 +82,8 @@ export function accountService(accounts: Accounts, wallets: WalletBindings, sess
   return {
     async createAccount(req, ctx) {
       const a = req.account!;
-      const view = await accounts.create(callerOf(ctx), { displayName: a.displayName, billingEmail: a.billingEmail }, req.requestId);
+      const environment = a.environment === KeyEnvironment.TEST ? "test" : "live";
+      const view = await accounts.create(callerOf(ctx), { displayName: a.displayName, billingEmail: a.billingEmail }, req.requestId, environment);
       return { account: toAccount(view) };
     },
     async getAccount(req, ctx) {
@@ -88,6 +92,9 @@ export function accountService(accounts: Accounts, wallets: WalletBindings, sess
     async updateAccount(req, ctx) {
       const a = req.account!;
       if (a.name === "") throw invalidArgument("account.name", "is required");
+      if (req.updateMask?.paths.includes("environment")) {
+        throw invalidArgument("update_mask", "environment is fixed when the account is created: a test-mode project stays in test mode; use another project for live (docs/test-mode.md)");
+      }
       const changes: AccountChanges = {};
       for (const path of fieldMaskPaths(req.updateMask, updatableAccountFields)) {
         if (path === "display_name") changes.displayName = a.displayName;

@@ -14,6 +14,8 @@ export interface AccountTable {
   credit_balance_micros: Micros;
   /** The test-mode sandbox balance (migration 0014): what fs_test_ keys spend; never real money. */
   test_credit_balance_micros: Generated<Micros>;
+  /** live or test (migration 0016): a test-mode project meters only its sandbox; fixed at creation. */
+  environment: Generated<string>;
   /** The subject that created the account. */
   created_by: string;
   /** The request_id of the create, so a retried create answers the same. */

@@ -28,6 +28,8 @@ export interface Caller {
   /** The principal's kind and, for keys, environment: a test key moves only sandbox credits (docs/test-mode.md). */
   kind?: string;
   environment?: "live" | "test";
+  /** True for every caller of a test-mode project (docs/test-mode.md). */
+  testProject?: boolean;
 }
 
 /** Counts other domains keep, shown on the account (keys in use, agents hired). */
@@ -58,6 +60,9 @@ export interface AccountChanges {
   billingEmail?: string;
 }
 
+/** Live or test mode: a test-mode project meters only its sandbox ledger (docs/test-mode.md). */
+export type ProjectEnvironment = "live" | "test";
+
 export { accountName, memberName };
 
 const PLAN_CACHE_MS = 5_000;
@@ -84,6 +89,8 @@ export class Accounts {
   private readonly roleCache = new Map<string, { role: string | undefined; at: number }>();
   /** Balances by project, exact (state-cache.ts); none where other instances' changes cannot be heard. */
   private readonly balances?: ExactCache<BalanceState>;
+  /** Projects known to have an account, with its environment: exact forever (fixed at creation, never deleted). */
+  private readonly environmentCache = new Map<string, ProjectEnvironment>();
 
   constructor(
     private readonly database: Database,
@@ -130,12 +137,13 @@ export class Accounts {
    * Creates the caller's project account with the caller as its first admin.
    * A retry with the same request_id by the same caller returns the account.
    */
-  async create(caller: Caller, changes: AccountChanges, requestId: string): Promise<AccountView> {
+  async create(caller: Caller, changes: AccountChanges, requestId: string, environment: ProjectEnvironment = "live"): Promise<AccountView> {
     const now = this.clock.now();
     const row = await this.database.transaction(async (tx) => {
       const existing = await repo.findAccount(tx, caller.projectId);
       if (existing) {
-        if (requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject) return existing;
+        // A retry answers the first create; the same request_id asking for the other mode is another create.
+        if (requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject && existing.environment === environment) return existing;
         throw alreadyExists(`account "${accountName(caller.projectId)}"`);
       }
       touch(tx, { projects: [caller.projectId] });
@@ -146,6 +154,7 @@ export class Accounts {
         plan_tier: "free",
         subscription_status: "none",
         credit_balance_micros: 0,
+        environment,
         created_by: caller.subject,
         create_request_id: requestId === "" ? null : requestId,
         create_time: now,
@@ -294,6 +303,24 @@ export class Accounts {
       test: row?.test_credit_balance_micros ?? 0,
       holdDueAt: withHolds && this.counters.nextHoldExpiry ? await this.counters.nextHoldExpiry(projectId) : null,
     };
+  }
+
+  /**
+   * The project's environment: `test` for a test-mode project, `live`
+   * otherwise (and while it has no account). Read on every authenticated
+   * call; an account's environment never changes and accounts are never
+   * deleted, so a found one is cached for good. A project without an account
+   * is read again each time: it may be created in test mode at any moment.
+   */
+  async environmentOf(projectId: string): Promise<ProjectEnvironment> {
+    const hit = this.environmentCache.get(projectId);
+    if (hit) return hit;
+    const row = await this.database.db.selectFrom("account").select("environment").where("project_id", "=", projectId).executeTakeFirst();
+    if (!row) return "live";
+    const env: ProjectEnvironment = row.environment === "test" ? "test" : "live";
+    if (this.environmentCache.size > 100_000) this.environmentCache.clear();
+    this.environmentCache.set(projectId, env);
+    return env;
   }
 
   /**

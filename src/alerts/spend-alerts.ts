@@ -57,6 +57,22 @@ export interface SpendAlertsDeps {
   allowHttp: boolean;
   /** How often spend is compared with the rules, ms. */
   intervalMs: number;
+  /** How long after a debit its project's rules are checked (debits meanwhile share the check), ms; 0: never. */
+  afterDebitMs?: number;
+  /** Told of every firing once it has committed (the event stream publishes it). */
+  onFired?: (fired: FiredAlert) => void;
+}
+
+/** A rule that fired in a period: what its webhook says. */
+export interface FiredAlert {
+  /** `evt_...`: the webhook's id and its delivery's. */
+  eventId: string;
+  rule: AlertRuleRow;
+  period: string;
+  spent: number;
+  /** What a percentage is of; undefined for absolute rules. */
+  base?: number;
+  time: number;
 }
 
 /** What the watcher measured for a rule. */
@@ -69,6 +85,11 @@ interface Measure {
 
 export class SpendAlerts {
   private readonly loop: Periodic;
+  /** Projects with at least one rule, as of the last full check (or a rule created here since). */
+  private withRules = new Set<string>();
+  private readonly nudged = new Set<string>();
+  private nudgeTimer?: NodeJS.Timeout;
+  private nudging: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly deps: SpendAlertsDeps) {
     this.loop = new Periodic(() => this.check(), deps.intervalMs, (err) => deps.log.warn({ err }, "spend alert check failed"));
@@ -77,10 +98,42 @@ export class SpendAlerts {
   /** Starts the watcher. */
   start(): void {
     this.loop.start();
+    // Which projects have rules, so debits of the others never trigger a check.
+    void this.deps.database.db
+      .selectFrom("alert_rule")
+      .select("project_id")
+      .distinct()
+      .execute()
+      .then((rows) => {
+        for (const r of rows) this.withRules.add(r.project_id);
+      })
+      .catch((err: unknown) => this.deps.log.warn({ err }, "could not read which projects have spend alerts"));
   }
 
-  stop(): Promise<void> {
-    return this.loop.stop();
+  async stop(): Promise<void> {
+    if (this.nudgeTimer) clearTimeout(this.nudgeTimer);
+    this.nudgeTimer = undefined;
+    await this.loop.stop();
+    await this.nudging;
+  }
+
+  /**
+   * After a project's debit committed: checks its rules shortly, off the
+   * caller's path (a timer; debits meanwhile share the check), so an alert
+   * fires within `afterDebitMs` instead of at the next interval. Costs
+   * nothing for a project without rules (known from the last full check;
+   * the interval still catches rules made on another instance since).
+   */
+  nudge(projectId: string): void {
+    if (!this.deps.afterDebitMs || !this.withRules.has(projectId)) return;
+    this.nudged.add(projectId);
+    this.nudgeTimer ??= setTimeout(() => {
+      this.nudgeTimer = undefined;
+      const projects = [...this.nudged];
+      this.nudged.clear();
+      this.nudging = this.nudging.then(() => this.check(projects)).catch((err: unknown) => this.deps.log.warn({ err }, "spend alert check after a debit failed"));
+    }, this.deps.afterDebitMs);
+    this.nudgeTimer.unref();
   }
 
   async create(projectId: CheckedProject, input: AlertInput): Promise<{ rule: AlertRuleRow; secret: string }> {
@@ -112,6 +165,7 @@ export class SpendAlerts {
         create_time: now,
       };
       await tx.insertInto("alert_rule").values(rule).execute();
+      this.withRules.add(projectId);
       return { rule, secret };
     }, { scope: projectId });
   }
@@ -139,18 +193,30 @@ export class SpendAlerts {
     return pageOf(rows, n, (r) => [Number(r.create_time), r.delivery_id]);
   }
 
-  /** Compares every rule with its spend now; fires the crossed ones not yet fired in their period. Returns how many fired. */
-  async check(): Promise<number> {
+  /**
+   * Compares every rule (or those of `projects`) with its spend now; fires
+   * the crossed ones not yet fired in their period. Returns how many fired.
+   */
+  async check(projects?: string[]): Promise<number> {
     const db = this.deps.database.db;
     const now = this.deps.clock.now();
-    const rules = await db.selectFrom("alert_rule").selectAll().execute();
+    if (projects?.length === 0) return 0;
+    const rules = await (projects ? db.selectFrom("alert_rule").selectAll().where("project_id", "in", projects) : db.selectFrom("alert_rule").selectAll()).execute();
+    if (!projects) this.withRules = new Set(rules.map((r) => r.project_id));
     let fired = 0;
     for (const rule of rules) {
       const m = await this.measure(db, rule, now);
       if (!m || !crossed(rule, m)) continue;
       const done = await db.selectFrom("alert_firing").select("rule_id").where("rule_id", "=", rule.rule_id).where("period", "=", m.period).executeTakeFirst();
       if (done) continue;
-      if (await this.fire(rule, m, now)) fired++;
+      const firing = await this.fire(rule, m, now);
+      if (!firing) continue;
+      fired++;
+      try {
+        this.deps.onFired?.(firing);
+      } catch (err) {
+        this.deps.log.warn({ err }, "could not announce a spend alert firing");
+      }
     }
     return fired;
   }
@@ -179,13 +245,13 @@ export class SpendAlerts {
     return base > 0 ? { period, spent, base } : undefined;
   }
 
-  /** Records the firing and queues the webhook, in one transaction; false when another watcher fired it first. */
-  private fire(rule: AlertRuleRow, m: Measure, now: number): Promise<boolean> {
+  /** Records the firing and queues the webhook, in one transaction; undefined when another watcher fired it first. */
+  private fire(rule: AlertRuleRow, m: Measure, now: number): Promise<FiredAlert | undefined> {
     return this.deps.database.transaction(async (tx) => {
       const done = await tx.selectFrom("alert_firing").select("rule_id").where("rule_id", "=", rule.rule_id).where("period", "=", m.period).executeTakeFirst();
-      if (done) return false;
+      if (done) return undefined;
       const stillThere = await tx.selectFrom("alert_rule").select("rule_id").where("rule_id", "=", rule.rule_id).executeTakeFirst();
-      if (!stillThere) return false;
+      if (!stillThere) return undefined;
       const eventId = `evt_${newId()}`;
       const body = JSON.stringify({
         id: eventId,
@@ -221,7 +287,7 @@ export class SpendAlerts {
         })
         .execute();
       this.deps.log.info({ rule: rule.rule_id, period: m.period, spent: m.spent }, "spend alert fired");
-      return true;
+      return { eventId, rule, period: m.period, spent: m.spent, base: m.base, time: now };
     }, { scope: rule.project_id });
   }
 

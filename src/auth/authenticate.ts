@@ -3,10 +3,10 @@
  * metadata alike), verifies it once, and puts the principal in the call's
  * context values. Handlers never read auth headers.
  */
-import type { Interceptor } from "@connectrpc/connect";
+import { type HandlerContext, type Interceptor, createContextKey } from "@connectrpc/connect";
 import { Role } from "../../gen/formstate/v1/access_pb.js";
 import { unauthenticated, unavailable } from "../errors.js";
-import { policyOf } from "./access-policy.js";
+import { authorize, policyOf } from "./access-policy.js";
 import { INVALID_KEY } from "../keys/api-keys.js";
 import { AuthError } from "./auth-error.js";
 import type { JwtVerifier, VerifiedJwt } from "./jwt-verifier.js";
@@ -29,6 +29,8 @@ export interface AuthenticateDeps {
   walletToken?(token: string): Promise<Principal>;
   /** Refuses identity-provider tokens of revoked sessions (AuthError SESSION_REVOKED). */
   admitSession?(seen: SessionSeen): Promise<void>;
+  /** The project's environment: `test` marks every caller of a test-mode project (docs/test-mode.md). */
+  projectEnvironment?(projectId: string): Promise<"live" | "test">;
 }
 
 /** The credential a request carries, if any. */
@@ -55,12 +57,38 @@ export function createAuthenticateInterceptor(deps: AuthenticateDeps): Intercept
       req.contextValues.set(principalKey, { kind: "anonymous" });
       return next(req);
     }
-    req.contextValues.set(principalKey, await resolve(deps, credential, req.contextValues.get(clientIpKey)));
+    const clientIp = req.contextValues.get(clientIpKey);
+    req.contextValues.set(principalKey, await resolve(deps, credential, clientIp));
+    // A stream outlives the check above: it may check the same credential again while it runs.
+    if (req.stream) req.contextValues.set(recheckKey, () => resolve(deps, credential, clientIp));
     return next(req);
   };
 }
 
+const recheckKey = createContextKey<(() => Promise<Principal>) | undefined>(undefined, { description: "credential recheck" });
+
+/**
+ * For long-lived streams: verifies the call's credential again (a revoked or
+ * expired key, token or session is UNAUTHENTICATED) and the method's access
+ * policy against what it grants now (a lost role is PERMISSION_DENIED). The
+ * project cannot change: it is the credential's.
+ */
+export async function recheckCaller(ctx: HandlerContext): Promise<void> {
+  const recheck = ctx.values.get(recheckKey);
+  // Only a stream served without the interceptor gets here: fail closed.
+  if (!recheck) throw unauthenticated("this stream's credential cannot be checked again", "TOKEN_MISSING");
+  authorize(ctx.method, await recheck());
+}
+
 export async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
+  const principal = await resolveCredential(deps, credential, clientIp);
+  // A test-mode project's callers, people and keys alike, all act in test mode.
+  // (A copy: a key's principal may be shared between calls.)
+  if (principal.kind !== "anonymous" && deps.projectEnvironment && (await deps.projectEnvironment(principal.projectId)) === "test") return { ...principal, testProject: true };
+  return principal;
+}
+
+async function resolveCredential(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
   if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp);
   try {
     if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);

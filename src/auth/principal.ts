@@ -25,6 +25,8 @@ export interface UserPrincipal {
   expiresAt: number;
   /** Set when the credential is a wallet-signed token; `subject` is then the wallet's CAIP-10 id. */
   wallet?: WalletGrant;
+  /** True in a test-mode project: the user meters the sandbox ledger and moves no real money (docs/test-mode.md). */
+  testProject?: boolean;
 }
 
 /** What a wallet-signed token grants, from its verified claims and the wallet's binding. */
@@ -59,6 +61,8 @@ export interface ApiKeyPrincipal {
   parentKeyId?: string;
   /** The key's environment: `test` keys (`fs_test_`) meter against the sandbox ledger (docs/test-mode.md). */
   environment: "live" | "test";
+  /** True in a test-mode project (whose keys are all `fs_test_`). */
+  testProject?: boolean;
 }
 
 export type Principal = AnonymousPrincipal | UserPrincipal | ApiKeyPrincipal;

@@ -164,16 +164,31 @@ export function checkTenancy(method: DescMethod, message: ReflectMessage, princi
 
 /** The tenancy interceptor: after validation, before the handler. */
 export function createTenancyInterceptor(platformProject: string): Interceptor {
-  return (next) => (req) => {
+  return (next) => async (req) => {
     if (req.stream) {
-      // Streams (server reflection) carry no project resources; anything else on a stream is refused.
-      if (tenancyOf(req.method)?.tenancy !== Tenancy.NONE) throw permissionDenied(`${req.method.parent.typeName}/${req.method.name} is a stream: only TENANCY_NONE streams are served`, "NO_TENANCY");
-      return next(req);
+      // Client and bidi streams (server reflection) carry no project resources: only TENANCY_NONE ones are served.
+      if (req.method.methodKind !== "server_streaming") {
+        if (tenancyOf(req.method)?.tenancy !== Tenancy.NONE) throw permissionDenied(`${req.method.parent.typeName}/${req.method.name} is a stream: only TENANCY_NONE streams are served`, "NO_TENANCY");
+        return next(req);
+      }
+      // A server stream has one request message: read it, check it like a unary request, hand it on.
+      const it = req.message[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done) throw invalidArgument("request", "a server-streaming call needs its request message");
+      const scope = checkTenancy(req.method, reflect(req.method.input, first.value), req.contextValues.get(principalKey), platformProject);
+      req.contextValues.set(scopeKey, scope);
+      return next({ ...req, message: prepend(first.value, it) });
     }
     const scope = checkTenancy(req.method, reflect(req.method.input, req.message), req.contextValues.get(principalKey), platformProject);
     req.contextValues.set(scopeKey, scope);
     return next(req);
   };
+}
+
+/** `first`, then the rest of the iterator (Connect itself then refuses a second request message). */
+async function* prepend<T>(first: T, rest: AsyncIterator<T>): AsyncGenerator<T> {
+  yield first;
+  for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value;
 }
 
 function scopeOf(ctx: HandlerContext): CheckedScope {

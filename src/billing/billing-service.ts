@@ -9,7 +9,7 @@ import { callerOf } from "../auth/principal.js";
 import { projectOf } from "../auth/tenancy.js";
 import { exactInteger } from "../db/exact-integers.js";
 import type { LedgerKind, LedgerRow } from "../ledger/ledger.js";
-import { readEnvironment } from "../ledger/sandbox.js";
+import { readEnvironment, wireEnvironment } from "../ledger/sandbox.js";
 import type { Plan } from "../plans/plans.js";
 import type { Billing } from "./billing.js";
 import type { CheckoutItem } from "./checkout.js";
@@ -57,6 +57,7 @@ function toTransaction(r: LedgerRow): CreditTransaction {
     authorization: r.authorization_id ? authorizationName(r.project_id, r.authorization_id) : "",
     actor: r.actor ? create(ActorSchema, { kind: isKeyName(r.actor) ? { case: "apiKey", value: r.actor } : { case: "userId", value: r.actor } }) : create(ActorSchema, { kind: { case: "system", value: "formstate" } }),
     createTime: timestampFromMs(r.create_time),
+    environment: wireEnvironment(r.environment),
   });
 }
 

@@ -16,12 +16,7 @@ import { accountName, subscriptionName } from "../names/names.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
 import type { Micros } from "../ledger/micros.js";
-import { callerEnvironment } from "../ledger/sandbox.js";
-
-/** Test keys never move real money through Stripe (docs/test-mode.md). */
-function requireLiveMoney(caller: { kind?: string; environment?: "live" | "test" }): void {
-  if (callerEnvironment(caller) === "test") throw permissionDenied("a test API key cannot buy plans or credits with real money: use a live key or sign in", "TEST_MODE_KEY");
-}
+import { callerEnvironment, requireLiveMoney } from "../ledger/sandbox.js";
 import type { Logger } from "../logger.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { monthOf } from "../usage/period.js";
@@ -52,6 +47,8 @@ export interface BillingDeps {
   settleBalance?(projectId: string): Promise<void>;
   /** Revenue share: inside a clawback's transaction, takes back publishers' share of spent credits (src/marketplace). */
   onConsumerClawback?: StripeContext["onConsumerClawback"];
+  /** Told of a live grant once it has committed (the event stream publishes it); not of a retry's. */
+  onCreditsAdded?(row: ledger.LedgerRow, balanceMicros: Micros): void;
 }
 
 /** The Stripe-backed parts, present only with Stripe configured. */
@@ -157,10 +154,10 @@ export class Billing {
 
   /**
    * An operator's grant, idempotent by request id (a retry books nothing
-   * more). Made with a test key it grants sandbox credits (docs/test-mode.md).
+   * more). Made with a test key, or to a test-mode project, it grants sandbox
+   * credits (docs/test-mode.md).
    */
   async addCredits(caller: Caller, target: CheckedProject, amountMicros: Micros, reason: string, requestId: string) {
-    const environment = callerEnvironment(caller);
     const parent = accountName(target);
     const platformAdmin = actsForPlatform(caller, this.deps.platformProject) && caller.role === Role.ADMIN;
     if (!platformAdmin) {
@@ -169,9 +166,11 @@ export class Billing {
         throw permissionDenied(`only admins of the platform project "${this.deps.platformProject}" grant credits`, "PLATFORM_ADMIN_REQUIRED");
       }
     }
-    return this.deps.database.transaction(async (tx) => {
-      const account = await tx.selectFrom("account").select("project_id").where("project_id", "=", target).executeTakeFirst();
+    const granted = await this.deps.database.transaction(async (tx) => {
+      const account = await tx.selectFrom("account").select(["project_id", "environment"]).where("project_id", "=", target).executeTakeFirst();
       if (!account) throw notFound(`account "${parent}"`);
+      // A test-mode project has only a sandbox: even the platform's live grant books there.
+      const environment = account.environment === "test" ? "test" : callerEnvironment(caller);
       const { row, duplicate } = await ledger.book(
         tx,
         { projectId: target, environment, kind: "grant", amountMicros, idempotencyKey: `grant:${requestId}`, description: reason, actor: caller.subject },
@@ -180,8 +179,10 @@ export class Billing {
       if (duplicate && (row.amount_micros !== amountMicros || row.kind !== "grant")) {
         throw invalidArgument("request_id", "was already used for a different grant");
       }
-      return { row, balance: await ledger.balanceOf(tx, target, environment) };
+      return { row, duplicate, balance: await ledger.balanceOf(tx, target, environment) };
     });
+    if (!granted.duplicate && granted.row.environment === "live") this.deps.onCreditsAdded?.(granted.row, granted.balance);
+    return { row: granted.row, balance: granted.balance };
   }
 
   async transactions(_caller: Caller, projectId: CheckedProject, filter: ledger.LedgerFilter, size: number, token: string) {

@@ -27,6 +27,8 @@ export const PAYMENT_REQUIRED_HEADER = "formstate-payment-required";
 
 /** Where a caller can pay: buy credits or a plan. */
 export const PAY_WITH_CHECKOUT = "formstate.v1.BillingService/CreateCheckoutSession";
+/** Where a test-mode caller adds sandbox credits (docs/test-mode.md): never real money. */
+export const PAY_WITH_SANDBOX_GRANT = "formstate.v1.BillingService/AddCredits";
 /** Where a key's owner raises its spend cap. */
 export const PAY_WITH_RAISE_CAP = "formstate.v1.ApiKeyService/UpdateApiKey";
 
@@ -44,6 +46,8 @@ export interface PaymentRequiredFacts {
   limitMicros: number;
   usedMicros: number;
   upgrades?: UpgradeOption[];
+  /** Test mode: the sandbox ran out; pay_with names the sandbox grant, never a purchase. */
+  sandbox?: boolean;
   /** The x402 offer, when the x402 rail is configured (issue 18). */
   x402?: X402PaymentRequired;
   message: string;
@@ -63,7 +67,7 @@ export function paymentRequired(f: PaymentRequiredFacts): ConnectError {
     availableMicros: BigInt(f.availableMicros),
     account: accountName(f.projectId),
     limitedResource: f.limitedResource ?? "",
-    payWith: f.reason === LimitReason.CREDITS_EXHAUSTED ? [PAY_WITH_CHECKOUT] : [PAY_WITH_RAISE_CAP],
+    payWith: f.reason !== LimitReason.CREDITS_EXHAUSTED ? [PAY_WITH_RAISE_CAP] : f.sandbox ? [PAY_WITH_SANDBOX_GRANT] : [PAY_WITH_CHECKOUT],
     x402: f.x402,
   });
   const limit = create(LimitExceededSchema, {

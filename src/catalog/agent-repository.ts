@@ -1,5 +1,5 @@
 /** Queries on agent and hire. Each takes the database or a transaction. */
-import type { Insertable, Selectable, Updateable } from "kysely";
+import { type Insertable, type Selectable, type SqlBool, type Updateable, sql } from "kysely";
 import type { Db } from "../db/database.js";
 import type { AgentTable, HireTable } from "./catalog-tables.js";
 import { type KeysetOrder, containsLiterally, keysetPage } from "./keyset.js";
@@ -18,64 +18,127 @@ export interface AgentFilter {
   hiredOnly: boolean;
 }
 
-export function findAgent(db: Db, agentId: string): Promise<AgentRow | undefined> {
-  return db.selectFrom("agent").selectAll().where("agent_id", "=", agentId).executeTakeFirst();
+/** An agent's key: its owner and its id (migration 0015). A row is its own key. */
+export type AgentKey = Pick<AgentRow, "owner_project" | "agent_id">;
+
+export function findAgent(db: Db, key: AgentKey): Promise<AgentRow | undefined> {
+  return db.selectFrom("agent").selectAll().where("owner_project", "=", key.owner_project).where("agent_id", "=", key.agent_id).executeTakeFirst();
+}
+
+/**
+ * The agent `agents/{agentId}` names for a project: its own agent of that id,
+ * else the public agent of that id (there is at most one), else one shared
+ * with it (the earliest created, then by owner, when several owners share
+ * the same id with it). Another project's private agent is never a candidate.
+ */
+export async function resolveAgent(db: Db, projectId: string, agentId: string): Promise<AgentRow | undefined> {
+  const rows = await db
+    .selectFrom("agent")
+    .selectAll()
+    .where("agent_id", "=", agentId)
+    .where((eb) => eb.or([eb("owner_project", "=", projectId), eb("visibility", "=", "public"), eb.and([eb("visibility", "=", "shared"), containsLiterally("shared_with", JSON.stringify(projectId))])]))
+    .execute();
+  const rank = (r: AgentRow) => (r.owner_project === projectId ? 0 : r.visibility === "public" ? 1 : 2);
+  return rows.sort((a, b) => rank(a) - rank(b) || a.create_time - b.create_time || (a.owner_project < b.owner_project ? -1 : 1))[0];
+}
+
+/** The public agent of that id by another project than `projectId`, if any (public ids are unique among public agents). */
+export function findOtherPublicAgent(db: Db, agentId: string, projectId: string): Promise<Pick<AgentRow, "owner_project"> | undefined> {
+  return db.selectFrom("agent").select("owner_project").where("agent_id", "=", agentId).where("visibility", "=", "public").where("owner_project", "!=", projectId).executeTakeFirst();
 }
 
 export async function insertAgent(db: Db, row: Insertable<AgentTable>): Promise<void> {
   await db.insertInto("agent").values(row).execute();
 }
 
-export async function updateAgent(db: Db, agentId: string, changes: Updateable<AgentTable>): Promise<void> {
-  await db.updateTable("agent").set(changes).where("agent_id", "=", agentId).execute();
+export async function updateAgent(db: Db, key: AgentKey, changes: Updateable<AgentTable>): Promise<void> {
+  await db.updateTable("agent").set(changes).where("owner_project", "=", key.owner_project).where("agent_id", "=", key.agent_id).execute();
 }
 
 /** Deletes an agent and its price history (usage records keep the prices they were charged). */
-export async function deleteAgent(db: Db, agentId: string): Promise<void> {
-  await db.deleteFrom("agent_price").where("agent_id", "=", agentId).execute();
-  await db.deleteFrom("agent").where("agent_id", "=", agentId).execute();
+export async function deleteAgent(db: Db, key: AgentKey): Promise<void> {
+  await db.deleteFrom("agent_price").where("owner_project", "=", key.owner_project).where("agent_id", "=", key.agent_id).execute();
+  await db.deleteFrom("agent").where("owner_project", "=", key.owner_project).where("agent_id", "=", key.agent_id).execute();
 }
 
 /** Records the per-invocation price that applies from `at` on; a second change in the same millisecond replaces the first. */
-export async function insertAgentPrice(db: Db, agentId: string, at: number, price: number): Promise<void> {
+export async function insertAgentPrice(db: Db, key: AgentKey, at: number, price: number): Promise<void> {
   await db
     .insertInto("agent_price")
-    .values({ agent_id: agentId, effective_from: at, price_per_invocation: price })
-    .onConflict((oc) => oc.columns(["agent_id", "effective_from"]).doUpdateSet({ price_per_invocation: price }))
+    .values({ owner_project: key.owner_project, agent_id: key.agent_id, effective_from: at, price_per_invocation: price })
+    .onConflict((oc) => oc.columns(["owner_project", "agent_id", "effective_from"]).doUpdateSet({ price_per_invocation: price }))
     .execute();
 }
 
 /** The per-invocation price that applied at `at`: the latest one in effect from then or before. */
-export function agentPriceAt(db: Db, agentId: string, at: number) {
+export function agentPriceAt(db: Db, key: AgentKey, at: number) {
   return db
     .selectFrom("agent_price")
     .select(["price_per_invocation", "effective_from"])
-    .where("agent_id", "=", agentId)
+    .where("owner_project", "=", key.owner_project)
+    .where("agent_id", "=", key.agent_id)
     .where("effective_from", "<=", at)
     .orderBy("effective_from", "desc")
     .limit(1)
     .executeTakeFirst();
 }
 
-/** Agents a project can see (its own, public, shared with it), filtered, one keyset page. */
+/**
+ * Agents a project can see and name (its own, public, shared with it),
+ * filtered, one keyset page: each id once, as resolveAgent resolves it (an
+ * agent shadowed by the project's own of the same id, or a shared one by a
+ * public one, is left out).
+ */
 export function listAgents(db: Db, projectId: string, filter: AgentFilter, order: KeysetOrder, size: number, token: string) {
+  // shared_with and models are JSON arrays of strings: a quoted match is an exact element.
+  const sharedWithMe = (t: "agent" | "o") => sql<SqlBool>`${sql.ref(`${t}.visibility`)} = 'shared' AND ${containsLiterally(`${t}.shared_with`, JSON.stringify(projectId))}`;
   let q = db
     .selectFrom("agent")
-    .selectAll()
+    .selectAll("agent")
     .where((eb) =>
       eb.or([
-        eb("owner_project", "=", projectId),
-        eb("visibility", "=", "public"),
-        // shared_with and models are JSON arrays of strings: a quoted match is an exact element.
-        eb.and([eb("visibility", "=", "shared"), containsLiterally("shared_with", JSON.stringify(projectId))]),
+        eb("agent.owner_project", "=", projectId),
+        eb.and([
+          eb.or([eb("agent.visibility", "=", "public"), sharedWithMe("agent")]),
+          // Not shadowed: the project's own agent of the id wins, then the public one, then the earliest shared one.
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom("agent as o")
+                .select(sql.lit(1).as("one"))
+                .whereRef("o.agent_id", "=", "agent.agent_id")
+                .where((o) =>
+                  o.or([
+                    o("o.owner_project", "=", projectId),
+                    o.and([o("agent.visibility", "=", "shared"), o("o.visibility", "=", "public")]),
+                    o.and([
+                      o("agent.visibility", "=", "shared"),
+                      sharedWithMe("o"),
+                      o.or([o("o.create_time", "<", o.ref("agent.create_time")), o.and([o("o.create_time", "=", o.ref("agent.create_time")), o("o.owner_project", "<", o.ref("agent.owner_project"))])]),
+                    ]),
+                  ]),
+                ),
+            ),
+          ),
+        ]),
       ]),
     )
-    .where("status", "in", filter.statuses);
-  if (filter.ownerProject) q = q.where("owner_project", "=", filter.ownerProject);
-  if (filter.visibility) q = q.where("visibility", "=", filter.visibility);
-  if (filter.model) q = q.where(containsLiterally("models", JSON.stringify(filter.model)));
+    .where("agent.status", "in", filter.statuses);
+  if (filter.ownerProject) q = q.where("agent.owner_project", "=", filter.ownerProject);
+  if (filter.visibility) q = q.where("agent.visibility", "=", filter.visibility);
+  if (filter.model) q = q.where(containsLiterally("agent.models", JSON.stringify(filter.model)));
   if (filter.hiredOnly) {
-    q = q.where("agent_id", "in", (eb) => eb.selectFrom("hire").select("agent_id").where("project_id", "=", projectId).where("state", "=", "active"));
+    q = q.where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom("hire")
+          .select(sql.lit(1).as("one"))
+          .where("hire.project_id", "=", projectId)
+          .where("hire.state", "=", "active")
+          .whereRef("hire.agent_owner", "=", "agent.owner_project")
+          .whereRef("hire.agent_id", "=", "agent.agent_id"),
+      ),
+    );
   }
   return keysetPage(q, "agent_id", order, size, token);
 }
@@ -99,8 +162,15 @@ export function findHireByRequest(db: Db, projectId: string, requestId: string):
 }
 
 /** The project's active hire of the agent, if any (there is at most one). */
-export function findActiveHire(db: Db, projectId: string, agentId: string): Promise<HireRow | undefined> {
-  return db.selectFrom("hire").selectAll().where("project_id", "=", projectId).where("agent_id", "=", agentId).where("state", "=", "active").executeTakeFirst();
+export function findActiveHire(db: Db, projectId: string, key: AgentKey): Promise<HireRow | undefined> {
+  return db
+    .selectFrom("hire")
+    .selectAll()
+    .where("project_id", "=", projectId)
+    .where("agent_owner", "=", key.owner_project)
+    .where("agent_id", "=", key.agent_id)
+    .where("state", "=", "active")
+    .executeTakeFirst();
 }
 
 export async function insertHire(db: Db, row: Insertable<HireTable>): Promise<void> {
@@ -112,16 +182,23 @@ export async function releaseHire(db: Db, hireId: string, now: number): Promise<
 }
 
 /** Releases every active hire of the agent (when it is deleted). */
-export async function releaseHiresOf(db: Db, agentId: string, now: number): Promise<void> {
-  await db.updateTable("hire").set({ state: "released", release_time: now }).where("agent_id", "=", agentId).where("state", "=", "active").execute();
+export async function releaseHiresOf(db: Db, key: AgentKey, now: number): Promise<void> {
+  await db
+    .updateTable("hire")
+    .set({ state: "released", release_time: now })
+    .where("agent_owner", "=", key.owner_project)
+    .where("agent_id", "=", key.agent_id)
+    .where("state", "=", "active")
+    .execute();
 }
 
 /** Active hires of the agent by projects other than `projectId`. */
-export async function countOtherActiveHires(db: Db, agentId: string, projectId: string): Promise<number> {
+export async function countOtherActiveHires(db: Db, key: AgentKey, projectId: string): Promise<number> {
   const r = await db
     .selectFrom("hire")
     .select((eb) => eb.fn.countAll<number>().as("n"))
-    .where("agent_id", "=", agentId)
+    .where("agent_owner", "=", key.owner_project)
+    .where("agent_id", "=", key.agent_id)
     .where("state", "=", "active")
     .where("project_id", "!=", projectId)
     .executeTakeFirstOrThrow();

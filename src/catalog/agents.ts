@@ -1,6 +1,12 @@
 /**
  * Agents and hires. An agent is private (owner only), shared (owner plus
  * listed projects) or public; a project that cannot see one gets NOT_FOUND.
+ * Agent ids are per project (keyed by owner and id): `agents/{id}` names the
+ * caller's own agent of that id, else the public one (public ids are unique
+ * among public agents), else one shared with the caller (repo.resolveAgent).
+ * Another project's private agent is never named, so creating an agent with
+ * its id succeeds as for a free id; only going public with an id another
+ * project's public agent holds answers ALREADY_EXISTS (public information).
  * A hire puts a visible, active agent into one of the plan's slots; the slot
  * count and the insert share one write transaction, so the limit holds under
  * concurrency. A deprecated agent takes no new hires but its hires may still
@@ -46,6 +52,8 @@ export interface AgentFields {
 /** What metering charges for one invocation of a hired agent. */
 export interface InvocationPrice {
   name: string;
+  /** The project that owns the agent (with the id in `name`, its key). */
+  ownerProject: string;
   pricePerInvocationMicros: number;
   /** The project's active hire the invocation goes through. */
   hireName: string;
@@ -75,9 +83,10 @@ export class Agents {
     return this.deps.shares ?? DEFAULT_SHARE_BOUNDS;
   }
 
-  /** For revenue share: the project that publishes an agent and its share. */
-  async publisherOf(db: Db, name: string): Promise<{ ownerProject: string; shareBps: number } | undefined> {
-    const row = await repo.findAgent(db, idOf(name));
+  /** For revenue share: the share of the agent `name` of `ownerProject` (undefined when it is gone or the owner unknown). */
+  async publisherOf(db: Db, name: string, ownerProject: string | null): Promise<{ ownerProject: string; shareBps: number } | undefined> {
+    if (ownerProject === null) return undefined;
+    const row = await repo.findAgent(db, { owner_project: ownerProject, agent_id: idOf(name) });
     return row && { ownerProject: row.owner_project, shareBps: row.publisher_share_bps ?? this.shares.defaultBps };
   }
 
@@ -107,14 +116,16 @@ export class Agents {
       update_time: now,
     };
     return this.deps.database.transaction(async (tx) => {
-      const existing = await repo.findAgent(tx, id);
+      // Only the caller's own ids and public ones can collide: another project's private agent is not looked at.
+      const existing = await repo.findAgent(tx, row);
       if (existing) {
-        const retry = requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject && existing.owner_project === caller.projectId;
+        const retry = requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject;
         if (retry) return existing;
         throw alreadyExists(`agent "${agentName(id)}"`);
       }
+      if (visibility === "public") await this.requirePublicIdFree(tx, row);
       await repo.insertAgent(tx, row);
-      await repo.insertAgentPrice(tx, id, now, row.price_per_invocation);
+      await repo.insertAgentPrice(tx, row, now, row.price_per_invocation);
       return row;
     });
   }
@@ -156,12 +167,13 @@ export class Agents {
         // Leaving SHARED empties the list, so a later SHARED starts from no one.
         changes.shared_with = "[]";
       }
-      await repo.updateAgent(tx, row.agent_id, changes);
+      if (visibility === "public" && row.visibility !== "public") await this.requirePublicIdFree(tx, row);
+      await repo.updateAgent(tx, row, changes);
       // Every price the agent has had is kept, so backdated usage is charged the one in force then.
       if (changes.price_per_invocation !== undefined && changes.price_per_invocation !== row.price_per_invocation) {
-        await repo.insertAgentPrice(tx, row.agent_id, changes.update_time!, changes.price_per_invocation);
+        await repo.insertAgentPrice(tx, row, changes.update_time!, changes.price_per_invocation);
       }
-      return (await repo.findAgent(tx, row.agent_id))!;
+      return (await repo.findAgent(tx, row))!;
     });
   }
 
@@ -170,12 +182,12 @@ export class Agents {
     await this.deps.database.transaction(async (tx) => {
       const row = await this.owned(tx, caller, name);
       checkEtag(name, row, etag);
-      const others = await repo.countOtherActiveHires(tx, row.agent_id, row.owner_project);
+      const others = await repo.countOtherActiveHires(tx, row, row.owner_project);
       if (others && !force) {
         throw failedPrecondition(`${name} is hired by ${others} other project(s); set force to delete it and release those hires`, "AGENT_HIRED");
       }
-      await repo.releaseHiresOf(tx, row.agent_id, now);
-      await repo.deleteAgent(tx, row.agent_id);
+      await repo.releaseHiresOf(tx, row, now);
+      await repo.deleteAgent(tx, row);
     });
   }
 
@@ -196,13 +208,14 @@ export class Agents {
       if (row.status !== "active") {
         throw failedPrecondition(`${agent} is ${row.status}: it takes no new hires`, row.status === "disabled" ? "AGENT_DISABLED" : "AGENT_DEPRECATED");
       }
-      const existing = await repo.findActiveHire(tx, projectId, row.agent_id);
+      const existing = await repo.findActiveHire(tx, projectId, row);
       if (existing) throw alreadyExists(`hire of ${agent} (${hireName(projectId, existing.hire_id)})`);
       const used = await repo.countActiveHires(tx, projectId);
       if (plan.agentSlots !== null && used >= plan.agentSlots) throw this.slotsError(plan, used);
       const hire: HireRow = {
         hire_id: newId(),
         project_id: projectId,
+        agent_owner: row.owner_project,
         agent_id: row.agent_id,
         state: "active",
         hired_by: caller.subject,
@@ -237,19 +250,27 @@ export class Agents {
 
   // ---- for metering ----
 
-  /** InvokeAgent's target (a hire name or an agent name) with its active hire, or the error saying why not. */
+  /**
+   * InvokeAgent's target (a hire name or an agent name) with its active hire,
+   * or the error saying why not. A hire names its agent exactly (owner and
+   * id), so a hire of a public agent still invokes it after the project
+   * created an agent of its own with the same id; an agent name resolves as
+   * everywhere (the project's own agent first).
+   */
   async forInvocation(db: Db, projectId: string, target: { hire?: string; agent?: string }) {
     let hire: HireRow | undefined;
+    let row: AgentRow | undefined;
     if (target.hire) {
-      const ref = parseChildName(target.hire, "hires");
-      hire = ref && ref.project === projectId ? await repo.findHire(db, projectId, ref.id) : undefined;
+      hire = await this.projectHire(db, projectId, target.hire);
       if (!hire) throw notFound(`hire "${target.hire}"`);
       if (hire.state !== "active") throw failedPrecondition(`${target.hire} is released`, "HIRE_RELEASED");
+      row = await this.hiredAgent(db, projectId, hire);
+    } else {
+      row = await this.visible(db, projectId, target.agent ?? "");
     }
     const name = agentName(hire?.agent_id ?? idOf(target.agent ?? ""));
-    const row = await this.visible(db, projectId, name);
     if (!row) throw notFound(`agent "${name}"`);
-    hire ??= await repo.findActiveHire(db, projectId, row.agent_id);
+    hire ??= await repo.findActiveHire(db, projectId, row);
     if (!hire) throw failedPrecondition(`${name} is not hired by this project: HireAgent first`, "AGENT_NOT_HIRED");
     if (row.status === "disabled") throw failedPrecondition(`${name} is disabled`, "AGENT_DISABLED");
     return { agent: row, hire, models: list(row.models) };
@@ -258,14 +279,22 @@ export class Agents {
   /**
    * For metering: an agent the project can see, has an active hire of, and
    * that is not disabled (a deprecated agent still serves its hires), with
-   * its current price; undefined otherwise.
+   * its current price; undefined otherwise. With `via` (the hire an
+   * InvokeAgent goes through), the agent is that hire's.
    */
-  async agentForInvocation(db: Db, projectId: string, agent: string): Promise<InvocationPrice | undefined> {
-    const row = await this.visible(db, projectId, agent);
-    if (!row || row.status === "disabled") return undefined;
-    const hire = await repo.findActiveHire(db, projectId, row.agent_id);
-    if (!hire) return undefined;
-    return { name: agentName(row.agent_id), pricePerInvocationMicros: Number(row.price_per_invocation), hireName: hireName(projectId, hire.hire_id) };
+  async agentForInvocation(db: Db, projectId: string, agent: string, via?: string): Promise<InvocationPrice | undefined> {
+    let row: AgentRow | undefined;
+    let hire: HireRow | undefined;
+    if (via) {
+      hire = await this.projectHire(db, projectId, via);
+      if (!hire || hire.state !== "active" || hire.agent_id !== idOf(agent)) return undefined;
+      row = await this.hiredAgent(db, projectId, hire);
+    } else {
+      row = await this.visible(db, projectId, agent);
+      hire = row && (await repo.findActiveHire(db, projectId, row));
+    }
+    if (!row || !hire || row.status === "disabled") return undefined;
+    return { name: agentName(row.agent_id), ownerProject: row.owner_project, pricePerInvocationMicros: Number(row.price_per_invocation), hireName: hireName(projectId, hire.hire_id) };
   }
 
   /**
@@ -273,23 +302,50 @@ export class Agents {
    * agent the project may invoke now (as agentForInvocation); `price`
    * undefined when the agent had no price yet at `at` (published later).
    */
-  async agentForInvocationAt(db: Db, projectId: string, agent: string, at: number): Promise<(Omit<InvocationPrice, "pricePerInvocationMicros"> & { price?: number }) | undefined> {
-    const now = await this.agentForInvocation(db, projectId, agent);
+  async agentForInvocationAt(
+    db: Db,
+    projectId: string,
+    agent: string,
+    at: number,
+    via?: string,
+  ): Promise<(Omit<InvocationPrice, "pricePerInvocationMicros"> & { price?: number }) | undefined> {
+    const now = await this.agentForInvocation(db, projectId, agent, via);
     if (!now) return undefined;
-    const then = await repo.agentPriceAt(db, idOf(now.name), at);
-    return { name: now.name, hireName: now.hireName, price: then ? Number(then.price_per_invocation) : undefined };
+    const then = await repo.agentPriceAt(db, { owner_project: now.ownerProject, agent_id: idOf(now.name) }, at);
+    return { name: now.name, ownerProject: now.ownerProject, hireName: now.hireName, price: then ? Number(then.price_per_invocation) : undefined };
   }
 
   /** For eligibility checks. */
   async hireStatus(db: Db, projectId: string, agent: string) {
     const row = await this.visible(db, projectId, agent);
-    const hired = row ? Boolean(await repo.findActiveHire(db, projectId, row.agent_id)) : false;
+    const hired = row ? Boolean(await repo.findActiveHire(db, projectId, row)) : false;
     return { visible: Boolean(row), hired, pricePerInvocationMicros: row ? Number(row.price_per_invocation) : 0, slotsUsed: await repo.countActiveHires(db, projectId) };
   }
 
+  /** The agent `name` resolves to for the project (its own first, then public, then shared with it). */
   private async visible(db: Db, projectId: string, name: string): Promise<AgentRow | undefined> {
-    const row = await repo.findAgent(db, idOf(name));
+    const row = await repo.resolveAgent(db, projectId, idOf(name));
     return row && this.visibleTo(row, projectId) ? row : undefined;
+  }
+
+  /** The project's hire of that name, if any. */
+  private async projectHire(db: Db, projectId: string, name: string): Promise<HireRow | undefined> {
+    const ref = parseChildName(name, "hires");
+    return ref && ref.project === projectId ? repo.findHire(db, projectId, ref.id) : undefined;
+  }
+
+  /** The agent a hire is of, while the project may still see it (a hire of an agent deleted before migration 0015 names no owner). */
+  private async hiredAgent(db: Db, projectId: string, hire: HireRow): Promise<AgentRow | undefined> {
+    if (hire.agent_owner === null) return undefined;
+    const row = await repo.findAgent(db, { owner_project: hire.agent_owner, agent_id: hire.agent_id });
+    return row && this.visibleTo(row, projectId) ? row : undefined;
+  }
+
+  /** Public ids are unique among public agents: another project's public agent of the id answers ALREADY_EXISTS (it is public, so this tells nothing secret). */
+  private async requirePublicIdFree(tx: Db, row: repo.AgentKey): Promise<void> {
+    if (await repo.findOtherPublicAgent(tx, row.agent_id, row.owner_project)) {
+      throw alreadyExists(`public agent "${agentName(row.agent_id)}"`);
+    }
   }
 
   /** An agent the caller may change: NOT_FOUND if invisible, PERMISSION_DENIED if visible but another project's. */

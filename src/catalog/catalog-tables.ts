@@ -32,15 +32,20 @@ export interface ModelPriceTable {
   output_price: number;
 }
 
-/** The `agent_price` table: every per-invocation price an agent has had, from when it applied (migration 0014). */
+/** The `agent_price` table: every per-invocation price an agent has had, from when it applied (migration 0014; keyed by owner and id since 0015). */
 export interface AgentPriceTable {
+  owner_project: string;
   agent_id: string;
   /** Epoch ms from which the price applies (until the next row's). */
   effective_from: number;
   price_per_invocation: number;
 }
 
-/** The `agent` table: a published agent and who may see it. */
+/**
+ * The `agent` table: a published agent and who may see it. Keyed by
+ * (owner_project, agent_id) since migration 0015: each project has its own
+ * agent ids; public agents' ids are unique among public agents.
+ */
 export interface AgentTable {
   agent_id: string;
   owner_project: string;
@@ -67,6 +72,8 @@ export interface AgentTable {
 export interface HireTable {
   hire_id: string;
   project_id: string;
+  /** The hired agent: (agent_owner, agent_id). agent_owner is null only for hires of agents deleted before migration 0015. */
+  agent_owner: string | null;
   agent_id: string;
   /** active or released. */
   state: string;

@@ -55,7 +55,7 @@ export function createKey(o: { project: string; name: string; scopes: string }):
     const { row, secret } = await app.apiKeys.create(
       operator(o.project),
       accountName(o.project),
-      { displayName: o.name, scopes, environment: "live", expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] },
+      { displayName: o.name, scopes, expireTime: null, rateLimit: null, spendCapMicros: null, allowedCidrs: [], allowedModels: [] },
       "",
       "",
     );

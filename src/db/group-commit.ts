@@ -8,8 +8,11 @@
  * so each sees the writes of the units before it (idempotency checks and
  * ledger balances stay exact).
  *
- * Only for SQLite (one writer, commits serialised anyway). On other dialects
- * `run` is a plain transaction per unit: the database has its own concurrency.
+ * On SQLite all units share one queue (one writer, commits serialised
+ * anyway). On PostgreSQL units are grouped per scope (project): the scope's
+ * writers are serialised by its advisory lock across instances, so sharing a
+ * transaction costs no parallelism and saves a lock handoff and a WAL flush
+ * per unit; unscoped units run as plain transactions.
  */
 import { sql } from "kysely";
 import type { Database, Db, TransactionOptions } from "./database.js";
@@ -23,8 +26,8 @@ export interface GroupCommit {
   run<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
    * Runs `fns` in this order, each as a unit of its own (one failing fails alone), and resolves with every
-   * outcome once all are committed. On SQLite they join the shared queue back to back; elsewhere they run in
-   * one transaction, each in its own savepoint (a batch ingest pays one commit, not one per item).
+   * outcome once all are committed. They join their lane's queue back to back (a batch ingest pays one commit
+   * per batch of units, not one per item); unscoped on PostgreSQL, they run in one transaction of their own.
    */
   runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions): Promise<Outcome<T>[]>;
   /** Transactions committed and units run so far (for tests and the bench). */
@@ -48,76 +51,74 @@ export interface GroupCommitOptions {
 export function createGroupCommit(database: Database, opts: GroupCommitOptions = {}): GroupCommit {
   let transactions = 0;
   let units = 0;
-  if (database.dialect !== "sqlite") {
-    return {
-      run: (fn, options) => database.transaction(fn, options).finally(() => (transactions++, units++)),
-      async runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions) {
-        const out = await database.transaction(async (tx) => {
-          const res: Outcome<T>[] = [];
-          for (const fn of fns) res.push((await runUnit(tx, { fn, resolve() {}, reject() {} })) as Outcome<T>);
-          return res;
-        }, options);
-        transactions++;
-        units += fns.length;
-        return out;
-      },
-      stats: () => ({ transactions, units }),
-    };
-  }
   const maxBatch = opts.maxBatch ?? 256;
-  let queue: Unit[] = [];
-  let running = false;
+  // One lane per set of writers that commit one at a time anyway: on SQLite all of them (one writer), on
+  // PostgreSQL each scope (a project's advisory lock serialises its writers across instances, and every
+  // commit waits for its WAL flush, so a busy project paid one lock handoff and one flush per call).
+  const sqlite = database.dialect === "sqlite";
+  const lanes = new Map<string, Unit[]>();
 
-  async function flush(): Promise<void> {
-    running = true;
-    try {
-      while (queue.length > 0) {
-        const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
-        queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
-        let outcomes: Outcome[];
-        try {
-          outcomes = await database.transaction(async (tx) => {
-            const out: Outcome[] = [];
-            for (const unit of batch) out.push(await runUnit(tx, unit));
-            return out;
-          });
-        } catch (err) {
-          // The shared transaction itself failed (COMMIT, or a savepoint that could not roll back): nothing in it is durable.
-          for (const unit of batch) unit.reject(err);
-          continue;
-        }
-        transactions++;
-        units += batch.length;
-        for (let i = 0; i < batch.length; i++) {
-          const o = outcomes[i];
-          if (o.ok) batch[i].resolve(o.value);
-          else batch[i].reject(o.error);
-        }
+  async function flush(key: string, options: TransactionOptions | undefined): Promise<void> {
+    for (let queue = lanes.get(key); queue && queue.length > 0; queue = lanes.get(key)) {
+      const batch = queue.splice(0, maxBatch);
+      let outcomes: Outcome[];
+      try {
+        outcomes = await database.transaction(async (tx) => {
+          const out: Outcome[] = [];
+          for (const unit of batch) out.push(await runUnit(tx, unit));
+          return out;
+        }, options);
+      } catch (err) {
+        // The shared transaction itself failed (COMMIT, or a savepoint that could not roll back): nothing in it is durable.
+        for (const unit of batch) unit.reject(err);
+        continue;
       }
-    } finally {
-      running = false;
+      transactions++;
+      units += batch.length;
+      for (let i = 0; i < batch.length; i++) {
+        const o = outcomes[i];
+        if (o.ok) batch[i].resolve(o.value);
+        else batch[i].reject(o.error);
+      }
     }
+    lanes.delete(key);
   }
 
-  function run<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
+  function run<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    // Unscoped PostgreSQL writers take the store's write lock exclusively: nothing to share it with.
+    if (!sqlite && options?.scope === undefined) return database.transaction(fn, options).finally(() => (transactions++, units++));
+    const key = sqlite ? "" : options!.scope!;
     return new Promise<T>((resolve, reject) => {
-      queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      const unit = { fn, resolve: resolve as (v: unknown) => void, reject };
+      const queue = lanes.get(key);
+      if (queue) {
+        queue.push(unit);
+        return;
+      }
+      lanes.set(key, [unit]);
       // Wait one turn of the event loop before the first transaction so calls arriving together share it;
       // while a transaction runs, arrivals queue up for the next one by themselves.
-      if (!running) {
-        running = true;
-        setImmediate(() => void flush());
-      }
+      setImmediate(() => void flush(key, options));
     });
   }
 
   return {
     run,
-    runAll<T>(fns: ((tx: Db) => Promise<T>)[]): Promise<Outcome<T>[]> {
+    runAll<T>(fns: ((tx: Db) => Promise<T>)[], options?: TransactionOptions): Promise<Outcome<T>[]> {
+      if (!sqlite && options?.scope === undefined) {
+        return database.transaction(async (tx) => {
+          const res: Outcome<T>[] = [];
+          for (const fn of fns) res.push((await runUnit(tx, { fn, resolve() {}, reject() {} })) as Outcome<T>);
+          return res;
+        }, options).finally(() => {
+          transactions++;
+          units += fns.length;
+        });
+      }
       // Enqueued back to back in one turn: the flush keeps queue order, so they are decided in this order.
       return Promise.all(
         fns.map((fn) =>
-          run(fn).then(
+          run(fn, options).then(
             (value): Outcome<T> => ({ ok: true, value }),
             (error: unknown): Outcome<T> => ({ ok: false, error }),
           ),

@@ -103,7 +103,7 @@ function settingsOf(k: ApiKey): KeySettings {
   return {
     displayName: k.displayName,
     scopes: k.scopes,
-    environment: (k.environment === KeyEnvironment.TEST ? "test" : "live") as Env,
+    environment: k.environment === KeyEnvironment.UNSPECIFIED ? undefined : ((k.environment === KeyEnvironment.TEST ? "test" : "live") as Env),
     expireTime: tsMs(k.expireTime),
     rateLimit: k.rateLimit ? { requestsPerSecond: k.rateLimit.requestsPerSecond, burst: k.rateLimit.burst || k.rateLimit.requestsPerSecond } : null,
     spendCapMicros: k.spendCapMicros === undefined ? null : Number(k.spendCapMicros),

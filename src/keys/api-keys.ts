@@ -60,7 +60,8 @@ export type MethodIndex = Map<string, import("@bufbuild/protobuf").DescMethod>;
 export interface KeySettings {
   displayName: string;
   scopes: Scope[];
-  environment: KeyEnvironment;
+  /** Unset: the project's (test in a test-mode project, else live). */
+  environment?: KeyEnvironment;
   expireTime: number | null;
   rateLimit: { requestsPerSecond: number; burst: number } | null;
   spendCapMicros: number | null;
@@ -82,6 +83,8 @@ export interface ApiKeysDeps {
   methods: MethodIndex;
   /** The project's current plan. */
   planOf(projectId: string): Promise<Plan>;
+  /** The project's environment: a test-mode project holds only test keys (docs/test-mode.md). Live when absent. */
+  projectEnvironment?(projectId: string): Promise<"live" | "test">;
   /** Other instances' caches, told about revokes, rotations and updates (several instances sharing a Redis). */
   invalidation?: KeyInvalidation;
   /** Keeps the key cache exact (src/cluster/state-cache.ts); without it, this instance's changes only. */
@@ -298,7 +301,9 @@ export class ApiKeys {
     const plan = await this.deps.planOf(projectId);
     assertMayGrant(caller, settings.scopes, "api_key.scopes");
     assertOverrideWithin(...planBound(plan), settings.rateLimit, "api_key.rate_limit");
-    const generated = generateKey(settings.environment);
+    const environment = await this.keyEnvironment(projectId, settings.environment);
+    const generated = generateKey(environment);
+    settings = { ...settings, environment };
     const result = await this.deps.database.transaction(async (tx) => {
       if (requestId && (await repo.findKeyByRequest(tx, projectId, caller.subject, requestId))) {
         throw new ConnectError(
@@ -440,6 +445,18 @@ export class ApiKeys {
     return result;
   }
 
+  /**
+   * The environment of a new key: the one asked for, else the project's. A
+   * test-mode project holds only test keys: a live one is FAILED_PRECONDITION.
+   */
+  private async keyEnvironment(projectId: string, asked: KeyEnvironment | undefined): Promise<KeyEnvironment> {
+    const project = (await this.deps.projectEnvironment?.(projectId)) ?? "live";
+    if (project === "test" && asked === "live") {
+      throw failedPrecondition(`project "${projectId}" is a test-mode project: it can hold only fs_test_ keys; create the key with environment KEY_ENVIRONMENT_TEST or leave it unspecified (docs/test-mode.md)`, "TEST_MODE_PROJECT");
+    }
+    return asked ?? project;
+  }
+
   async createScoped(
     caller: KeyCaller,
     parent: string,
@@ -493,7 +510,8 @@ export class ApiKeys {
       for (const p of input.allowedModels) {
         if (!patternCovered(parentModels, p)) throw invalidArgument("allowed_models", `${p} is outside the parent key's models`);
       }
-      const generated = generateKey((parentRow?.environment as KeyEnvironment) ?? "live");
+      const keyEnvironment = (parentRow?.environment as KeyEnvironment | undefined) ?? (await this.keyEnvironment(projectId, undefined));
+      const generated = generateKey(keyEnvironment);
       const row = this.newRow(
         caller,
         projectId,
@@ -501,7 +519,7 @@ export class ApiKeys {
         {
           displayName: input.displayName,
           scopes,
-          environment: (parentRow?.environment as KeyEnvironment) ?? "live",
+          environment: keyEnvironment,
           expireTime: expire,
           rateLimit: parentRow?.rate_limit_rps ? { requestsPerSecond: parentRow.rate_limit_rps, burst: parentRow.rate_limit_burst ?? parentRow.rate_limit_rps } : null,
           spendCapMicros: input.spendCapMicros,
@@ -625,7 +643,7 @@ export class ApiKeys {
     return {
       key_id: generated.keyId,
       project_id: projectId,
-      environment: s.environment,
+      environment: s.environment ?? "live",
       kind: "standard",
       display_name: s.displayName,
       secret_hash: generated.secretHash,

@@ -1,14 +1,14 @@
 /**
  * Test mode (docs/test-mode.md): which ledger a call uses, and the sandbox's
  * free credits. A call made with an `fs_test_` key meters against the
- * project's `test` ledger; every other caller (users, live keys) against
- * `live`. The sandbox is topped up to the plan's sandbox allowance once a
+ * project's `test` ledger, and so does every caller (users and keys) of a
+ * test-mode project; every other caller (users, live keys) against `live`. The sandbox is topped up to the plan's sandbox allowance once a
  * month, on the first test-mode use of the month, so test usage never needs
  * (or touches) real credits.
  */
 import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import type { Db } from "../db/database.js";
-import { permissionDenied } from "../errors.js";
+import { failedPrecondition, permissionDenied } from "../errors.js";
 import { monthKey } from "../usage/period.js";
 import { type Environment, balanceOf, book, findByIdempotencyKey } from "./ledger.js";
 import type { Micros } from "./micros.js";
@@ -23,17 +23,25 @@ export interface SandboxPlan {
 
 export const sandboxAllowance = (plan: SandboxPlan) => plan.sandboxCreditsMicros ?? DEFAULT_SANDBOX_CREDITS_MICROS;
 
-/** The ledger a caller meters against: a test key's is the sandbox, everyone else's live. */
-export function callerEnvironment(caller: { kind?: string; environment?: Environment }): Environment {
-  return caller.kind === "api_key" && caller.environment === "test" ? "test" : "live";
+/** What decides a caller's ledger: its kind, a key's environment, and whether its project is in test mode. */
+export interface EnvironmentCaller {
+  kind?: string;
+  environment?: Environment;
+  testProject?: boolean;
+}
+
+/** The ledger a caller meters against: the sandbox for test keys and test-mode projects, else live. */
+export function callerEnvironment(caller: EnvironmentCaller): Environment {
+  return caller.testProject || (caller.kind === "api_key" && caller.environment === "test") ? "test" : "live";
 }
 
 /**
  * The ledger a report or listing reads: the one asked for, else the
  * caller's. A key reads only its own environment (a test key never sees
- * live money, a live key never mixes test usage in); users may read either.
+ * live money, a live key never mixes test usage in); users may read either
+ * (a test-mode project's live ledger is empty).
  */
-export function readEnvironment(caller: { kind?: string; environment?: Environment }, asked: KeyEnvironment): Environment {
+export function readEnvironment(caller: EnvironmentCaller, asked: KeyEnvironment): Environment {
   const own = callerEnvironment(caller);
   if (asked === KeyEnvironment.UNSPECIFIED) return own;
   const env: Environment = asked === KeyEnvironment.TEST ? "test" : "live";
@@ -41,6 +49,17 @@ export function readEnvironment(caller: { kind?: string; environment?: Environme
     throw permissionDenied(`a ${own} API key reads only ${own} usage and credits; use a ${env} key or sign in`, "ENVIRONMENT_MISMATCH");
   }
   return env;
+}
+
+/**
+ * Refuses real-money movements (Stripe checkout and portal, x402 top-ups)
+ * in test mode: a test-mode project never pays or is paid
+ * (FAILED_PRECONDITION `TEST_MODE_PROJECT`), a test key of a live project
+ * must use a live key or sign in (PERMISSION_DENIED `TEST_MODE_KEY`).
+ */
+export function requireLiveMoney(caller: EnvironmentCaller, what = "buy plans or credits with real money"): void {
+  if (caller.testProject) throw failedPrecondition(`this is a test-mode project: it cannot ${what}; use a live project (docs/test-mode.md)`, "TEST_MODE_PROJECT");
+  if (callerEnvironment(caller) === "test") throw permissionDenied(`a test API key cannot ${what}: use a live key or sign in`, "TEST_MODE_KEY");
 }
 
 /** The wire enum of a stored environment. */

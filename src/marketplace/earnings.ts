@@ -5,7 +5,8 @@
  *   split by the rule of split.ts (gross = publisher + platform fee),
  *   booked with the consumer's debit; keyed by the usage record, so a
  *   record earns at most once. Usage of a project's own resources, of
- *   platform-wide models, and test-mode (sandbox) usage earns nothing.
+ *   platform-wide models, and test-mode (sandbox) usage earns nothing; nor
+ *   does a test-mode project's resource (it never receives real money).
  * - `clawback`: part of an earning taken back because the consumer's
  *   payment was refunded or disputed (negative gross, amount and fee).
  * - `payout` / `payout_reversal`: money sent to the publisher's Stripe
@@ -30,7 +31,8 @@ export interface Publisher {
 
 /** What earnings need from the catalog. */
 export interface Publishers {
-  agent(db: Db, name: string): Promise<Publisher | undefined>;
+  /** The agent `name` of `ownerProject` (agents are keyed by owner and id); null = an owner unknown (undefined back). */
+  agent(db: Db, name: string, ownerProject: string | null): Promise<Publisher | undefined>;
   model(db: Db, name: string): Promise<Publisher | undefined>;
 }
 
@@ -41,6 +43,8 @@ export interface ChargedUsage {
   kind: string;
   model: string | null;
   agent: string | null;
+  /** The owner of the charged agent (agent usage). */
+  agent_owner?: string | null;
   cost_micros: number;
   invocation_price: number;
   /** live or test; test-mode (sandbox) usage moves no real money, so it earns nothing. */
@@ -82,9 +86,10 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
   if (r.environment === "test") return booked;
   for (const p of parts(r)) {
     if (p.gross <= 0) continue;
-    const pub = p.part === "agent" ? await publishers.agent(tx, p.resource) : await publishers.model(tx, p.resource);
+    const pub = p.part === "agent" ? await publishers.agent(tx, p.resource, r.agent_owner ?? null) : await publishers.model(tx, p.resource);
     // Platform-wide resources have no publisher; a project's use of its own earns it nothing.
     if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
+    if (await isTestProject(tx, pub.ownerProject)) continue;
     const s = split(p.gross, pub.shareBps);
     const entry: NewEntry = {
       publisher_project: pub.ownerProject,
@@ -103,6 +108,12 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
     if (await append(tx, entry, now)) booked.push(entry);
   }
   return booked;
+}
+
+/** Whether a project is in test mode (docs/test-mode.md): it earns and is paid nothing real. */
+async function isTestProject(db: Db, projectId: string): Promise<boolean> {
+  const row = await db.selectFrom("account").select("environment").where("project_id", "=", projectId).executeTakeFirst();
+  return row?.environment === "test";
 }
 
 /** A publisher's balance: every amount it earned, less clawbacks and payouts. */

@@ -15,6 +15,7 @@ import type { MarketplaceConfig } from "../config.js";
 import type { Database, Db } from "../db/database.js";
 import { decodePageToken, pageOf, pageSize } from "../db/pagination.js";
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
+import { requireLiveMoney } from "../ledger/sandbox.js";
 import type { Logger } from "../logger.js";
 import { type ChargedUsage, type Publishers, bookUsageEarnings, clawBack, restore } from "./earnings.js";
 import { earningsReport } from "./earnings-report.js";
@@ -96,7 +97,9 @@ export class Marketplace {
   }
 
   /** LinkPayoutAccount: the project's connected account (created once) and a fresh onboarding link. */
-  async linkAccount(_caller: Caller, projectId: CheckedProject, refreshUrl: string, returnUrl: string) {
+  async linkAccount(caller: Caller, projectId: CheckedProject, refreshUrl: string, returnUrl: string) {
+    // Payouts are real money: a test-mode project (or a test key) never links a Stripe account.
+    requireLiveMoney(caller, "link a payout account for real money");
     const parent = accountName(projectId);
     const stripe = this.stripe;
     if (!stripe) throw failedPrecondition("billing is not configured: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET", "BILLING_NOT_CONFIGURED");

@@ -100,8 +100,12 @@ export class PayoutSender {
     const linked = await database.db
       .selectFrom("payout_account as a")
       .select(["a.project_id", "a.stripe_account_id"])
-      .where(({ not, exists, selectFrom }) =>
-        not(exists(selectFrom("payout as p").select("p.payout_id").whereRef("p.publisher_project", "=", "a.project_id").where("p.period_key", "=", period))),
+      .where(({ and, not, exists, selectFrom }) =>
+        and([
+          not(exists(selectFrom("payout as p").select("p.payout_id").whereRef("p.publisher_project", "=", "a.project_id").where("p.period_key", "=", period))),
+          // A test-mode project is never paid real money (it cannot link an account either).
+          not(exists(selectFrom("account as t").select("t.project_id").whereRef("t.project_id", "=", "a.project_id").where("t.environment", "=", "test"))),
+        ]),
       )
       .execute();
     let n = 0;

@@ -16,6 +16,7 @@ import { publisherMethods } from "../marketplace/publisher-methods.js";
 import { usageService } from "../usage/usage-service.js";
 import { alertMethods } from "../alerts/alert-service.js";
 import { receiptMethods } from "../receipts/receipt-service.js";
+import { eventMethods } from "../events/event-stream.js";
 import { formstateFiles } from "./services.js";
 import { registerHealth } from "./health.js";
 import { registerReflection } from "./reflection.js";
@@ -33,7 +34,11 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
       creditBalance: (p, env) => app.accounts.creditBalance(p, env),
     }),
   );
-  router.service(UsageService, { ...usageService(app.usage, app.usageReports), ...alertMethods(app.alerts) });
+  router.service(UsageService, {
+    ...usageService(app.usage, app.usageReports),
+    ...alertMethods(app.alerts),
+    ...eventMethods({ hub: app.events, clock: app.clock, heartbeatMs: app.config.alerts.eventHeartbeatMs }),
+  });
   router.service(BillingService, { ...billingService(app.billing), ...receiptMethods(app.receipts, app.config.publicUrl), ...publisherMethods(app.marketplace) });
   router.service(AgentService, agentService(app.agents, app.usage));
   router.service(ModelService, modelService(app.models));

@@ -52,6 +52,7 @@ export function createHandler(app: App): (req: Req, res: Res) => void {
     apiKey: (key, ip) => app.apiKeys.authenticate(key, ip),
     walletToken: createWalletAuthenticator({ bindings: app.wallets, sessions: app.sessions, clock: app.clock, memberRole: (p, u) => app.accounts.memberRole(p, u) }),
     admitSession: (seen) => app.sessions.admit(seen),
+    projectEnvironment: (p) => app.accounts.environmentOf(p),
   };
   const options: GuardedAdapterOptions = {
     log: app.log,
@@ -169,6 +170,8 @@ export async function startServer(app: App, port = app.config.port): Promise<Run
     listener,
     async stop() {
       app.health.shutdown();
+      // Event streams never finish on their own: end them so the drain below is not held for its whole grace.
+      app.events.close();
       await listener.close(app.config.shutdownGraceMs);
     },
   };

@@ -25,6 +25,7 @@ import { durationMs } from "../wire/duration.js";
 import { itemViolation, toItemError } from "./batch-items.js";
 import type { UsageReports } from "./usage-reports.js";
 import type { AlertMethods } from "../alerts/alert-service.js";
+import type { EventMethods } from "../events/event-stream.js";
 import { type AuthorizationRow, type RecordInput, type Usage, type UsageInput, type UsageRecordRow, authorizationName, recordName } from "./usage.js";
 import { keyName } from "../names/names.js";
 import { projectOf } from "../auth/tenancy.js";
@@ -111,7 +112,7 @@ function withBalance<T>(ctx: HandlerContext, balance: number | bigint, res: T): 
 }
 
 /** The UsageService implementation over the metering domain. */
-export function usageService(usage: Usage, reports: UsageReports): Omit<ServiceImpl<typeof UsageService>, keyof AlertMethods> {
+export function usageService(usage: Usage, reports: UsageReports): Omit<ServiceImpl<typeof UsageService>, keyof AlertMethods | keyof EventMethods> {
   return {
     async recordUsage(req, ctx) {
       const { record, balance } = await usage.record(callerOf(ctx), req.parent, recordInput(req));

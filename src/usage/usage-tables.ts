@@ -15,6 +15,8 @@ export interface UsageRecordTable {
   kind: string;
   model: string | null;
   agent: string | null;
+  /** The project whose agent was charged (the agent is (agent_owner, id of `agent`)); null for model usage (migration 0015). */
+  agent_owner: string | null;
   operation: string | null;
   input_tokens: number;
   output_tokens: number;

@@ -43,10 +43,13 @@ export interface PriceBook {
   modelPrice(db: Db, projectId: string, model: string): Promise<(ModelPrice & { name: string }) | undefined>;
   /** The price in force at `at` (epoch ms); undefined also before the model had a price. */
   modelPriceAt(db: Db, projectId: string, model: string, at: number): Promise<(ModelPrice & { name: string }) | undefined>;
-  /** An agent the project has hired and may invoke now. */
-  agentPrice(db: Db, projectId: string, agent: string): Promise<{ name: string; pricePerInvocationMicros: number } | undefined>;
+  /**
+   * An agent the project has hired and may invoke now, and its owner (agents are keyed by owner and id);
+   * `via` (InvokeAgent's hire) names the agent exactly, else the name resolves as the project sees it.
+   */
+  agentPrice(db: Db, projectId: string, agent: string, via?: string): Promise<{ name: string; ownerProject: string; pricePerInvocationMicros: number } | undefined>;
   /** The same agent's per-invocation price in force at `at` (epoch ms); `price` undefined before it had one. */
-  agentPriceAt(db: Db, projectId: string, agent: string, at: number): Promise<{ name: string; price?: number } | undefined>;
+  agentPriceAt(db: Db, projectId: string, agent: string, at: number, via?: string): Promise<{ name: string; ownerProject: string; price?: number } | undefined>;
   /** For eligibility: whether the project can see the agent, has hired it, and its slot use. */
   hireStatus(db: Db, projectId: string, agent: string): Promise<{ visible: boolean; hired: boolean; pricePerInvocationMicros: number; slotsUsed: number }>;
 }
@@ -100,6 +103,8 @@ export interface UsageDeps {
   planOf(projectId: string): Promise<Plan>;
   /** Revenue share (src/marketplace): books the publishers' split of a debit in the debit's transaction. */
   marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void> };
+  /** Told after a project's usage committed (spend alerts check it soon); must return at once. */
+  afterDebit?(projectId: string): void;
 }
 
 /** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
@@ -149,7 +154,9 @@ export class Usage {
     // so on PostgreSQL it is scoped to the project: other projects' usage is recorded in parallel.
     const scope = { scope: projectId };
     if (input.authorization) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), scope);
-    return this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+    const result = await this.commits.run(this.recordUnit(caller, projectId, plan, input, now), scope);
+    this.deps.afterDebit?.(projectId);
+    return result;
   }
 
   /**
@@ -175,6 +182,7 @@ export class Usage {
     });
     // Items refused before the store are not sent to it (they would only cost a savepoint).
     const sent = await this.commits.runAll(units.filter((_, i) => !refused.has(i)), scope);
+    if (sent.some((o) => o.ok)) this.deps.afterDebit?.(projectId);
     for (const o of sent) if (!o.ok && !(o.error instanceof ConnectError)) this.deps.log.error({ err: o.error }, "batch item crashed");
     let k = 0;
     return inputs.map((_, i) => (refused.has(i) ? { ok: false, error: refused.get(i) } : sent[k++]));
@@ -200,7 +208,7 @@ export class Usage {
         return { record: replay, balance: replay.balance_after_micros };
       }
       await this.requireAccount(tx, projectId);
-      const priced = await this.price(tx, caller, projectId, input.usage, input.occurTime);
+      const priced = await this.price(tx, caller, projectId, input.usage, input.occurTime, input.invocation);
       const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, input.usage);
       const recordId = newId();
       let authId: string | null = null;
@@ -242,6 +250,7 @@ export class Usage {
         kind: input.usage.kind,
         model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
         agent: input.usage.kind === "agent" ? priced.subject : null,
+        agent_owner: priced.agentOwner ?? null,
         operation: input.usage.kind === "agent" ? input.usage.operation : null,
         input_tokens: input.usage.inputTokens ?? 0,
         output_tokens: input.usage.outputTokens ?? 0,
@@ -455,7 +464,7 @@ export class Usage {
       if (refusal) return { ...result, eligible: false, reason: LimitReason.SPEND_CAP, message: refusal };
     }
     if (!plan.overdraftAllowed && balance < cost) {
-      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
+      const err = this.creditsExhausted(plan, comparableMicros(balance), cost, projectId, env);
       const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
       return { ...result, eligible: false, reason: LimitReason.CREDITS_EXHAUSTED, message: err.rawMessage, upgrades, creditsNeeded: cost - comparableMicros(balance) };
     }
@@ -470,7 +479,7 @@ export class Usage {
    * naming the field. Agents keep a price history too: a backdated agent
    * operation pays the per-invocation price in force at `at`.
    */
-  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number) {
+  async price(db: Db, caller: Caller, projectId: string, usage: UsageInput, at?: number, via?: string) {
     if (usage.kind === "model") {
       if (caller.kind === "api_key" && !modelAllowed(caller.allowedModels, usage.model)) {
         throw permissionDenied(`this API key may not use ${usage.model}`, "MODEL_NOT_ALLOWED");
@@ -485,7 +494,7 @@ export class Usage {
         invocationPrice: 0,
       };
     }
-    const agent = await this.agentPriceAt(db, projectId, usage.agent, at);
+    const agent = await this.agentPriceAt(db, projectId, usage.agent, at, via);
     let tokenCost = 0;
     let inputPrice = 0;
     let outputPrice = 0;
@@ -499,21 +508,30 @@ export class Usage {
       outputPrice = price.outputPriceMicrosPerMillion;
       tokenModel = price.name;
     }
-    return { subject: agent.name, cost: agent.pricePerInvocationMicros + tokenCost, tokenCost, inputPrice, outputPrice, invocationPrice: agent.pricePerInvocationMicros, tokenModel };
+    return {
+      subject: agent.name,
+      agentOwner: agent.ownerProject,
+      cost: agent.pricePerInvocationMicros + tokenCost,
+      tokenCost,
+      inputPrice,
+      outputPrice,
+      invocationPrice: agent.pricePerInvocationMicros,
+      tokenModel,
+    };
   }
 
   /** An agent's per-invocation price at `at` (now when undefined): INVALID_ARGUMENT when not invocable, or at a time before its first price. */
-  private async agentPriceAt(db: Db, projectId: string, agent: string, at: number | undefined): Promise<{ name: string; pricePerInvocationMicros: number }> {
+  private async agentPriceAt(db: Db, projectId: string, agent: string, at: number | undefined, via?: string): Promise<{ name: string; ownerProject: string; pricePerInvocationMicros: number }> {
     const unknown = () => invalidArgument("agent_operation.agent", `unknown agent ${agent}, or not hired by this project`);
     if (at === undefined) {
-      const current = await this.deps.prices.agentPrice(db, projectId, agent);
+      const current = await this.deps.prices.agentPrice(db, projectId, agent, via);
       if (!current) throw unknown();
       return current;
     }
-    const then = await this.deps.prices.agentPriceAt(db, projectId, agent, at);
+    const then = await this.deps.prices.agentPriceAt(db, projectId, agent, at, via);
     if (!then) throw unknown();
     if (then.price === undefined) throw invalidArgument("occur_time", `${then.name} had no price at ${new Date(at).toISOString()} (it was published later)`);
-    return { name: then.name, pricePerInvocationMicros: then.price };
+    return { name: then.name, ownerProject: then.ownerProject, pricePerInvocationMicros: then.price };
   }
 
   /** A model's price at `at` (now when undefined): INVALID_ARGUMENT for an unknown model, or a time before its first price. */
@@ -554,7 +572,7 @@ export class Usage {
     else await this.grantPlanCredits(tx, projectId, plan);
     const balance = await ledger.balanceOf(tx, projectId, env);
     if (plan.overdraftAllowed || balance >= cost) return;
-    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId);
+    throw this.creditsExhausted(plan, comparableMicros(balance), cost, projectId, env);
   }
 
   private async requireSpendRoom(tx: Db, keyId: string, cost: number): Promise<void> {
@@ -580,9 +598,22 @@ export class Usage {
   }
 
   /** Payment required (FAILED_PRECONDITION + PaymentRequired): how much is missing and which plans include more. */
-  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string): ConnectError {
+  creditsExhausted(plan: Plan, balance: number, cost: number, projectId: string, env: ledger.Environment = "live"): ConnectError {
     const needed = cost - balance;
     const upgrades = this.deps.plans.upgradesFrom(plan, (p) => p.overdraftAllowed || p.includedCreditsMicros > plan.includedCreditsMicros);
+    // Test mode: real money never refills a sandbox (docs/test-mode.md).
+    if (env === "test") {
+      return paymentRequired({
+        reason: LimitReason.CREDITS_EXHAUSTED,
+        projectId,
+        requestedMicros: cost,
+        availableMicros: balance,
+        limitMicros: Math.max(balance, 0),
+        usedMicros: 0,
+        sandbox: true,
+        message: `sandbox credits exhausted: the test-mode balance is ${balance} micro-USD and this call costs ${cost}; grant ${needed} micro-USD of sandbox credits (AddCredits) or wait for next month's allowance`,
+      });
+    }
     return paymentRequired({
       reason: LimitReason.CREDITS_EXHAUSTED,
       projectId,

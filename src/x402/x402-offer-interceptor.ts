@@ -4,12 +4,16 @@
  * x402 PaymentRequired the top-up route sends in its PAYMENT-REQUIRED
  * header (amount: what the call needs, within the top-up bounds), and the
  * top-up URL in pay_with. Spend caps are not offered: credits do not raise a cap.
+ * Neither are test-mode calls: a sandbox runs out of free credits, real money
+ * cannot refill it (docs/test-mode.md).
  */
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 import { LimitReason, type PaymentRequired, PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
 import type { X402Rail } from "./x402-topups.js";
 import { toProto } from "./x402-wire.js";
 import { parseAccountName } from "../names/names.js";
+import { principalKey } from "../auth/principal.js";
+import { callerEnvironment } from "../ledger/sandbox.js";
 
 /** Adds the x402 offer to payment-required errors; a no-op when the rail is off. */
 export function createX402OfferInterceptor(rail: () => X402Rail | undefined): Interceptor {
@@ -18,7 +22,7 @@ export function createX402OfferInterceptor(rail: () => X402Rail | undefined): In
       return await next(req);
     } catch (err) {
       const r = rail();
-      if (r && err instanceof ConnectError) addOffer(r, err, new URL(req.url).origin);
+      if (r && err instanceof ConnectError && callerEnvironment(req.contextValues.get(principalKey)) === "live") addOffer(r, err, new URL(req.url).origin);
       throw err;
     }
   };

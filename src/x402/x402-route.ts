@@ -10,6 +10,7 @@ import type http from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Principal } from "../auth/principal.js";
 import { normalizeIp } from "../keys/ip-allowlist.js";
+import { requireLiveMoney } from "../ledger/sandbox.js";
 import { accountName } from "../names/names.js";
 import { PaymentRefused, TOPUP_PATH, type X402Rail } from "./x402-topups.js";
 import { PAYMENT_REQUIRED, PAYMENT_RESPONSE, PAYMENT_SIGNATURE, encodeHeader } from "./x402-wire.js";
@@ -74,6 +75,8 @@ export async function serveTopUp(deps: TopUpRouteDeps, req: Req, res: Res): Prom
     }
     // Another project's top-up reads as not found: no oracle for which projects exist.
     if (principal.projectId !== projectId) throw new ConnectError(`account "${accountName(projectId)}" not found`, Code.NotFound);
+    // x402 moves real money: never in test mode (a test key, a test-mode project).
+    requireLiveMoney(principal, "top up with a real x402 payment");
     const amount = rail.parseAmount(url.searchParams.get("amount"));
     const origin = `${req.headers["x-forwarded-proto"] === "https" ? "https" : "http"}://${req.headers.host ?? req.headers[":authority"] ?? "localhost"}`;
     const signature = headers.get(PAYMENT_SIGNATURE);

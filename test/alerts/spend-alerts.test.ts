@@ -87,7 +87,7 @@ beforeAll(async () => {
   receiver = await startReceiver();
   // The watcher is driven by hand (check()); the outbox sender runs on its own, every 25 ms.
   ts = await startTestServer(
-    { FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_WEBHOOK_SEND_INTERVAL_MS: "25", FORMSTATE_WEBHOOK_BACKOFF_MS: "1000", FORMSTATE_WEBHOOK_BACKOFF_MAX_MS: "4000" },
+    { FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_ALERT_CHECK_AFTER_DEBIT_MS: "0", FORMSTATE_WEBHOOK_SEND_INTERVAL_MS: "25", FORMSTATE_WEBHOOK_BACKOFF_MS: "1000", FORMSTATE_WEBHOOK_BACKOFF_MAX_MS: "4000" },
     { plans, clock },
   );
   const admin = await ts.token({ projectId: P, role: "admin" });

@@ -8,6 +8,9 @@
  *   = the usage debits of the ledger);
  * - Σ metered to Stripe = the invoicing rule applied to the records (each
  *   usage debit's overage at its place in the ledger), sent once each.
+ * And a test-mode project (docs/test-mode.md) under the same random grants,
+ * usage and holds: Σ sandbox ledger = sandbox balance, Σ reports = Σ records,
+ * its live ledger empty, nothing metered to Stripe, every purchase refused.
  * fast-check prints the seed of a failing run; FC_SEED replays it.
  */
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -15,6 +18,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { UsageGranularity, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { invoicedPart } from "../../src/billing/invoicing.js";
 import { meterIdentifier } from "../../src/billing/outbox.js";
@@ -158,7 +162,79 @@ async function scenario(arrears: boolean, ops: Op[]): Promise<void> {
   if (!arrears) expect(invoiced).toBe(0);
 }
 
+/** The same money movements in a test-mode project: everything in the sandbox, nothing live, nothing to Stripe. */
+async function testModeScenario(arrears: boolean, ops: Op[]): Promise<void> {
+  const p = `recon-test-${run++}`;
+  const parent = `accounts/${p}`;
+  const admin = createFormstateClient({ baseUrl: ts.url, token: await ts.token({ projectId: p, role: "admin" }) });
+  await admin.accounts.createAccount({ account: { environment: KeyEnvironment.TEST } });
+  if (arrears) {
+    await ts.app.database.db.updateTable("account").set({ plan_tier: "enterprise" }).where("project_id", "=", p).execute();
+    ts.app.accounts.invalidatePlan(p);
+  }
+  await admin.models.createModel({ modelId: `${p}/m`, model: { inputPriceMicrosPerMillion: 100_000_000n } });
+  const usage = createClient(UsageService, ts.grpc(await ts.token({ projectId: p, role: "developer" })));
+  const refused = (err: unknown) => {
+    const ce = ConnectError.from(err);
+    if (ce.code !== Code.FailedPrecondition || ce.findDetails(PaymentRequiredSchema).length === 0) throw err;
+  };
+  const sentBefore = fake.accepted.size;
+  for (const [n, op] of ops.entries()) {
+    const id = `op-${n}`;
+    const model = { case: "modelUsage" as const, value: { model: `models/${p}/m`, inputTokens: 0n } };
+    if (op.t === "grant") await admin.billing.addCredits({ parent, amountMicros: BigInt(op.micros), reason: "test", requestId: id });
+    else if (op.t === "purchase") {
+      const buy = admin.billing.createCheckoutSession({ parent, item: { case: "creditAmountMicros", value: BigInt(op.cents * 10_000) }, successUrl: "http://localhost:3000/ok", cancelUrl: "http://localhost:3000/no" });
+      await expect(buy).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    } else if (op.t === "use") await usage.recordUsage({ parent, requestId: id, usage: { ...model, value: { ...model.value, inputTokens: BigInt(op.tokens) } } }).catch(refused);
+    else if (op.t === "hold") {
+      const hold = await usage.authorizeUsage({ parent, requestId: `${id}-hold`, ttl: { seconds: 2n }, estimate: { case: "estimatedCostMicros", value: BigInt(op.estimate) } }).catch(refused);
+      if (!hold) continue;
+      if (op.then === "settle") await usage.recordUsage({ parent, requestId: id, authorization: hold.authorization!.name, usage: { ...model, value: { ...model.value, inputTokens: BigInt(op.tokens) } } });
+      else if (op.then === "release") await usage.releaseAuthorization({ name: hold.authorization!.name });
+      else clock.advance(2_001);
+    }
+    // Refunds and disputes need a real payment: a test-mode project never has one.
+  }
+  clock.advance(10_000);
+
+  const account = (await admin.accounts.getAccount({ name: parent })).account!;
+  expect(account.environment).toBe(KeyEnvironment.TEST);
+  expect(account.creditBalanceMicros).toBe(0n);
+  const db = ts.app.database.db;
+  expect(await db.selectFrom("credit_transaction").select("tx_id").where("project_id", "=", p).where("environment", "=", "live").execute()).toEqual([]);
+  expect(await ledger.ledgerSum(db, p, "test")).toBe(Number(account.testCreditBalanceMicros));
+  const entries = await db.selectFrom("credit_transaction").selectAll().where("project_id", "=", p).orderBy("seq").execute();
+  let running = 0;
+  for (const e of entries) {
+    running += Number(e.amount_micros);
+    expect(Number(e.balance_after_micros)).toBe(running);
+  }
+  const records = (await usage.listUsageRecords({ parent, pageSize: 1000 })).usageRecords;
+  expect(records.every((r) => r.environment === KeyEnvironment.TEST)).toBe(true);
+  const recordSum = records.reduce((a, r) => a + Number(r.costMicros), 0);
+  const debits = entries.filter((e) => e.kind === "usage_debit");
+  expect(debits.length).toBe(records.length);
+  expect(debits.reduce((a, e) => a - Number(e.amount_micros), 0)).toBe(recordSum);
+  const summary = await usage.getUsageSummary({ parent, startTime: timestampFromMs(clock.now() - DAY_MS), endTime: timestampFromMs(clock.now() + 1) });
+  expect(Number(summary.totals!.costMicros)).toBe(recordSum);
+  expect(Number(summary.totals!.requests)).toBe(records.length);
+  // Nothing metered, nothing sent to Stripe, nothing invoiced.
+  expect(await db.selectFrom("meter_outbox").select("identifier").where("project_id", "=", p).execute()).toEqual([]);
+  while ((await ts.app.billing.meter!.pass()) > 0);
+  expect(fake.accepted.size).toBe(sentBefore);
+  expect(entries.filter((e) => e.kind === "invoiced")).toEqual([]);
+}
+
 describe("reconciliation", () => {
+  it("a test-mode project: Σ sandbox ledger = sandbox balance, Σ reports = Σ records, nothing live, nothing to Stripe", async () => {
+    await fc.assert(fc.asyncProperty(fc.boolean(), fc.array(opArb, { minLength: 1, maxLength: 20 }), testModeScenario), {
+      numRuns: Number(process.env.FC_RUNS ?? 6),
+      seed: process.env.FC_SEED ? Number(process.env.FC_SEED) : undefined,
+      endOnFailure: true,
+    });
+  }, 300_000);
+
   it("Σ ledger = balance, Σ reports = Σ records, Σ metered = the invoicing rule, after random money movements", async () => {
     await fc.assert(fc.asyncProperty(fc.boolean(), fc.array(opArb, { minLength: 1, maxLength: 20 }), scenario), {
       numRuns: Number(process.env.FC_RUNS ?? 8),

@@ -107,7 +107,7 @@ describe("publish, share, hire, release, hire again", () => {
     await owner.agents.createAgent({ agentId: "gone-a", agent: { pricePerInvocationMicros: 3n, visibility: AgentVisibility.SHARED, sharedWithProjects: ["gone-buy"] } });
     const { hire } = await buyer.agents.hireAgent({ parent: "accounts/gone-buy", agent: "agents/gone-a" });
     const db = env.ts.app.database.db;
-    expect(await env.ts.app.agents.agentForInvocation(db, "gone-buy", "agents/gone-a")).toEqual({ name: "agents/gone-a", pricePerInvocationMicros: 3, hireName: hire!.name });
+    expect(await env.ts.app.agents.agentForInvocation(db, "gone-buy", "agents/gone-a")).toEqual({ name: "agents/gone-a", ownerProject: "gone-own", pricePerInvocationMicros: 3, hireName: hire!.name });
 
     await owner.agents.updateAgent({ agent: { name: "agents/gone-a", sharedWithProjects: [] }, updateMask: { paths: ["shared_with_projects"] } });
     expect(await env.ts.app.agents.agentForInvocation(db, "gone-buy", "agents/gone-a")).toBeUndefined();
@@ -129,7 +129,7 @@ describe("hire rules", () => {
     await owner.agents.updateAgent({ agent: { name: "agents/st-a", status: AgentStatus.DEPRECATED }, updateMask: { paths: ["status"] } });
     const refused = await expectCode(late.agents.hireAgent({ parent: "accounts/st-late", agent: "agents/st-a" }), Code.FailedPrecondition);
     expect(refused.rawMessage).toBe("agents/st-a is deprecated: it takes no new hires");
-    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", pricePerInvocationMicros: 7, hireName: hire!.name });
+    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", ownerProject: "st-own", pricePerInvocationMicros: 7, hireName: hire!.name });
     expect(await env.ts.app.agents.agentForInvocation(db, "st-late", "agents/st-a")).toBeUndefined();
 
     await owner.agents.updateAgent({ agent: { name: "agents/st-a", status: AgentStatus.DISABLED }, updateMask: { paths: ["status"] } });
@@ -139,7 +139,7 @@ describe("hire rules", () => {
 
     await owner.agents.updateAgent({ agent: { name: "agents/st-a", status: AgentStatus.ACTIVE }, updateMask: { paths: ["status"] } });
     expect((await late.agents.hireAgent({ parent: "accounts/st-late", agent: "agents/st-a" })).hire?.state).toBe(HireState.ACTIVE);
-    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", pricePerInvocationMicros: 7, hireName: hire!.name });
+    expect(await env.ts.app.agents.agentForInvocation(db, "st-early", "agents/st-a")).toEqual({ name: "agents/st-a", ownerProject: "st-own", pricePerInvocationMicros: 7, hireName: hire!.name });
   });
 
   it("a retried hire with the same request_id returns the first hire; the same id for another agent is refused", async () => {
@@ -234,7 +234,9 @@ describe("creating and changing agents", () => {
     expect((await a.agents.getAgent({ name: "agents/cr-a" })).agent).toEqual(agent);
     expect((await a.agents.createAgent(req)).agent).toEqual(agent);
     await expectCode(a.agents.createAgent({ ...req, requestId: "c-2" }), Code.AlreadyExists, /^agent "agents\/cr-a" already exists$/);
-    await expectCode(b.agents.createAgent(req), Code.AlreadyExists);
+    // Agent ids are per project: another project's private id is free to take, and each keeps its own.
+    expect((await b.agents.createAgent(req)).agent).toMatchObject({ name: "agents/cr-a", ownerProject: "cr-b" });
+    expect((await a.agents.getAgent({ name: "agents/cr-a" })).agent).toEqual(agent);
     await expectCode(a.agents.createAgent({ agentId: "cr-x", agent: { models: ["models/cr-b/priv"] } }), Code.NotFound, /^model "models\/cr-b\/priv" not found$/);
     await expectCode(a.agents.updateAgent({ agent: { name: "agents/cr-a", models: ["models/cr-b/priv"] }, updateMask: { paths: ["models"] } }), Code.NotFound, /model/);
     clock.advance(1_000);
@@ -308,5 +310,125 @@ describe("listing agents", () => {
     expect(await list(viewer, { hiredOnly: true })).toEqual(["agents/la-2"]);
     expect(await list(o, { hiredOnly: true })).toEqual([]);
     await expectCode(o.agents.listAgents({ pageToken: "AAAA" }), Code.InvalidArgument, /^page_token: /);
+  });
+});
+
+describe("agent ids per project (issue 14)", () => {
+  /** The listed agents whose names start with `prefix`, with their owners. */
+  const owners = async (c: CatalogClients, req: Record<string, unknown> = {}, prefix = "agents/ns-") =>
+    (await c.agents.listAgents(req)).agents.filter((a) => a.name.startsWith(prefix)).map((a) => `${a.name}@${a.ownerProject}`).sort();
+
+  it("another project's private id is free: create, get, update, hire and delete each reach the caller's own agent", async () => {
+    const a = await env.project("ns-a");
+    const b = await env.project("ns-b");
+    const { agent: secret } = await b.agents.createAgent({ agentId: "ns-x", agent: { displayName: "B's secret", pricePerInvocationMicros: 9n } });
+    // A cannot tell B's private agent from a free id: both creates succeed alike, and A sees only its own.
+    const { agent: mine } = await a.agents.createAgent({ agentId: "ns-x", agent: { displayName: "A's", pricePerInvocationMicros: 1n } });
+    const { agent: free } = await a.agents.createAgent({ agentId: "ns-free", agent: { displayName: "A's", pricePerInvocationMicros: 1n } });
+    const same = (x: typeof mine) => ({ ...x, name: "", etag: "" });
+    expect(same(mine)).toEqual(same(free));
+    expect(mine).toMatchObject({ name: "agents/ns-x", ownerProject: "ns-a", displayName: "A's" });
+    expect((await a.agents.getAgent({ name: "agents/ns-x" })).agent).toEqual(mine);
+    expect((await b.agents.getAgent({ name: "agents/ns-x" })).agent).toEqual(secret);
+    expect(await owners(a)).toEqual(["agents/ns-free@ns-a", "agents/ns-x@ns-a"]);
+    expect(await owners(b)).toEqual(["agents/ns-x@ns-b"]);
+
+    await a.agents.updateAgent({ agent: { name: "agents/ns-x", pricePerInvocationMicros: 2n }, updateMask: { paths: ["price_per_invocation_micros"] } });
+    expect((await b.agents.getAgent({ name: "agents/ns-x" })).agent).toEqual(secret);
+    const { hire } = await a.agents.hireAgent({ parent: "accounts/ns-a", agent: "agents/ns-x" });
+    expect(await env.ts.app.agents.agentForInvocation(env.ts.app.database.db, "ns-a", "agents/ns-x")).toEqual({ name: "agents/ns-x", ownerProject: "ns-a", pricePerInvocationMicros: 2, hireName: hire!.name });
+    // B hiring its own agent of the same id is a different hire of a different agent.
+    await b.agents.hireAgent({ parent: "accounts/ns-b", agent: "agents/ns-x" });
+
+    // The owner deleting releases the hires of its agent only.
+    await a.agents.deleteAgent({ name: "agents/ns-x", force: true });
+    await expectCode(a.agents.getAgent({ name: "agents/ns-x" }), Code.NotFound, /^agent "agents\/ns-x" not found$/);
+    expect((await a.agents.listHires({ parent: "accounts/ns-a", includeReleased: true })).hires.map((h) => h.state)).toEqual([HireState.RELEASED]);
+    expect((await b.agents.listHires({ parent: "accounts/ns-b" })).hires.map((h) => [h.agent, h.state])).toEqual([["agents/ns-x", HireState.ACTIVE]]);
+    expect((await b.agents.getAgent({ name: "agents/ns-x" })).agent).toEqual(secret);
+    const db = env.ts.app.database.db;
+    expect(await db.selectFrom("agent_price").select(["owner_project", "price_per_invocation"]).where("agent_id", "=", "ns-x").execute()).toEqual([{ owner_project: "ns-b", price_per_invocation: 9 }]);
+  });
+
+  it("public ids are unique among public agents; a project's own agent of the id wins for that project", async () => {
+    const a = await env.project("ns-pa");
+    const b = await env.project("ns-pb");
+    const c = await env.project("ns-pc");
+    await a.agents.createAgent({ agentId: "ns-p", agent: { displayName: "A private" } });
+    // A's private agent does not hold the public id.
+    const { agent: pub } = await b.agents.createAgent({ agentId: "ns-p", agent: { displayName: "B public", visibility: AgentVisibility.PUBLIC } });
+    expect(pub).toMatchObject({ ownerProject: "ns-pb" });
+    // Taken publicly: going public with it, created or updated, answers ALREADY_EXISTS.
+    await expectCode(c.agents.createAgent({ agentId: "ns-p", agent: { visibility: AgentVisibility.PUBLIC } }), Code.AlreadyExists, /^public agent "agents\/ns-p" already exists$/);
+    await expectCode(
+      a.agents.updateAgent({ agent: { name: "agents/ns-p", visibility: AgentVisibility.PUBLIC }, updateMask: { paths: ["visibility"] } }),
+      Code.AlreadyExists,
+      /^public agent "agents\/ns-p" already exists$/,
+    );
+    // C may still keep a private or shared agent of that id; then it sees its own.
+    await c.agents.createAgent({ agentId: "ns-p", agent: { displayName: "C shared", visibility: AgentVisibility.SHARED, sharedWithProjects: ["ns-pa"] } });
+    expect((await a.agents.getAgent({ name: "agents/ns-p" })).agent).toMatchObject({ ownerProject: "ns-pa", displayName: "A private" });
+    expect((await c.agents.getAgent({ name: "agents/ns-p" })).agent).toMatchObject({ ownerProject: "ns-pc" });
+    const other = await env.project("ns-pd");
+    expect((await other.agents.getAgent({ name: "agents/ns-p" })).agent).toEqual(pub);
+    // Lists name each id once, as Get resolves it.
+    expect(await owners(a)).toEqual(["agents/ns-p@ns-pa"]);
+    expect(await owners(other)).toEqual(["agents/ns-p@ns-pb"]);
+    expect(await owners(a, { ownerProject: "ns-pb" })).toEqual([]);
+    // Once B's goes private again, the id is free to publish.
+    await b.agents.updateAgent({ agent: { name: "agents/ns-p", visibility: AgentVisibility.PRIVATE }, updateMask: { paths: ["visibility"] } });
+    await expectCode(other.agents.getAgent({ name: "agents/ns-p" }), Code.NotFound);
+    await a.agents.updateAgent({ agent: { name: "agents/ns-p", visibility: AgentVisibility.PUBLIC }, updateMask: { paths: ["visibility"] } });
+    expect((await other.agents.getAgent({ name: "agents/ns-p" })).agent).toMatchObject({ ownerProject: "ns-pa" });
+    expect((await b.agents.getAgent({ name: "agents/ns-p" })).agent).toMatchObject({ ownerProject: "ns-pb", displayName: "B public" });
+  });
+
+  it("a public agent shadows shared ones of the same id; among shared ones the earliest created wins", async () => {
+    const viewer = await env.project("ns-sv");
+    const first = await env.project("ns-s1");
+    const second = await env.project("ns-s2");
+    const pub = await env.project("ns-s3");
+    await first.agents.createAgent({ agentId: "ns-s", agent: { visibility: AgentVisibility.SHARED, sharedWithProjects: ["ns-sv"] } });
+    clock.advance(1);
+    await second.agents.createAgent({ agentId: "ns-s", agent: { visibility: AgentVisibility.SHARED, sharedWithProjects: ["ns-sv"] } });
+    expect((await viewer.agents.getAgent({ name: "agents/ns-s" })).agent?.ownerProject).toBe("ns-s1");
+    expect(await owners(viewer, {}, "agents/ns-s")).toEqual(["agents/ns-s@ns-s1"]);
+    await pub.agents.createAgent({ agentId: "ns-s", agent: { visibility: AgentVisibility.PUBLIC } });
+    expect((await viewer.agents.getAgent({ name: "agents/ns-s" })).agent?.ownerProject).toBe("ns-s3");
+    expect(await owners(viewer, {}, "agents/ns-s")).toEqual(["agents/ns-s@ns-s3"]);
+    await pub.agents.deleteAgent({ name: "agents/ns-s" });
+    await first.agents.deleteAgent({ name: "agents/ns-s" });
+    expect(await owners(viewer, {}, "agents/ns-s")).toEqual(["agents/ns-s@ns-s2"]);
+  });
+
+  it("a hire names its agent exactly: after the consumer creates its own agent of the id, the hire still invokes and pays the publisher", async () => {
+    const publisher = await env.project("ns-hp");
+    const consumer = await env.project("ns-hc", 10_000_000);
+    await env.setPlan("ns-hc", "pro");
+    await publisher.agents.createAgent({ agentId: "ns-h", agent: { pricePerInvocationMicros: 1_000n, visibility: AgentVisibility.PUBLIC } });
+    const { hire } = await consumer.agents.hireAgent({ parent: "accounts/ns-hc", agent: "agents/ns-h" });
+    await consumer.agents.createAgent({ agentId: "ns-h", agent: { pricePerInvocationMicros: 5n } });
+    // By name, the consumer's own agent (not hired) wins; through the hire, the publisher's agent is charged.
+    await expectCode(
+      consumer.agents.invokeAgent({ parent: "accounts/ns-hc", target: { case: "agent", value: "agents/ns-h" }, requestId: "n0", operation: "op" }),
+      Code.FailedPrecondition,
+      /^agents\/ns-h is not hired by this project: HireAgent first$/,
+    );
+    const inv = await consumer.agents.invokeAgent({ parent: "accounts/ns-hc", target: { case: "hire", value: hire!.name }, requestId: "n1", operation: "op" });
+    expect(inv.invocation).toMatchObject({ agent: "agents/ns-h", hire: hire!.name, costMicros: 1_000n });
+    const db = env.ts.app.database.db;
+    expect(await db.selectFrom("usage_record").select(["agent", "agent_owner"]).where("project_id", "=", "ns-hc").execute()).toEqual([{ agent: "agents/ns-h", agent_owner: "ns-hp" }]);
+    expect(await db.selectFrom("publisher_earning").select(["publisher_project", "resource", "gross_micros"]).where("consumer_project", "=", "ns-hc").execute()).toEqual([
+      { publisher_project: "ns-hp", resource: "agents/ns-h", gross_micros: 1_000 },
+    ]);
+    // Hiring by name now hires the consumer's own agent, beside the publisher's.
+    const own = await consumer.agents.hireAgent({ parent: "accounts/ns-hc", agent: "agents/ns-h" });
+    const mine = await consumer.agents.invokeAgent({ parent: "accounts/ns-hc", target: { case: "agent", value: "agents/ns-h" }, requestId: "n2", operation: "op" });
+    expect(mine.invocation).toMatchObject({ hire: own.hire!.name, costMicros: 5n });
+    expect(await db.selectFrom("publisher_earning").select("entry_id").where("consumer_project", "=", "ns-hc").execute()).toHaveLength(1);
+    // The publisher deleting its agent releases the consumer's hire of it, not of the consumer's own.
+    await publisher.agents.deleteAgent({ name: "agents/ns-h", force: true });
+    const hires = (await consumer.agents.listHires({ parent: "accounts/ns-hc", includeReleased: true })).hires;
+    expect(hires.map((h) => [h.name, h.state]).sort()).toEqual([[hire!.name, HireState.RELEASED], [own.hire!.name, HireState.ACTIVE]].sort());
   });
 });

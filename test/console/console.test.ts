@@ -10,7 +10,10 @@ import { join } from "node:path";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { buildConsole } from "../../console/build.js";
+import { ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
+import { formatCount, formatUsd } from "../../console/money.js";
 import { createFormstateClient } from "../../src/client/node.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
 import { type Browser, CHROMIUM_MISSING, launchChromium } from "./chromium.js";
@@ -195,6 +198,93 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     expect(await error.innerText()).toMatch(/^PermissionDenied: /);
     expect(await keyed.locator("#new-key").isHidden()).toBe(true);
     await keyed.close();
+  });
+
+  it("shows a test-mode project as such, with its sandbox balance", async () => {
+    const token = await ts.token({ projectId: "console-sandbox", role: "admin", subject: "console-sandbox-admin", ttlSec: 3600 });
+    const c = createFormstateClient({ baseUrl: ts.url, token });
+    await c.accounts.createAccount({ account: { displayName: "Staging", environment: KeyEnvironment.TEST } });
+    await c.billing.addCredits({ parent: "accounts/console-sandbox", amountMicros: 2_500_000n, reason: "sandbox", requestId: "g" });
+    const sandbox = await browser.context.newPage();
+    await sandbox.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    await sandbox.fill("#secret", token);
+    await sandbox.click("#signin-submit");
+    await sandbox.waitForSelector("#app:not([hidden])");
+    expect(await sandbox.locator("#account-mode").innerText()).toContain("test mode");
+    expect(await sandbox.locator("#account-credits").innerText()).toBe("$2.50");
+    await sandbox.close();
+    // A live project shows no mode.
+    expect(await page.locator("#account-mode").count()).toBe(0);
+  });
+
+  it("shows earnings by resource and period exactly as GetPublisherEarnings reports them", async () => {
+    const admin = adminClient();
+    await admin.models.createModel({ modelId: "console-e2e/public-1", model: { displayName: "Public 1", inputPriceMicrosPerMillion: 3_000_001n, visibility: ModelVisibility.PUBLIC } });
+    // Another project pays for the public model (the console's own usage earns nothing).
+    const buyerToken = await ts.token({ projectId: "console-buyer", role: "admin", subject: "buyer" });
+    const buyer = createFormstateClient({ baseUrl: ts.url, token: buyerToken });
+    await buyer.accounts.createAccount({ account: { displayName: "Buyer" } });
+    for (const [i, tokens] of [123_457n, 9_999n].entries()) {
+      await buyer.usage.recordUsage({ parent: "accounts/console-buyer", requestId: `buy-${i}`, usage: { case: "modelUsage", value: { model: "models/console-e2e/public-1", inputTokens: tokens } } });
+    }
+    const parent = `accounts/${PROJECT}`;
+    const all = await admin.billing.getPublisherEarnings({ parent });
+    expect(all.total?.usageCount).toBe(2n);
+    expect(all.total?.earningsMicros).toBeGreaterThan(0n);
+
+    await page.selectOption("#earnings-period", "all");
+    const row = page.locator('#earnings-body tr[data-resource="models/console-e2e/public-1"]');
+    await row.waitFor();
+    const want = (t: typeof all.total) => [formatCount(t!.usageCount), formatUsd(t!.grossMicros), formatUsd(t!.platformFeeMicros), formatUsd(t!.clawbackMicros), formatUsd(t!.earningsMicros)];
+    expect(await page.locator("#earnings-body tr").count()).toBe(all.resources.length);
+    expect((await row.locator("td").allInnerTexts()).slice(1)).toEqual(want(all.resources[0].total));
+    expect((await page.locator("#earnings-total td").allInnerTexts())).toEqual(want(all.total));
+    expect(await text("#earnings-balance")).toBe(formatUsd(all.balanceMicros));
+    expect(await text("#earnings-paid")).toBe(formatUsd(all.paidOutMicros));
+
+    // This month (UTC) is what the server reports from the month's first instant; last month had none.
+    const now = new Date();
+    const month = await admin.billing.getPublisherEarnings({ parent, startTime: timestampFromDate(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1))) });
+    await page.selectOption("#earnings-period", "month");
+    await expect.poll(() => page.locator("#earnings-total td").allInnerTexts()).toEqual(want(month.total));
+    await page.selectOption("#earnings-period", "last-month");
+    await expect.poll(() => text("#earnings-body")).toContain("No earnings in this period.");
+    expect(await page.locator("#earnings-total td").allInnerTexts()).toEqual(["0", "$0.00", "$0.00", "$0.00", "$0.00"]);
+    expect(await page.locator("#earnings-error").isHidden()).toBe(true);
+  });
+
+  it("shows a spend alert fired on the server, and credits granted, in the alerts panel without a reload", async () => {
+    await expect.poll(() => page.locator("#alerts-status").getAttribute("data-state")).toBe("live");
+    const admin = adminClient();
+    // The account has spent $0.51 this month (less if the run straddles a month: the usage now is $0.01).
+    const { spendAlert } = await admin.usage.createSpendAlert({
+      parent: `accounts/${PROJECT}`,
+      spendAlert: { threshold: { case: "thresholdMicros", value: 5_000n }, endpointUrl: "http://127.0.0.1:9/hooks", description: "console alert" },
+    });
+    await ts.app.alerts.check();
+    const alert = page.locator('#alerts-list li[data-kind="spendAlertFired"]');
+    await alert.waitFor();
+    const { alertDeliveries } = await admin.usage.listAlertDeliveries({ parent: `accounts/${PROJECT}` });
+    const delivery = alertDeliveries.find((d) => d.spendAlert === spendAlert!.name)!;
+    const webhook = JSON.parse(delivery.payload) as { id: string; data: { spent_micros: number; period: string } };
+    expect(await alert.getAttribute("data-event-id")).toBe(webhook.id);
+    expect(await alert.innerText()).toContain(`Spend alert "console alert": the account spent ${formatUsd(BigInt(webhook.data.spent_micros))}, over $0.005 (${webhook.data.period})`);
+
+    await admin.billing.addCredits({ parent: `accounts/${PROJECT}`, amountMicros: 1_000_000n, reason: "console top-up", requestId: "console-top-up" });
+    const credits = page.locator('#alerts-list li[data-kind="creditsAdded"]');
+    await credits.waitFor();
+    expect(await credits.innerText()).toMatch(/Credits added: \$1\.00 \(console top-up\); balance \$5\.49/);
+    // Newest first, and the account card followed without a reload.
+    expect(await page.locator("#alerts-list li").first().getAttribute("data-kind")).toBe("creditsAdded");
+    await expect.poll(() => text("#account-credits")).toBe("$5.49");
+    await page.screenshot({ path: join(SCREENSHOT, "../console-alerts.png"), fullPage: true });
+  });
+
+  it("stops the event stream on sign-out", async () => {
+    await expect.poll(() => ts.app.events.watching(PROJECT)).toBeGreaterThan(0);
+    await page.click("#signout");
+    await expect.poll(() => ts.app.events.watching(PROJECT)).toBe(0);
+    expect(await page.locator("#alerts-list li").count()).toBe(0);
   });
 
   it("refuses a bad token with the server's reason and stays signed out", async () => {

@@ -1,8 +1,13 @@
 /**
  * The console's pure parts, without a browser: money formatting from
- * integer micros, and how the sign-in form becomes a session.
+ * integer micros, how the sign-in form becomes a session, earnings periods
+ * and the alerts panel's lines.
  */
+import { type MessageInitShape, create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
+import { AccountEventSchema } from "../../gen/formstate/v1/usage_service_pb.js";
+import { describeEvent } from "../../console/views/alerts.js";
+import { periodRange } from "../../console/views/earnings.js";
 import { formatCount, formatUsd } from "../../console/money.js";
 import { credentialFrom, defaultApiBase, projectFromToken, sessionFrom } from "../../console/session.js";
 
@@ -61,5 +66,28 @@ describe("sign-in form -> session", () => {
     expect(sessionFrom({ baseUrl: "not a url", secret: "t", project: "acme" })).toBe("The API URL is not a URL.");
     expect(sessionFrom({ baseUrl: "http://x", secret: "fs_live_k", project: "" })).toMatch(/^Name the project/);
     expect(sessionFrom({ baseUrl: "http://x", secret: "t", project: "Bad Project" })).toMatch(/^Name the project/);
+  });
+});
+
+describe("earnings periods", () => {
+  const at = new Date(Date.UTC(2026, 0, 15, 23, 30)); // mid-January: last month is December of the year before
+  it("are calendar months in UTC, or open", () => {
+    expect(periodRange("month", at)).toEqual({ start: new Date(Date.UTC(2026, 0, 1)) });
+    expect(periodRange("last-month", at)).toEqual({ start: new Date(Date.UTC(2025, 11, 1)), end: new Date(Date.UTC(2026, 0, 1)) });
+    expect(periodRange("all", at)).toEqual({});
+  });
+});
+
+describe("alert lines", () => {
+  const event = (payload: MessageInitShape<typeof AccountEventSchema>["payload"]) => create(AccountEventSchema, { id: "evt_1", account: "accounts/p", payload });
+  it("say what fired, in exact money", () => {
+    expect(describeEvent(event({ case: "spendAlertFired", value: { spendAlert: "accounts/p/spendAlerts/a", period: "2026-12", threshold: { case: "thresholdMicros", value: 5_000n }, spentMicros: 5_500n, description: "five mills" } }))).toBe(
+      'Spend alert "five mills": the account spent $0.0055, over $0.005 (2026-12)',
+    );
+    expect(describeEvent(event({ case: "spendAlertFired", value: { apiKey: "accounts/p/apiKeys/k1", period: "cap:1000000", threshold: { case: "thresholdPercent", value: 80 }, baseMicros: 1_000_000n, spentMicros: 800_000n } }))).toBe(
+      "Spend alert: key k1 spent $0.80, over 80% of $1.00 (cap:1000000)",
+    );
+    expect(describeEvent(event({ case: "creditsAdded", value: { amountMicros: 2_500_000n, balanceMicros: 7_500_001n, reason: "grant" } }))).toBe("Credits added: $2.50 (grant); balance $7.500001");
+    expect(describeEvent(event({ case: undefined }))).toBe("An event this console does not know yet");
   });
 });

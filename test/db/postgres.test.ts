@@ -6,6 +6,7 @@
 import { sql } from "kysely";
 import { afterAll, describe, expect, it } from "vitest";
 import { openDatabase, redactDatabaseUrl } from "../../src/db/database.js";
+import { createGroupCommit } from "../../src/db/group-commit.js";
 import { postgresTarget } from "../../src/db/postgres.js";
 import { PG_URL, missingParts } from "../scale/cluster.js";
 import { dropPostgresSchema } from "../support/postgres.js";
@@ -79,5 +80,36 @@ describe.skipIf(Boolean(missing))("on PostgreSQL", () => {
     await Promise.all([hold("p1", "d"), stores[1].transaction(async () => void log.push("global")), hold("p3", "e")]);
     const g = log.indexOf("global");
     for (const n of ["d", "e"]) expect(g < log.indexOf(`${n} in`) || g > log.indexOf(`${n} out`)).toBe(true);
+  });
+
+  it("group commit shares a transaction among one scope's writers, fails a bad unit alone, and keeps scopes apart", async () => {
+    const [a, b] = [await opened, await otherStore];
+    await sql`create table if not exists gc_pg (id int8 primary key, scope text not null)`.execute(a.db);
+    const gcA = createGroupCommit(a);
+    const gcB = createGroupCommit(b);
+    // Two instances write the same two scopes at once; unit 13 of each instance breaks a primary key.
+    const unit = (gc: typeof gcA, base: number, i: number, scope: string) =>
+      gc.run(async (tx) => {
+        await sql`insert into gc_pg (id, scope) values (${base + i}, ${scope})`.execute(tx);
+        if (i === 13) await sql`insert into gc_pg (id, scope) values (${base}, ${scope})`.execute(tx);
+        return base + i;
+      }, { scope });
+    const results = await Promise.allSettled([
+      ...Array.from({ length: 60 }, (_, i) => unit(gcA, 1_000, i, i % 2 ? "p1" : "p2")),
+      ...Array.from({ length: 60 }, (_, i) => unit(gcB, 2_000, i, i % 2 ? "p1" : "p2")),
+    ]);
+    const rejected = results.flatMap((r, i) => (r.status === "rejected" ? [i] : []));
+    expect(rejected).toEqual([13, 73]);
+    const rows = await sql<{ n: number }>`select count(*) as n from gc_pg`.execute(a.db);
+    expect(rows.rows[0].n).toBe(118);
+    const gone = await sql<{ n: number }>`select count(*) as n from gc_pg where id in (1013, 2013)`.execute(a.db);
+    expect(gone.rows[0].n).toBe(0);
+    // 120 units arriving together in two scopes per instance: a few shared transactions, not 120.
+    expect(gcA.stats().units + gcB.stats().units).toBe(120);
+    expect(gcA.stats().transactions + gcB.stats().transactions).toBeLessThanOrEqual(12);
+    // Unscoped units keep a transaction each (they hold the store's write lock alone).
+    const before = gcA.stats().transactions;
+    await Promise.all([gcA.run(async () => 1), gcA.run(async () => 2)]);
+    expect(gcA.stats().transactions - before).toBe(2);
   });
 });

@@ -29,6 +29,7 @@ import { ManualClock } from "../../src/clock.js";
 import type { ApiKeyRow } from "../../src/keys/api-key-repository.js";
 import type { KeyCaller, KeySettings } from "../../src/keys/api-keys.js";
 import { formatKey, parseKey } from "../../src/keys/key-format.js";
+import { isPostgresUrl } from "../../src/db/database.js";
 import { defaultPlans } from "../../src/plans/plans.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
 
@@ -301,6 +302,10 @@ async function scenario(ops: Op[]): Promise<void> {
 }
 
 describe("key authority never grows", () => {
+  it("runs on the store DATABASE_URL names: PostgreSQL under `npm run test:pg`, else a SQLite file", () => {
+    expect(ts.app.database.dialect).toBe(isPostgresUrl(process.env.DATABASE_URL ?? "") ? "postgres" : "sqlite");
+  });
+
   it(`holds over random operation sequences by random callers (${RUNS} runs)`, async () => {
     await fc.assert(fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 30 }), scenario), {
       numRuns: RUNS,

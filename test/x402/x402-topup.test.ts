@@ -5,13 +5,16 @@
  * duplicates credited once, a refused or mismatched payment credits nothing,
  * a facilitator that is down answers 503 and credits nothing (the same
  * payment goes through once it is back), and gRPC callers refused for
- * credits get the same x402 offer in their PaymentRequired detail.
+ * credits get the same x402 offer in their PaymentRequired detail. Test
+ * mode (test keys, test-mode projects) is never offered or allowed a top-up.
  */
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { Code, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
+import { ApiKeyService, KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService, CreditTransactionKind } from "../../gen/formstate/v1/billing_service_pb.js";
 import { LimitReason, PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
@@ -205,6 +208,36 @@ describe("gRPC and Connect callers", () => {
     expect(paid.status).toBe(200);
     await usage.recordUsage({ parent: `accounts/${P}`, requestId: "too-big", usage: { case: "modelUsage", value: { model: `models/${P}/m`, inputTokens: tokens } } });
     expect(await balance()).toBe(0n);
+  });
+
+  it("test mode moves no real money: no offer on a sandbox refusal, and the route refuses test keys and test-mode projects", async () => {
+    const T = "x402-test-project";
+    const tAdmin = await ts.token({ projectId: T, role: "admin" });
+    const c = createFormstateClient({ baseUrl: ts.url, token: tAdmin });
+    await c.accounts.createAccount({ account: { environment: KeyEnvironment.TEST } });
+    await c.models.createModel({ modelId: `${T}/m`, model: { inputPriceMicrosPerMillion: 2_000_000n } });
+    // Past the sandbox allowance (100 USD by default) on a prepaid plan: refused, with no x402 offer.
+    const err = await expectCode(
+      c.usage.recordUsage({ parent: `accounts/${T}`, requestId: "too-big", usage: { case: "modelUsage", value: { model: `models/${T}/m`, inputTokens: 50_000_001n } } }),
+      Code.FailedPrecondition,
+      /sandbox credits exhausted/,
+    );
+    const detail = err.findDetails(PaymentRequiredSchema)[0];
+    expect(detail.reason).toBe(LimitReason.CREDITS_EXHAUSTED);
+    expect(detail.x402).toBeUndefined();
+    // Where to pay: the sandbox grant, never a purchase.
+    expect(detail.payWith).toEqual(["formstate.v1.BillingService/AddCredits"]);
+    // The route: a test-mode project's user is 412, before any challenge or payment.
+    const refused = await topUp(1_000_000, {}, T, tAdmin);
+    expect(refused.status).toBe(412);
+    expect(await refused.json()).toMatchObject({ code: "failed_precondition", message: expect.stringMatching(/test-mode project/) });
+    expect(refused.headers.get("payment-required")).toBeNull();
+    // A test key of a live project is 403: the live balance is not its to fund.
+    const { secret } = await createClient(ApiKeyService, ts.connect(admin)).createApiKey({ parent: `accounts/${P}`, apiKey: { scopes: [Scope.WRITE], environment: KeyEnvironment.TEST } });
+    const before = await balance();
+    const byTestKey = await topUp(1_000_000, {}, P, secret);
+    expect(byTestKey.status).toBe(403);
+    expect(await balance()).toBe(before);
   });
 });
 

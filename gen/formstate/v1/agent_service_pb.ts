@@ -953,11 +953,16 @@ export const HireStateSchema: GenEnum<HireState> = /*@__PURE__*/
   enumDesc(file_formstate_v1_agent_service, 2);
 
 /**
- * The agent catalog and its use: projects publish agents (`agents/{agent}`,
- * global names owned by a project), other projects hire them into plan slots
+ * The agent catalog and its use: projects publish agents (`agents/{agent}`),
+ * other projects hire them into plan slots
  * (`accounts/{project}/hires/{hire_id}`) and pay per invocation
  * (`accounts/{project}/invocations/{invocation_id}`). The control plane
  * meters invocations; agents run elsewhere.
+ * Agent ids are per project: `agents/{agent}` names the caller's own agent
+ * of that id, else the public agent of that id (public ids are unique among
+ * public agents), else one shared with the caller (the earliest created when
+ * several are). Another project's private agent is never named: creating an
+ * agent with its id succeeds as for a free id.
  *
  * @generated from service formstate.v1.AgentService
  */
@@ -966,8 +971,10 @@ export const AgentService: GenService<{
    * Publishes an agent owned by the caller's project. Unspecified visibility
    * means PRIVATE.
    * Access: developer role, write-scope key.
-   * Errors: ALREADY_EXISTS when the name is taken (by any project);
-   * NOT_FOUND for a listed model the project cannot see.
+   * Errors: ALREADY_EXISTS when the project already has an agent of that id,
+   * or when creating it PUBLIC while another project's public agent has the
+   * id (public ids are public; other projects' private and shared ids never
+   * collide); NOT_FOUND for a listed model the project cannot see.
    *
    * @generated from rpc formstate.v1.AgentService.CreateAgent
    */
@@ -1005,7 +1012,9 @@ export const AgentService: GenService<{
    * invocations afterwards.
    * Access: developer role, write-scope key; owner project only.
    * Errors: NOT_FOUND; PERMISSION_DENIED for another project's agent;
-   * INVALID_ARGUMENT for shared_with_projects on an agent that is not SHARED.
+   * INVALID_ARGUMENT for shared_with_projects on an agent that is not SHARED;
+   * ALREADY_EXISTS when making it PUBLIC while another project's public agent
+   * has the id.
    *
    * @generated from rpc formstate.v1.AgentService.UpdateAgent
    */
@@ -1029,7 +1038,9 @@ export const AgentService: GenService<{
     output: typeof DeleteAgentResponseSchema;
   },
   /**
-   * Hires an agent into one of the plan's agent slots.
+   * Hires an agent into one of the plan's agent slots. The name resolves as
+   * everywhere: a project with an agent of its own of that id hires its own.
+   * A hire names its agent exactly, so it keeps invoking the agent it hired.
    * Idempotent by request_id.
    * Access: developer role, write-scope key.
    * Errors: NOT_FOUND (agent not visible); FAILED_PRECONDITION for a

@@ -21,6 +21,8 @@ import * as m0008 from "./0008-finance.js";
 import * as m0012 from "./0012-marketplace.js";
 import * as m0013 from "./0013-rails.js";
 import * as m0014 from "./0014-sandbox.js";
+import * as m0015 from "./0015-agent-namespaces.js";
+import * as m0016 from "./0016-test-mode-projects.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
@@ -34,6 +36,8 @@ const migrations: Record<string, Migration> = {
   "0012-marketplace": m0012,
   "0013-rails": m0013,
   "0014-sandbox": m0014,
+  "0015-agent-namespaces": m0015,
+  "0016-test-mode-projects": m0016,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,101 @@
+/**
+ * UsageService.WatchAccountEvents: a server stream of an account's events.
+ * It watches the hub first and then sends a heartbeat, so a client that has
+ * the first message knows later events reach it. Then, for every event and
+ * every `heartbeatMs` of quiet, the caller's credential and role are checked
+ * again (recheckCaller) before anything more is sent: a revoked key or
+ * session ends the stream with UNAUTHENTICATED, a lost role with
+ * PERMISSION_DENIED. A client that cancels ends it at once (the call's
+ * abort signal); a client too slow to take MAX_QUEUED events is cut off with
+ * RESOURCE_EXHAUSTED rather than buffered without bound.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { type AccountEvent, type UsageService, type WatchAccountEventsResponse, WatchAccountEventsResponseSchema } from "../../gen/formstate/v1/usage_service_pb.js";
+import { recheckCaller } from "../auth/authenticate.js";
+import { projectOf } from "../auth/tenancy.js";
+import type { Clock } from "../clock.js";
+import { withReason } from "../errors.js";
+import type { EventHub, EventListener } from "./event-hub.js";
+
+/** Events a stream holds for a client that does not read them. */
+export const MAX_QUEUED = 1_000;
+
+export type EventMethods = Pick<ServiceImpl<typeof UsageService>, "watchAccountEvents">;
+
+export interface EventStreamDeps {
+  hub: EventHub;
+  clock: Clock;
+  /** Quiet time before a heartbeat, ms. */
+  heartbeatMs: number;
+}
+
+export function eventMethods(deps: EventStreamDeps): EventMethods {
+  return {
+    async *watchAccountEvents(_req, ctx) {
+      const queue = new EventQueue(ctx.signal);
+      const unsubscribe = deps.hub.subscribe(projectOf(ctx), queue);
+      try {
+        yield heartbeat(deps.clock);
+        for (;;) {
+          const event = await queue.next(deps.heartbeatMs);
+          if (ctx.signal.aborted) return;
+          await recheckCaller(ctx as HandlerContext);
+          yield event ? create(WatchAccountEventsResponseSchema, { kind: { case: "event", value: event } }) : heartbeat(deps.clock);
+        }
+      } finally {
+        unsubscribe();
+      }
+    },
+  };
+}
+
+function heartbeat(clock: Clock): WatchAccountEventsResponse {
+  return create(WatchAccountEventsResponseSchema, { kind: { case: "heartbeat", value: { sendTime: timestampFromMs(clock.now()) } } });
+}
+
+/** Events waiting to be sent; `next` waits for one, the timeout, or the call's end. */
+class EventQueue implements EventListener {
+  private readonly items: AccountEvent[] = [];
+  private overflowed = false;
+  private ended = false;
+  private wake?: () => void;
+
+  constructor(private readonly signal: AbortSignal) {
+    signal.addEventListener("abort", () => this.wake?.(), { once: true });
+  }
+
+  closed(): void {
+    this.ended = true;
+    this.wake?.();
+  }
+
+  event(event: AccountEvent): void {
+    if (this.items.length >= MAX_QUEUED) this.overflowed = true;
+    else this.items.push(event);
+    this.wake?.();
+  }
+
+  /** The next event, or undefined after `timeoutMs` without one (or once the call has ended). */
+  async next(timeoutMs: number): Promise<AccountEvent | undefined> {
+    this.failIfOver();
+    if (this.items.length === 0 && !this.signal.aborted && !this.ended) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+    this.failIfOver();
+    return this.items.shift();
+  }
+
+  private failIfOver(): void {
+    if (this.overflowed) throw withReason(Code.ResourceExhausted, `the client fell more than ${MAX_QUEUED} events behind; watch again`, "EVENT_STREAM_OVERFLOW");
+    if (this.ended) throw withReason(Code.Unavailable, "the server is shutting down; watch again (on another instance)", "SHUTTING_DOWN");
+  }
+}

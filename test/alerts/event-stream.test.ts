@@ -1,0 +1,296 @@
+/**
+ * UsageService.WatchAccountEvents end to end on one server (SQLite): a
+ * spend alert fired by the watcher reaches streams opened over Connect,
+ * gRPC (Connect's transport and @grpc/grpc-js) and gRPC-Web with the same
+ * facts as its webhook; credits granted arrive too; heartbeats keep a quiet
+ * stream alive; project B never sees A's events and cannot watch A; a
+ * cancelled stream leaves no watcher behind; a revoked key or session ends
+ * its stream at the next heartbeat; server shutdown ends streams at once.
+ */
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { Code, ConnectError, type Transport, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
+import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
+import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
+import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
+import { UsageService, type WatchAccountEventsResponse } from "../../gen/formstate/v1/usage_service_pb.js";
+import { Plans, defaultPlans } from "../../src/plans/plans.js";
+import { expectCode } from "../support/expect-error.js";
+import { type TestServer, bearer, startTestServer } from "../support/test-server.js";
+
+const root = join(import.meta.dirname, "../..");
+const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, rateLimit: { requestsPerSecond: 10_000, burst: 10_000 } })));
+const A = "events-a";
+const B = "events-b";
+const HEARTBEAT_MS = 150;
+let ts: TestServer;
+let n = 0;
+
+/** A stream being read in the background: every message so far, and waiting for one that matches. */
+function watch(transport: Transport, parent: string) {
+  const abort = new AbortController();
+  const got: WatchAccountEventsResponse[] = [];
+  const state: { error?: ConnectError; ended: boolean } = { ended: false };
+  const done = (async () => {
+    try {
+      for await (const m of createClient(UsageService, transport).watchAccountEvents({ parent }, { signal: abort.signal })) got.push(m);
+    } catch (err) {
+      state.error = ConnectError.from(err);
+    } finally {
+      state.ended = true;
+    }
+  })();
+  return {
+    got,
+    state,
+    done,
+    cancel: () => abort.abort(),
+    events: () => got.flatMap((m) => (m.kind.case === "event" ? [m.kind.value] : [])),
+    heartbeats: () => got.filter((m) => m.kind.case === "heartbeat").length,
+  };
+}
+
+async function until<T>(what: string, f: () => T | undefined | false, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function setUp(project: string) {
+  const admin = await ts.token({ projectId: project, role: "admin" });
+  await createClient(AccountService, ts.connect(admin)).createAccount({ account: {} });
+  await createClient(ModelService, ts.connect(admin)).createModel({ modelId: `${project}/m`, model: { inputPriceMicrosPerMillion: 1_000_000n } }); // 1 micro-USD a token
+  await createClient(BillingService, ts.connect(admin)).addCredits({ parent: `accounts/${project}`, amountMicros: 1_000_000n, reason: "start", requestId: "start" });
+  return admin;
+}
+
+async function spend(project: string, token: string, micros: number) {
+  await createClient(UsageService, ts.connect(token)).recordUsage({ parent: `accounts/${project}`, requestId: `r${++n}`, usage: { case: "modelUsage", value: { model: `models/${project}/m`, inputTokens: BigInt(micros) } } });
+}
+
+let adminA = "";
+let adminB = "";
+
+beforeAll(async () => {
+  // The alert watcher is driven by hand (check()); heartbeats every 150 ms.
+  ts = await startTestServer({ FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_ALERT_CHECK_AFTER_DEBIT_MS: "0", FORMSTATE_EVENT_HEARTBEAT_MS: String(HEARTBEAT_MS) }, { plans });
+  adminA = await setUp(A);
+  adminB = await setUp(B);
+}, 60_000);
+afterAll(async () => {
+  await ts?.close();
+});
+
+describe("WatchAccountEvents", () => {
+  it("streams a fired spend alert to Connect, gRPC and gRPC-Web watchers with its webhook's facts, and B sees none of it", async () => {
+    const parent = `accounts/${A}`;
+    const streams = {
+      connect: watch(ts.connect(adminA), parent),
+      grpc: watch(ts.grpc(adminA), parent),
+      "grpc-web": watch(createGrpcWebTransport({ baseUrl: ts.url, httpVersion: "1.1", interceptors: bearer(adminA) }), parent),
+    };
+    const onB = watch(ts.connect(adminB), `accounts/${B}`);
+    // The first message is a heartbeat sent once the watch is in place.
+    for (const s of [...Object.values(streams), onB]) await until("the first heartbeat", () => s.got.length > 0);
+    for (const s of Object.values(streams)) expect(s.got[0].kind.case).toBe("heartbeat");
+    expect(ts.app.events.watching(A)).toBe(3);
+
+    const usage = createClient(UsageService, ts.connect(adminA));
+    const { spendAlert } = await usage.createSpendAlert({ parent, spendAlert: { threshold: { case: "thresholdMicros", value: 5_000n }, endpointUrl: "http://127.0.0.1:9/hooks", description: "five mills" } });
+    await spend(A, adminA, 6_000);
+    expect(await ts.app.alerts.check()).toBe(1);
+
+    for (const [protocol, s] of Object.entries(streams)) {
+      const [event] = await until(`the alert over ${protocol}`, () => s.events().length > 0 && s.events());
+      expect(event.account, protocol).toBe(parent);
+      expect(event.payload.case).toBe("spendAlertFired");
+      if (event.payload.case !== "spendAlertFired") continue;
+      expect(event.payload.value).toMatchObject({ spendAlert: spendAlert!.name, apiKey: "", period: expect.stringMatching(/^\d{4}-\d{2}$/), threshold: { case: "thresholdMicros", value: 5_000n }, spentMicros: 6_000n, description: "five mills" });
+      // The same event as the webhook: its id names the delivery, whose payload says the same.
+      const { alertDeliveries } = await usage.listAlertDeliveries({ parent });
+      expect(alertDeliveries.map((d) => d.name)).toEqual([`${parent}/alertDeliveries/${event.id}`]);
+      const webhook = JSON.parse(alertDeliveries[0].payload) as { id: string; data: Record<string, unknown> };
+      expect(webhook.id).toBe(event.id);
+      expect(webhook.data).toMatchObject({ spend_alert: spendAlert!.name, period: event.payload.value.period, threshold_micros: 5_000, spent_micros: 6_000 });
+    }
+    // B's stream is alive (heartbeats) but never saw A's alert.
+    await until("B's next heartbeat", () => onB.heartbeats() >= 2);
+    expect(onB.events()).toEqual([]);
+
+    for (const s of [...Object.values(streams), onB]) s.cancel();
+    await Promise.all([...Object.values(streams), onB].map((s) => s.done));
+    // Cancelled: no error but the cancel itself, and nothing left watching.
+    for (const s of Object.values(streams)) expect(s.state.error?.code ?? Code.Canceled).toBe(Code.Canceled);
+    await until("the watchers to go", () => ts.app.events.watching(A) === 0 && ts.app.events.watching(B) === 0);
+  });
+
+  it("streams credits granted, and heartbeats while nothing happens", async () => {
+    const s = watch(ts.connect(adminA), `accounts/${A}`);
+    await until("the first heartbeat", () => s.got.length > 0);
+    const granted = await createClient(BillingService, ts.connect(adminA)).addCredits({ parent: `accounts/${A}`, amountMicros: 250_000n, reason: "top up", requestId: "top-1" });
+    const [event] = await until("the credits event", () => s.events().length > 0 && s.events());
+    expect(event.payload).toEqual({
+      case: "creditsAdded",
+      value: expect.objectContaining({ creditTransaction: granted.creditTransaction!.name, amountMicros: 250_000n, balanceMicros: granted.balanceMicros, reason: "top up" }),
+    });
+    // A retried grant books nothing and tells nothing.
+    await createClient(BillingService, ts.connect(adminA)).addCredits({ parent: `accounts/${A}`, amountMicros: 250_000n, reason: "top up", requestId: "top-1" });
+    const before = s.heartbeats();
+    await until("three more heartbeats", () => s.heartbeats() >= before + 3);
+    expect(s.events()).toHaveLength(1);
+    s.cancel();
+    await s.done;
+  });
+
+  it("refuses to watch another project's account (NOT_FOUND, as for one that does not exist) and needs the developer role", async () => {
+    const answers: string[] = [];
+    for (const parent of [`accounts/${A}`, "accounts/events-nobody"]) {
+      const s = watch(ts.connect(adminB), parent);
+      await s.done;
+      expect(s.got).toEqual([]);
+      expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("NotFound");
+      answers.push(s.state.error!.rawMessage.replace(parent, "<name>"));
+    }
+    expect(answers[0]).toBe(answers[1]);
+    const user = await ts.token({ projectId: A, role: "user", subject: "a-user" });
+    const s = watch(ts.connect(user), `accounts/${A}`);
+    await s.done;
+    expect(Code[s.state.error!.code]).toBe("PermissionDenied");
+    const bad = watch(ts.connect(adminA), "accounts/Not_A_Name");
+    await bad.done;
+    expect(Code[bad.state.error!.code]).toBe("InvalidArgument");
+  });
+
+  it("ends with UNAUTHENTICATED at the next heartbeat once its API key is revoked", async () => {
+    const keys = createClient(ApiKeyService, ts.connect(adminA));
+    const { apiKey, secret } = await keys.createApiKey({ parent: `accounts/${A}`, apiKey: { displayName: "watcher", scopes: [Scope.READ] } });
+    const s = watch(ts.connect(), `accounts/${A}`);
+    await s.done; // no credential at all: refused at once
+    expect(Code[s.state.error!.code]).toBe("Unauthenticated");
+    const withKey = watch(keyTransport(secret), `accounts/${A}`);
+    await until("the first heartbeat", () => withKey.got.length > 0);
+    await keys.revokeApiKey({ name: apiKey!.name });
+    await withKey.done;
+    expect(Code[withKey.state.error!.code], withKey.state.error?.rawMessage).toBe("Unauthenticated");
+    expect(ts.app.events.watching(A)).toBe(0);
+  });
+
+  it("ends with UNAUTHENTICATED once its session is revoked", async () => {
+    const token = await ts.app.devIssuer!.sign({ projectId: A, subject: "dana", role: "developer", sessionId: "s1" });
+    const s = watch(ts.connect(token), `accounts/${A}`);
+    await until("the first heartbeat", () => s.got.length > 0);
+    await createClient(AccountService, ts.connect(adminA)).revokeSession({ name: await sessionOf("dana") });
+    await s.done;
+    expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("Unauthenticated");
+  });
+
+  it("streams to @grpc/grpc-js with metadata auth, and the client's cancel ends it", async () => {
+    const def = protoLoader.loadSync(["formstate/v1/usage_service.proto"], { includeDirs: [join(root, "proto"), join(root, "third_party")], longs: String, enums: String, defaults: true, oneofs: true });
+    // biome-ignore lint/suspicious/noExplicitAny: proto-loader packages are untyped
+    const pkg = grpc.loadPackageDefinition(def) as any;
+    const client = new pkg.formstate.v1.UsageService(`127.0.0.1:${ts.server.port}`, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    md.add("authorization", `Bearer ${adminA}`);
+    const call = client.watchAccountEvents({ parent: `accounts/${A}` }, md);
+    // biome-ignore lint/suspicious/noExplicitAny: proto-loader messages are untyped
+    const got: any[] = [];
+    const ended = new Promise<number>((resolve) => {
+      call.on("error", (e: { code: number }) => resolve(e.code));
+      call.on("end", () => resolve(grpc.status.OK));
+    });
+    call.on("data", (m: unknown) => got.push(m));
+    await until("the first heartbeat", () => got.length > 0);
+    expect(got[0].kind).toBe("heartbeat");
+    await createClient(BillingService, ts.connect(adminA)).addCredits({ parent: `accounts/${A}`, amountMicros: 1_000n, reason: "grpc-js", requestId: "grpc-js-1" });
+    const event = await until("the event", () => got.find((m) => m.kind === "event"));
+    expect(event.event).toMatchObject({ account: `accounts/${A}`, payload: "creditsAdded", creditsAdded: { amountMicros: "1000", reason: "grpc-js" } });
+    call.cancel();
+    expect(await ended).toBe(grpc.status.CANCELLED);
+    await until("the watcher to go", () => ts.app.events.watching(A) === 0);
+    client.close();
+  });
+});
+
+function keyTransport(secret: string): Transport {
+  return createGrpcWebTransport({
+    baseUrl: ts.url,
+    httpVersion: "1.1",
+    interceptors: [
+      (next) => (req) => {
+        req.header.set("x-api-key", secret);
+        return next(req);
+      },
+    ],
+  });
+}
+
+async function sessionOf(subject: string): Promise<string> {
+  const { sessions } = await createClient(AccountService, ts.connect(adminA)).listSessions({ parent: `accounts/${A}` });
+  const mine = sessions.find((s) => s.subject === subject);
+  if (!mine) throw new Error(`no session for ${subject}`);
+  return mine.name;
+}
+
+describe("right after a debit", () => {
+  it("fires the alert the debit crossed within moments, without waiting for the interval, and a debit of a project without alerts checks nothing", async () => {
+    // The interval is an hour: only the check after the debit can fire it.
+    const other = await startTestServer({ FORMSTATE_ALERT_CHECK_INTERVAL_MS: "3600000", FORMSTATE_ALERT_CHECK_AFTER_DEBIT_MS: "50", FORMSTATE_EVENT_HEARTBEAT_MS: "1000" }, { plans });
+    try {
+      const prev = ts;
+      ts = other;
+      try {
+        const admin = await setUp("events-nudge");
+        const quiet = await setUp("events-quiet");
+        const checked: Array<string[] | undefined> = [];
+        const check = other.app.alerts.check.bind(other.app.alerts);
+        other.app.alerts.check = (projects?: string[]) => (checked.push(projects), check(projects));
+        await spend("events-quiet", quiet, 100);
+        const s = watch(other.connect(admin), "accounts/events-nudge");
+        await until("the first heartbeat", () => s.got.length > 0);
+        await createClient(UsageService, other.connect(admin)).createSpendAlert({ parent: "accounts/events-nudge", spendAlert: { threshold: { case: "thresholdMicros", value: 1_000n }, endpointUrl: "http://127.0.0.1:9/hooks" } });
+        await spend("events-nudge", admin, 600);
+        await spend("events-nudge", admin, 600); // crosses 1,000
+        const [event] = await until("the alert", () => s.events().length > 0 && s.events(), 5_000);
+        expect(event.payload.case).toBe("spendAlertFired");
+        expect(event.payload.value).toMatchObject({ spentMicros: 1_200n });
+        // Only the nudged project was checked, never the quiet one, never everything.
+        expect(checked.length).toBeGreaterThan(0);
+        expect(checked.every((p) => p !== undefined && p.length === 1 && p[0] === "events-nudge")).toBe(true);
+        s.cancel();
+        await s.done;
+      } finally {
+        ts = prev;
+      }
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe("server shutdown", () => {
+  it("ends open streams with UNAVAILABLE at once instead of holding the drain", async () => {
+    const other = await startTestServer({ FORMSTATE_EVENT_HEARTBEAT_MS: "60000", FORMSTATE_SHUTDOWN_GRACE_MS: "20000" }, { plans });
+    try {
+      const admin = await other.token({ projectId: "events-stop", role: "admin" });
+      await createClient(AccountService, other.connect(admin)).createAccount({ account: {} });
+      const s = watch(other.connect(admin), "accounts/events-stop");
+      await until("the first heartbeat", () => s.got.length > 0);
+      const started = Date.now();
+      await other.server.stop();
+      await s.done;
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("Unavailable");
+    } finally {
+      await other.close().catch(() => {});
+    }
+  });
+});
