@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import Sqlite from "better-sqlite3";
@@ -20,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService, VerifyResult } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import type { UserPrincipal } from "../../src/auth/principal.js";
 import { ManualClock } from "../../src/clock.js";
 import { Coherence, ExactCache } from "../../src/cluster/state-cache.js";
@@ -142,6 +144,19 @@ describe("VerifyApiKey from the exact cache", () => {
     expect([after.creditBalanceMicros, after.remainingSpendMicros]).toEqual([9_750_000n, 750_000n]);
     await ts.client(ApiKeyService, ts.grpc(await ts.token({ projectId: "vc-warm", role: "admin" }))).revokeApiKey({ name: plain.apiKey!.name });
     expect((await verify.verifyApiKey({ key: plain.secret })).result).toBe(VerifyResult.REVOKED);
+  });
+
+  it("a hold expiring brings its credits back on the next VerifyApiKey, with nothing written meanwhile", async () => {
+    const { caller, plain } = await setUp(ts, "vc-hold");
+    const verify = createClient(ApiKeyService, asKey(ts, caller.secret));
+    const usage = createClient(UsageService, ts.grpc(await ts.token({ projectId: "vc-hold", role: "developer" })));
+    // (The first use also grants the plan's included credits: the hold's answer says what is left.)
+    const held = await usage.authorizeUsage({ parent: "accounts/vc-hold", requestId: "h", ttl: durationFromMs(60_000), estimate: { case: "estimatedCostMicros", value: 4_000_000n } });
+    expect((await verify.verifyApiKey({ key: plain.secret })).creditBalanceMicros).toBe(held.balanceMicros);
+    clock.advance(59_999);
+    expect((await verify.verifyApiKey({ key: plain.secret })).creditBalanceMicros).toBe(held.balanceMicros);
+    clock.advance(1); // the hold's expiry: the cached balance knows it is due
+    expect((await verify.verifyApiKey({ key: plain.secret })).creditBalanceMicros).toBe(held.balanceMicros + 4_000_000n);
   });
 
   // Another process writing the same SQLite file: only data_version can tell this one.
