@@ -169,8 +169,11 @@ export class App {
       onConsumerClawback: (tx, c) => marketplace.consumerClawback(tx, c),
       invalidatePlan: (p) => accounts.invalidatePlan(p),
       settleBalance: (p) => usage.returnExpiredHolds(p),
-      onCreditsAdded: (row, balance) =>
-        events.publish(row.project_id, creditsAddedEvent({ projectId: row.project_id, transactionId: row.tx_id, amountMicros: BigInt(row.amount_micros), balanceMicros: BigInt(balance), reason: row.description, time: Number(row.create_time) })),
+      // Live credits only: a sandbox grant is no event of the account's money.
+      onCreditsAdded: (row, balance) => {
+        if (row.environment !== "live") return;
+        events.publish(row.project_id, creditsAddedEvent({ projectId: row.project_id, transactionId: row.tx_id, amountMicros: BigInt(row.amount_micros), balanceMicros: BigInt(balance), reason: row.description, time: Number(row.create_time) }));
+      },
     });
     billing.start();
     marketplace.start();

@@ -79,6 +79,8 @@ export interface FiredAlert {
 interface Measure {
   period: string;
   spent: number;
+  /** False in a test-mode project, whose alerts watch its sandbox (docs/test-mode.md). */
+  livemode: boolean;
   /** What a percentage is of; undefined for absolute rules. */
   base?: number;
 }
@@ -224,25 +226,29 @@ export class SpendAlerts {
   private async measure(db: Db, rule: AlertRuleRow, now: number): Promise<Measure | undefined> {
     const month = monthOf(now);
     const period = monthKey(now);
+    const account = await db.selectFrom("account").select(["credit_balance_micros", "test_credit_balance_micros", "environment"]).where("project_id", "=", rule.project_id).executeTakeFirst();
+    // A live project's alerts watch real money only (sandbox usage by test keys never alerts); a
+    // test-mode project's watch its sandbox, so its webhooks can be tested end to end (docs/test-mode.md).
+    const testMode = account?.environment === "test";
+    const livemode = !testMode;
     if (rule.api_key_id && rule.threshold_percent > 0) {
       const key = await db.selectFrom("api_key").select(["spent_micros", "spend_cap_micros"]).where("key_id", "=", rule.api_key_id).executeTakeFirst();
       if (!key || key.spend_cap_micros === null || Number(key.spend_cap_micros) <= 0) return undefined;
-      return { period: `cap:${key.spend_cap_micros}`, spent: Number(key.spent_micros), base: Number(key.spend_cap_micros) };
+      return { period: `cap:${key.spend_cap_micros}`, spent: Number(key.spent_micros), base: Number(key.spend_cap_micros), livemode };
     }
     let q = db
       .selectFrom("usage_record")
       .select((eb) => eb.fn.sum<number>("cost_micros").as("spent"))
       .where("project_id", "=", rule.project_id)
-      // Real money only: sandbox usage (test keys) never alerts.
-      .where("environment", "=", "live")
+      .where("environment", "=", testMode ? "test" : "live")
       .where("occur_time", ">=", month.start)
       .where("occur_time", "<", month.end);
     if (rule.api_key_id) q = q.where("api_key_id", "=", rule.api_key_id);
     const spent = Number((await q.executeTakeFirst())?.spent ?? 0);
-    if (rule.threshold_percent === 0) return { period, spent };
-    const account = await db.selectFrom("account").select("credit_balance_micros").where("project_id", "=", rule.project_id).executeTakeFirst();
-    const base = spent + Math.max(Number(account?.credit_balance_micros ?? 0), 0);
-    return base > 0 ? { period, spent, base } : undefined;
+    if (rule.threshold_percent === 0) return { period, spent, livemode };
+    const balance = testMode ? account?.test_credit_balance_micros : account?.credit_balance_micros;
+    const base = spent + Math.max(Number(balance ?? 0), 0);
+    return base > 0 ? { period, spent, base, livemode } : undefined;
   }
 
   /** Records the firing and queues the webhook, in one transaction; undefined when another watcher fired it first. */
@@ -257,6 +263,8 @@ export class SpendAlerts {
         id: eventId,
         type: SPEND_ALERT_EVENT,
         created: Math.floor(now / 1000),
+        // As Stripe's events: false for a test-mode project's sandbox spending.
+        livemode: m.livemode,
         data: {
           spend_alert: alertName(rule.project_id, rule.rule_id),
           account: accountName(rule.project_id),

@@ -47,7 +47,7 @@ export interface BillingDeps {
   settleBalance?(projectId: string): Promise<void>;
   /** Revenue share: inside a clawback's transaction, takes back publishers' share of spent credits (src/marketplace). */
   onConsumerClawback?: StripeContext["onConsumerClawback"];
-  /** Told of a live grant once it has committed (the event stream publishes it); not of a retry's. */
+  /** Told of credits granted or bought (Checkout) once committed (the event stream publishes live ones); not of a retry's. */
   onCreditsAdded?(row: ledger.LedgerRow, balanceMicros: Micros): void;
 }
 
@@ -64,8 +64,8 @@ export class Billing {
 
   constructor(private readonly deps: BillingDeps) {
     if (deps.stripe) {
-      const { database, clock, log, plans, invalidatePlan, onConsumerClawback } = deps;
-      const ctx: StripeContext = { stripe: createStripeClient(deps.stripe), settings: deps.stripe, database, clock, log, plans, invalidatePlan, locks: new KeyedLock(), onConsumerClawback };
+      const { database, clock, log, plans, invalidatePlan, onConsumerClawback, onCreditsAdded } = deps;
+      const ctx: StripeContext = { stripe: createStripeClient(deps.stripe), settings: deps.stripe, database, clock, log, plans, invalidatePlan, locks: new KeyedLock(), onConsumerClawback, onCreditsAdded };
       const checkout = new Checkout(ctx);
       this.stripe = { ctx, checkout, sender: new MeterSender(ctx), webhooks: new StripeWebhooks(ctx, checkout) };
     }
@@ -181,7 +181,7 @@ export class Billing {
       }
       return { row, duplicate, balance: await ledger.balanceOf(tx, target, environment) };
     });
-    if (!granted.duplicate && granted.row.environment === "live") this.deps.onCreditsAdded?.(granted.row, granted.balance);
+    if (!granted.duplicate) this.deps.onCreditsAdded?.(granted.row, granted.balance);
     return { row: granted.row, balance: granted.balance };
   }
 

@@ -9,6 +9,7 @@ import { PlanTier } from "../../gen/formstate/v1/common_pb.js";
 import type { Db } from "../db/database.js";
 import { failedPrecondition, invalidArgument, notFound } from "../errors.js";
 import * as ledger from "../ledger/ledger.js";
+import type { LedgerRow } from "../ledger/ledger.js";
 import type { Plan } from "../plans/plans.js";
 import { monthKey, monthOf } from "../usage/period.js";
 import * as store from "./billing-store.js";
@@ -87,13 +88,17 @@ export class Checkout {
         sub = snapshotOf(await ctx.stripe.subscriptions.retrieve(subscriptionId));
       }
       const now = ctx.clock.now();
+      let booked: LedgerRow | undefined;
       const result = await ctx.database.transaction(async (tx) => {
+        booked = undefined; // a retried transaction books afresh
         if (event && (await store.eventSeen(tx, event.id))) return this.answer(tx, projectId, sessionId, { alreadyProcessed: true, duplicateEvent: true });
-        const granted = await this.fulfilIn(tx, projectId, session, sub, by, now);
-        if (event) await store.recordEvent(tx, event, projectId, granted === undefined ? "already fulfilled" : `fulfilled: ${granted} micro-USD`, now);
-        return this.answer(tx, projectId, sessionId, { alreadyProcessed: granted === undefined, duplicateEvent: false });
+        const fulfilled = await this.fulfilIn(tx, projectId, session, sub, by, now);
+        booked = fulfilled?.row;
+        if (event) await store.recordEvent(tx, event, projectId, fulfilled === undefined ? "already fulfilled" : `fulfilled: ${fulfilled.granted} micro-USD`, now);
+        return this.answer(tx, projectId, sessionId, { alreadyProcessed: fulfilled === undefined, duplicateEvent: false });
       });
       if (sub) ctx.invalidatePlan(projectId);
+      if (booked) ctx.onCreditsAdded?.(booked, result.balance);
       return result;
     });
   }
@@ -145,21 +150,23 @@ export class Checkout {
 
   /**
    * Books what the session bought, in the transaction that records it as
-   * fulfilled; returns the credits granted, or undefined when it was fulfilled before.
+   * fulfilled; returns the credits granted and their ledger entry (none when
+   * a plan brought no credits), or undefined when it was fulfilled before.
    */
-  private async fulfilIn(tx: Db, projectId: string, session: Stripe.Checkout.Session, sub: SubscriptionSnapshot | undefined, by: Reporter, now: number): Promise<number | undefined> {
+  private async fulfilIn(tx: Db, projectId: string, session: Stripe.Checkout.Session, sub: SubscriptionSnapshot | undefined, by: Reporter, now: number): Promise<{ granted: number; row?: LedgerRow } | undefined> {
     if (await store.findFulfillment(tx, session.id)) return undefined;
     const actor = by.via === "process_checkout" ? by.actor : "";
     let grantedMicros: number;
+    let row: LedgerRow | undefined;
     let planId: string | null = null;
     if (sub) {
       const { planTier } = await applySubscription(tx, projectId, sub, this.ctx.settings.prices, now);
       planId = planTier;
-      grantedMicros = await this.topUpPlanCredits(tx, projectId, this.ctx.plans.byId(planTier), session.id, actor, now);
+      ({ amount: grantedMicros, row } = await this.topUpPlanCredits(tx, projectId, this.ctx.plans.byId(planTier), session.id, actor, now));
     } else {
       grantedMicros = Number(session.metadata?.formstate_credit_micros);
       if (!Number.isSafeInteger(grantedMicros) || grantedMicros <= 0) throw failedPrecondition(`checkout session ${session.id} names no credit amount`, "CHECKOUT_NOT_FORMSTATE");
-      await ledger.book(tx, { projectId, kind: "purchase", amountMicros: grantedMicros, idempotencyKey: `checkout:${session.id}`, description: `credit pack, Stripe Checkout ${session.id}`, actor }, now);
+      ({ row } = await ledger.book(tx, { projectId, kind: "purchase", amountMicros: grantedMicros, idempotencyKey: `checkout:${session.id}`, description: `credit pack, Stripe Checkout ${session.id}`, actor }, now));
     }
     await store.insertFulfillment(tx, {
       session_id: session.id,
@@ -171,7 +178,7 @@ export class Checkout {
       create_time: now,
       payment_intent_id: sub ? null : (idOf(session.payment_intent) ?? null),
     });
-    return grantedMicros;
+    return { granted: grantedMicros, row };
   }
 
   /**
@@ -180,14 +187,14 @@ export class Checkout {
    * as the month's grant when there was none yet, so metering does not grant
    * it again; otherwise under the session's key.
    */
-  private async topUpPlanCredits(tx: Db, projectId: string, plan: Plan, sessionId: string, actor: string, now: number): Promise<number> {
+  private async topUpPlanCredits(tx: Db, projectId: string, plan: Plan, sessionId: string, actor: string, now: number): Promise<{ amount: number; row?: LedgerRow }> {
     const month = monthOf(now);
     const granted = await ledger.listEntries(tx, projectId, { kinds: ["plan_credits"], startTime: month.start, endTime: month.end }, 1000);
     const amount = plan.includedCreditsMicros - granted.reduce((sum, e) => sum + Number(e.amount_micros), 0);
-    if (amount <= 0) return 0;
+    if (amount <= 0) return { amount: 0 };
     const monthly = `plan-credits:${monthKey(now)}`;
     const key = (await ledger.findByIdempotencyKey(tx, projectId, monthly)) ? `checkout:${sessionId}` : monthly;
-    await ledger.book(tx, { projectId, kind: "plan_credits", amountMicros: amount, idempotencyKey: key, description: `${plan.displayName} included credits ${monthKey(now)}, Stripe Checkout ${sessionId}`, actor }, now);
-    return amount;
+    const { row } = await ledger.book(tx, { projectId, kind: "plan_credits", amountMicros: amount, idempotencyKey: key, description: `${plan.displayName} included credits ${monthKey(now)}, Stripe Checkout ${sessionId}`, actor }, now);
+    return { amount, row };
   }
 }

@@ -6,6 +6,8 @@
 import type { Clock } from "../clock.js";
 import type { StripeConfig } from "../config.js";
 import type { Database, Db } from "../db/database.js";
+import type { LedgerRow } from "../ledger/ledger.js";
+import type { Micros } from "../ledger/micros.js";
 import { notFound } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { Plans } from "../plans/plans.js";
@@ -27,6 +29,8 @@ export interface StripeContext {
   locks: KeyedLock;
   /** Called in the transaction of each credit clawback (refund or dispute) that takes credits back. */
   onConsumerClawback?(tx: Db, clawback: { projectId: string; taken: number; balanceAfter: number; key: string }): Promise<unknown>;
+  /** Told of credits a checkout booked, once it has committed (the event stream publishes them). */
+  onCreditsAdded?(row: LedgerRow, balanceMicros: Micros): void;
 }
 
 /**

@@ -109,10 +109,14 @@ export function showAccount(o: { project: string }): Promise<Output> {
       plan: v.plan.id,
       subscriptionStatus: v.row.subscription_status,
       creditBalanceMicros: v.row.credit_balance_micros,
+      /** live, or test for a test-mode project (docs/test-mode.md). */
+      environment: v.row.environment,
+      testCreditBalanceMicros: v.row.test_credit_balance_micros,
       agentSlots: { used: v.agentSlotsUsed, limit: v.plan.agentSlots },
       apiKeys: { used: v.apiKeysUsed, limit: v.plan.apiKeyLimit },
     };
-    const text = `${shown.name} (${shown.displayName || "no name"}): plan ${shown.plan}, credits ${shown.creditBalanceMicros} micro-USD, agent slots ${shown.agentSlots.used}/${shown.agentSlots.limit ?? "unlimited"}, API keys ${shown.apiKeys.used}/${shown.apiKeys.limit ?? "unlimited"}`;
+    const credits = shown.environment === "test" ? `test mode, sandbox credits ${shown.testCreditBalanceMicros} micro-USD` : `credits ${shown.creditBalanceMicros} micro-USD`;
+    const text = `${shown.name} (${shown.displayName || "no name"}): plan ${shown.plan}, ${credits}, agent slots ${shown.agentSlots.used}/${shown.agentSlots.limit ?? "unlimited"}, API keys ${shown.apiKeys.used}/${shown.apiKeys.limit ?? "unlimited"}`;
     return { value: shown, text };
   });
 }

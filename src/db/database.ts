@@ -176,7 +176,9 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
  * started together): SQLite has no migration lock in Kysely, so the loser
  * sees the winner's tables or a busy database; its transaction rolled back.
  */
-const MIGRATION_RACE = /already exists|duplicate column|no such (table|column|index)|SQLITE_BUSY|database is locked|duplicate key|could not serialize/i;
+// The last three: Kysely's migrator finds its tables through the catalog of every schema in the database,
+// which fails when another schema (another deployment's, a test's) is dropped while it reads.
+const MIGRATION_RACE = /already exists|duplicate column|no such (table|column|index)|SQLITE_BUSY|database is locked|duplicate key|could not serialize|schema "[^"]*" does not exist|relation "[^"]*" does not exist|cache lookup failed/i;
 const MIGRATION_ATTEMPTS = 30;
 
 /**

@@ -7,11 +7,12 @@
  * session ends the stream with UNAUTHENTICATED, a lost role with
  * PERMISSION_DENIED. A client that cancels ends it at once (the call's
  * abort signal); a client too slow to take MAX_QUEUED events is cut off with
- * RESOURCE_EXHAUSTED rather than buffered without bound.
+ * RESOURCE_EXHAUSTED rather than buffered without bound, and an account
+ * holds at most MAX_WATCHERS streams on one server.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { type AccountEvent, type UsageService, type WatchAccountEventsResponse, WatchAccountEventsResponseSchema } from "../../gen/formstate/v1/usage_service_pb.js";
 import { recheckCaller } from "../auth/authenticate.js";
 import { projectOf } from "../auth/tenancy.js";
@@ -21,6 +22,8 @@ import type { EventHub, EventListener } from "./event-hub.js";
 
 /** Events a stream holds for a client that does not read them. */
 export const MAX_QUEUED = 1_000;
+/** Streams one account may hold open on one instance (each holds a little memory and a connection). */
+export const MAX_WATCHERS = 100;
 
 export type EventMethods = Pick<ServiceImpl<typeof UsageService>, "watchAccountEvents">;
 
@@ -34,14 +37,16 @@ export interface EventStreamDeps {
 export function eventMethods(deps: EventStreamDeps): EventMethods {
   return {
     async *watchAccountEvents(_req, ctx) {
+      const project = projectOf(ctx);
+      if (deps.hub.watching(project) >= MAX_WATCHERS) throw withReason(Code.ResourceExhausted, `an account watches its events on at most ${MAX_WATCHERS} streams per server; close one first`, "EVENT_STREAM_LIMIT");
       const queue = new EventQueue(ctx.signal);
-      const unsubscribe = deps.hub.subscribe(projectOf(ctx), queue);
+      const unsubscribe = deps.hub.subscribe(project, queue);
       try {
         yield heartbeat(deps.clock);
         for (;;) {
           const event = await queue.next(deps.heartbeatMs);
           if (ctx.signal.aborted) return;
-          await recheckCaller(ctx as HandlerContext);
+          await recheckCaller(ctx);
           yield event ? create(WatchAccountEventsResponseSchema, { kind: { case: "event", value: event } }) : heartbeat(deps.clock);
         }
       } finally {

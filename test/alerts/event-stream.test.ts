@@ -1,11 +1,15 @@
 /**
- * UsageService.WatchAccountEvents end to end on one server (SQLite): a
- * spend alert fired by the watcher reaches streams opened over Connect,
- * gRPC (Connect's transport and @grpc/grpc-js) and gRPC-Web with the same
- * facts as its webhook; credits granted arrive too; heartbeats keep a quiet
- * stream alive; project B never sees A's events and cannot watch A; a
+ * UsageService.WatchAccountEvents end to end (SQLite; PostgreSQL and Redis
+ * with DATABASE_URL and REDIS_URL): a spend alert fired by the watcher
+ * reaches streams opened over Connect, gRPC (Connect's transport and
+ * @grpc/grpc-js) and gRPC-Web with the same facts and id as its webhook;
+ * credits granted or bought with Checkout arrive once; heartbeats keep a
+ * quiet stream alive; project B never sees A's events and cannot watch A; a
  * cancelled stream leaves no watcher behind; a revoked key or session ends
- * its stream at the next heartbeat; server shutdown ends streams at once.
+ * its stream with UNAUTHENTICATED and a demotion with PERMISSION_DENIED at
+ * the next heartbeat; an account holds at most 100 streams on a server; the
+ * check right after a debit fires an alert without the interval; server
+ * shutdown ends streams at once.
  */
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -13,14 +17,15 @@ import * as protoLoader from "@grpc/proto-loader";
 import { Code, ConnectError, type Transport, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Scope } from "../../gen/formstate/v1/access_pb.js";
+import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
 import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService, type WatchAccountEventsResponse } from "../../gen/formstate/v1/usage_service_pb.js";
+import { MAX_WATCHERS } from "../../src/events/event-stream.js";
 import { Plans, defaultPlans } from "../../src/plans/plans.js";
-import { expectCode } from "../support/expect-error.js";
+import { FakeStripe, deliverEvent } from "../support/fake-stripe.js";
 import { type TestServer, bearer, startTestServer } from "../support/test-server.js";
 
 const root = join(import.meta.dirname, "../..");
@@ -170,6 +175,24 @@ describe("WatchAccountEvents", () => {
     expect(Code[bad.state.error!.code]).toBe("InvalidArgument");
   });
 
+  it("holds at most 100 streams of one account on a server: the next is RESOURCE_EXHAUSTED until one closes", async () => {
+    const streams = Array.from({ length: MAX_WATCHERS }, () => watch(ts.grpc(adminB), `accounts/${B}`));
+    await until("every stream open", () => streams.every((s) => s.got.length > 0), 30_000);
+    const refused = watch(ts.grpc(adminB), `accounts/${B}`);
+    await refused.done;
+    expect(Code[refused.state.error!.code]).toBe("ResourceExhausted");
+    expect(refused.state.error!.rawMessage).toMatch(/at most 100 streams/);
+    // Another account is not affected.
+    const onA = watch(ts.grpc(adminA), `accounts/${A}`);
+    await until("A's stream", () => onA.got.length > 0);
+    streams[0].cancel();
+    await until("a free place", () => ts.app.events.watching(B) < MAX_WATCHERS);
+    const next = watch(ts.grpc(adminB), `accounts/${B}`);
+    await until("the next stream", () => next.got.length > 0);
+    for (const s of [...streams, onA, next]) s.cancel();
+    await Promise.all([...streams, onA, next].map((s) => s.done));
+  });
+
   it("ends with UNAUTHENTICATED at the next heartbeat once its API key is revoked", async () => {
     const keys = createClient(ApiKeyService, ts.connect(adminA));
     const { apiKey, secret } = await keys.createApiKey({ parent: `accounts/${A}`, apiKey: { displayName: "watcher", scopes: [Scope.READ] } });
@@ -191,6 +214,19 @@ describe("WatchAccountEvents", () => {
     await createClient(AccountService, ts.connect(adminA)).revokeSession({ name: await sessionOf("dana") });
     await s.done;
     expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("Unauthenticated");
+  });
+
+  it("ends with PERMISSION_DENIED once its user is demoted below developer", async () => {
+    const accounts = createClient(AccountService, ts.connect(adminA));
+    await accounts.addMember({ parent: `accounts/${A}`, member: { userId: "erin", role: Role.DEVELOPER } });
+    // No role claim: the role comes from the members table.
+    const token = await ts.app.devIssuer!.sign({ projectId: A, subject: "erin" });
+    const s = watch(ts.connect(token), `accounts/${A}`);
+    await until("the first heartbeat", () => s.got.length > 0);
+    await until("a second heartbeat", () => s.heartbeats() >= 2);
+    await accounts.updateMember({ member: { name: `accounts/${A}/members/erin`, role: Role.USER }, updateMask: { paths: ["role"] } });
+    await s.done;
+    expect(Code[s.state.error!.code], s.state.error?.rawMessage).toBe("PermissionDenied");
   });
 
   it("streams to @grpc/grpc-js with metadata auth, and the client's cancel ends it", async () => {
@@ -272,6 +308,37 @@ describe("right after a debit", () => {
       }
     } finally {
       await other.close();
+    }
+  });
+});
+
+describe("credits bought with Stripe Checkout", () => {
+  it("arrive on the stream once, whether ProcessCheckout or the webhook fulfils the session", async () => {
+    const fake = await FakeStripe.start();
+    const other = await startTestServer({ ...fake.env(), FORMSTATE_EVENT_HEARTBEAT_MS: "1000" }, { plans });
+    try {
+      const admin = await other.token({ projectId: "events-buy", role: "admin" });
+      await createClient(AccountService, other.connect(admin)).createAccount({ account: { billingEmail: "ops@buy.test" } });
+      const billing = createClient(BillingService, other.connect(admin));
+      const s = watch(other.connect(admin), "accounts/events-buy");
+      await until("the first heartbeat", () => s.got.length > 0);
+      const created = await billing.createCheckoutSession({ parent: "accounts/events-buy", item: { case: "creditAmountMicros", value: 25_000_000n }, successUrl: "http://localhost:3000/ok", cancelUrl: "http://localhost:3000/no" });
+      const { session } = fake.completeSession(created.sessionId);
+      const processed = await billing.processCheckout({ parent: "accounts/events-buy", sessionId: created.sessionId });
+      // Stripe's webhook for the same session comes after: fulfilled already, no second event.
+      expect((await deliverEvent(other.url, fake.event("checkout.session.completed", session))).status).toBe(200);
+      await billing.processCheckout({ parent: "accounts/events-buy", sessionId: created.sessionId });
+      const [event] = await until("the purchase", () => s.events().length > 0 && s.events());
+      expect(event.payload.case).toBe("creditsAdded");
+      expect(event.payload.value).toMatchObject({ amountMicros: 25_000_000n, balanceMicros: processed.balanceMicros, creditTransaction: expect.stringMatching(/^accounts\/events-buy\/creditTransactions\//) });
+      const heartbeats = s.heartbeats();
+      await until("another heartbeat", () => s.heartbeats() > heartbeats);
+      expect(s.events()).toHaveLength(1);
+      s.cancel();
+      await s.done;
+    } finally {
+      await other.close();
+      await fake.close();
     }
   });
 });

@@ -6,14 +6,15 @@
  * forged, tampered or replayed webhook refused by that verifier; an endpoint
  * that is down and then up receives the webhook once, with every attempt in
  * the delivery log; a new month re-arms an account alert; a key's
- * percentage of its spend cap; access and input rules.
+ * percentage of its spend cap; access and input rules; a test-mode
+ * project's alerts watch its sandbox and say `livemode: false`.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Scope } from "../../gen/formstate/v1/access_pb.js";
-import { ApiKeyService } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { ApiKeyService, KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { AlertDeliveryState, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { ManualClock } from "../../src/clock.js";
 import { WebhookSignatureError, constructWebhookEvent, createFormstateClient, verifyWebhookSignature } from "../../src/client/node.js";
@@ -119,7 +120,7 @@ describe("an account alert", () => {
     await until("the webhook", () => delivered().length === 1);
     const got = delivered()[0];
     const event = constructWebhookEvent(got.body, got.signature, secret, { nowSec: nowSec() });
-    expect(event).toMatchObject({ type: "spend_alert.triggered", id: got.eventId, data: { spend_alert: alertName, account: `accounts/${P}`, period: "2026-12", threshold_micros: 5_000, spent_micros: 5_500 } });
+    expect(event).toMatchObject({ type: "spend_alert.triggered", id: got.eventId, livemode: true, data: { spend_alert: alertName, account: `accounts/${P}`, period: "2026-12", threshold_micros: 5_000, spent_micros: 5_500 } });
     // More spend in the same month: no second webhook.
     await spend(10_000);
     expect(await ts.app.alerts.check()).toBe(0);
@@ -231,5 +232,27 @@ describe("managing alerts", () => {
     await admin.deleteSpendAlert({ name: created.spendAlert!.name });
     await expectCode(admin.deleteSpendAlert({ name: created.spendAlert!.name }), Code.NotFound);
     await expectCode(dev.listAlertDeliveries({ parent: "accounts/someone-else" }), Code.NotFound);
+  });
+});
+
+describe("a test-mode project's alert", () => {
+  it("watches the sandbox and fires a webhook marked livemode: false", async () => {
+    const T = "alerts-sandbox";
+    const token = await ts.token({ projectId: T, role: "admin" });
+    const c = createFormstateClient({ baseUrl: ts.url, token });
+    await c.accounts.createAccount({ account: { environment: KeyEnvironment.TEST } });
+    await c.models.createModel({ modelId: `${T}/m`, model: { inputPriceMicrosPerMillion: 1_000_000n } });
+    const res = await c.usage.createSpendAlert({ parent: `accounts/${T}`, spendAlert: { threshold: { case: "thresholdMicros", value: 5_000n }, endpointUrl: receiver.url } });
+    const ours = () => delivered().filter((r) => r.body.includes(`"accounts/${T}"`));
+    const use = (requestId: string, tokens: number) => c.usage.recordUsage({ parent: `accounts/${T}`, requestId, usage: { case: "modelUsage", value: { model: `models/${T}/m`, inputTokens: BigInt(tokens) } } });
+    await use("s1", 4_000);
+    await ts.app.alerts.check();
+    await use("s2", 2_000);
+    await ts.app.alerts.check();
+    await until("the sandbox alert's webhook", () => ours().length === 1);
+    const event = constructWebhookEvent(ours()[0].body, ours()[0].signature, res.signingSecret, { nowSec: nowSec() });
+    expect(event).toMatchObject({ type: "spend_alert.triggered", livemode: false, data: { spend_alert: res.spendAlert!.name, account: `accounts/${T}`, threshold_micros: 5_000, spent_micros: 6_000 } });
+    await ts.app.alerts.check();
+    expect(ours()).toHaveLength(1);
   });
 });

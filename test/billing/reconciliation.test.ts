@@ -9,8 +9,9 @@
  * - Σ metered to Stripe = the invoicing rule applied to the records (each
  *   usage debit's overage at its place in the ledger), sent once each.
  * And a test-mode project (docs/test-mode.md) under the same random grants,
- * usage and holds: Σ sandbox ledger = sandbox balance, Σ reports = Σ records,
- * its live ledger empty, nothing metered to Stripe, every purchase refused.
+ * usage and holds, by a user, a key and the platform's admin in turn:
+ * Σ sandbox ledger = sandbox balance, Σ reports = Σ records, its live ledger
+ * empty, nothing metered to Stripe, every purchase refused.
  * fast-check prints the seed of a failing run; FC_SEED replays it.
  */
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -18,6 +19,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PaymentRequiredSchema } from "../../gen/formstate/v1/errors_pb.js";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { UsageGranularity, UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { invoicedPart } from "../../src/billing/invoicing.js";
@@ -173,7 +175,12 @@ async function testModeScenario(arrears: boolean, ops: Op[]): Promise<void> {
     ts.app.accounts.invalidatePlan(p);
   }
   await admin.models.createModel({ modelId: `${p}/m`, model: { inputPriceMicrosPerMillion: 100_000_000n } });
-  const usage = createClient(UsageService, ts.grpc(await ts.token({ projectId: p, role: "developer" })));
+  // Every kind of caller takes turns: a user (JWT), a key made without naming an environment, the platform's admin.
+  const byUser = createClient(UsageService, ts.grpc(await ts.token({ projectId: p, role: "developer" })));
+  const key = await admin.apiKeys.createApiKey({ parent, apiKey: { scopes: [Scope.READ, Scope.WRITE] } });
+  expect(key.secret.startsWith("fs_test_")).toBe(true);
+  const byKey = createClient(UsageService, ts.grpc(key.secret));
+  const platform = createFormstateClient({ baseUrl: ts.url, token: await ts.token({ projectId: "platform", role: "admin" }) });
   const refused = (err: unknown) => {
     const ce = ConnectError.from(err);
     if (ce.code !== Code.FailedPrecondition || ce.findDetails(PaymentRequiredSchema).length === 0) throw err;
@@ -182,7 +189,8 @@ async function testModeScenario(arrears: boolean, ops: Op[]): Promise<void> {
   for (const [n, op] of ops.entries()) {
     const id = `op-${n}`;
     const model = { case: "modelUsage" as const, value: { model: `models/${p}/m`, inputTokens: 0n } };
-    if (op.t === "grant") await admin.billing.addCredits({ parent, amountMicros: BigInt(op.micros), reason: "test", requestId: id });
+    const usage = n % 2 === 0 ? byUser : byKey;
+    if (op.t === "grant") await (n % 2 === 0 ? admin : platform).billing.addCredits({ parent, amountMicros: BigInt(op.micros), reason: "test", requestId: id });
     else if (op.t === "purchase") {
       const buy = admin.billing.createCheckoutSession({ parent, item: { case: "creditAmountMicros", value: BigInt(op.cents * 10_000) }, successUrl: "http://localhost:3000/ok", cancelUrl: "http://localhost:3000/no" });
       await expect(buy).rejects.toMatchObject({ code: Code.FailedPrecondition });
@@ -210,13 +218,13 @@ async function testModeScenario(arrears: boolean, ops: Op[]): Promise<void> {
     running += Number(e.amount_micros);
     expect(Number(e.balance_after_micros)).toBe(running);
   }
-  const records = (await usage.listUsageRecords({ parent, pageSize: 1000 })).usageRecords;
+  const records = (await byUser.listUsageRecords({ parent, pageSize: 1000 })).usageRecords;
   expect(records.every((r) => r.environment === KeyEnvironment.TEST)).toBe(true);
   const recordSum = records.reduce((a, r) => a + Number(r.costMicros), 0);
   const debits = entries.filter((e) => e.kind === "usage_debit");
   expect(debits.length).toBe(records.length);
   expect(debits.reduce((a, e) => a - Number(e.amount_micros), 0)).toBe(recordSum);
-  const summary = await usage.getUsageSummary({ parent, startTime: timestampFromMs(clock.now() - DAY_MS), endTime: timestampFromMs(clock.now() + 1) });
+  const summary = await byKey.getUsageSummary({ parent, startTime: timestampFromMs(clock.now() - DAY_MS), endTime: timestampFromMs(clock.now() + 1) });
   expect(Number(summary.totals!.costMicros)).toBe(recordSum);
   expect(Number(summary.totals!.requests)).toBe(records.length);
   // Nothing metered, nothing sent to Stripe, nothing invoiced.

@@ -18,6 +18,8 @@ const pgUrl = /^postgres(ql)?:\/\//.test(process.env.DATABASE_URL ?? "") ? proce
 
 interface Store {
   db: Db;
+  /** PostgreSQL: the test's own schema, where the migration tables must be looked for (not in any schema of the database). */
+  schema?: string;
   close(): Promise<void>;
 }
 
@@ -34,6 +36,7 @@ async function postgresStore(url: string): Promise<Store> {
   await ensureSchema(database.db, schema);
   return {
     db: database.db,
+    schema,
     close: async () => {
       await database.close();
       await dropPostgresSchema(schema, url);
@@ -108,7 +111,7 @@ describe.each(stores)("0015-agent-namespaces on %s", (_name, open) => {
   it("carries every agent, price, hire and usage record over with its agent's owner", async () => {
     store = await open();
     const { db } = store;
-    const migrator = new Migrator({ db, provider: migrationProvider });
+    const migrator = new Migrator({ db, provider: migrationProvider, migrationTableSchema: store.schema });
     expect((await migrator.migrateTo("0014-sandbox")).error).toBeUndefined();
     const account = { display_name: "", billing_email: "", plan_tier: "free", subscription_status: "none", credit_balance_micros: 0, created_by: "s", create_request_id: null, create_time: 0, update_time: 0 };
     await db.insertInto("account").values(["a", "b", "c"].map((p) => ({ ...account, project_id: p })) as never).execute();

@@ -130,7 +130,7 @@ describe("formstate CLI", { timeout: 300_000 }, () => {
     const again = await cli("credits", "grant", "--project", "clitest", "--amount-micros", "2500000", "--reason", "welcome", "--request-id", "w1", "--json");
     expect(JSON.parse(again.stdout).balanceMicros).toBe(2_500_000);
     const show = JSON.parse((await cli("accounts", "show", "--project", "clitest", "--json")).stdout);
-    expect(show).toMatchObject({ name: "accounts/clitest", plan: "free", creditBalanceMicros: 2_500_000, apiKeys: { used: 0, limit: 2 } });
+    expect(show).toMatchObject({ name: "accounts/clitest", plan: "free", creditBalanceMicros: 2_500_000, environment: "live", testCreditBalanceMicros: 0, apiKeys: { used: 0, limit: 2 } });
     expect((await cli("accounts", "show", "--project", "clitest")).stdout).toMatch(/plan free, credits 2500000 micro-USD/);
   });
 

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Scope } from "../../gen/formstate/v1/access_pb.js";
 import { KeyEnvironment } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { buildConsole } from "../../console/build.js";
 import { ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
@@ -49,7 +50,7 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     // The catalog is published four hours back, so the usage backdated three hours below has a price in force
     // (pricing at occurrence); the clock only moves forward, as the rate limiter expects.
     const publishClock = { offsetMs: -4 * 3600_000, now: () => Date.now() + publishClock.offsetMs };
-    ts = await startTestServer({ FORMSTATE_CORS_ORIGINS: host.origin }, { clock: publishClock });
+    ts = await startTestServer({ FORMSTATE_CORS_ORIGINS: host.origin, FORMSTATE_EVENT_HEARTBEAT_MS: "500" }, { clock: publishClock });
     adminToken = await ts.token({ projectId: PROJECT, role: "admin", subject: "console-admin", ttlSec: 24 * 3600 });
     const admin = createFormstateClient({ baseUrl: ts.url, token: adminToken });
     await admin.models.createModel({
@@ -278,6 +279,21 @@ describe.skipIf(Boolean(CHROMIUM_MISSING))(`browser console in Chromium${CHROMIU
     expect(await page.locator("#alerts-list li").first().getAttribute("data-kind")).toBe("creditsAdded");
     await expect.poll(() => text("#account-credits")).toBe("$5.49");
     await page.screenshot({ path: join(SCREENSHOT, "../console-alerts.png"), fullPage: true });
+  });
+
+  it("stops the alerts stream, saying why, when the key it signed in with is revoked", async () => {
+    const admin = adminClient();
+    const { apiKey, secret } = await admin.apiKeys.createApiKey({ parent: `accounts/${PROJECT}`, apiKey: { displayName: "console-reader", scopes: [Scope.READ] }, requestId: "console-reader" });
+    const keyed = await browser.context.newPage();
+    await keyed.goto(`${host.origin}/console/?api=${encodeURIComponent(ts.url)}`);
+    await keyed.fill("#secret", secret);
+    await keyed.fill("#project", PROJECT);
+    await keyed.click("#signin-submit");
+    await expect.poll(() => keyed.locator("#alerts-status").getAttribute("data-state")).toBe("live");
+    await admin.apiKeys.revokeApiKey({ name: apiKey!.name });
+    await expect.poll(() => keyed.locator("#alerts-status").getAttribute("data-state")).toBe("stopped");
+    expect(await keyed.locator("#alerts-status").innerText()).toMatch(/^Stopped: Unauthenticated: /);
+    await keyed.close();
   });
 
   it("stops the event stream on sign-out", async () => {

@@ -4,6 +4,7 @@
  * a rounded amount), and writers of one scope kept apart across connections.
  */
 import { sql } from "kysely";
+import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { openDatabase, redactDatabaseUrl } from "../../src/db/database.js";
 import { createGroupCommit } from "../../src/db/group-commit.js";
@@ -82,16 +83,44 @@ describe.skipIf(Boolean(missing))("on PostgreSQL", () => {
     for (const n of ["d", "e"]) expect(g < log.indexOf(`${n} in`) || g > log.indexOf(`${n} out`)).toBe(true);
   });
 
+  it("migrates a new schema while other schemas of the database are created and dropped", async () => {
+    // Kysely's migrator looks for its tables through the catalog of every schema; one dropped in between
+    // (another instance's, or another test's) used to fail the start with "schema … does not exist".
+    const churn = new pg.Client({ connectionString: PG_URL.replace(/\?.*$/, "") });
+    await churn.connect();
+    let stop = false;
+    const loop = (async () => {
+      for (let i = 0; !stop; i++) {
+        const s = `t_churn_${process.pid}_${i}`;
+        await churn.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.t (id serial primary key, a int, b text, c int8)`);
+        await churn.query(`DROP SCHEMA ${s} CASCADE`);
+      }
+    })();
+    const schemas = Array.from({ length: 4 }, (_, i) => `t_mig_${Math.random().toString(36).slice(2, 8)}_${i}`);
+    try {
+      for (const s of schemas) {
+        const store = await openDatabase(`${PG_URL}${PG_URL.includes("?") ? "&" : "?"}schema=${s}`, { poolSize: 2 });
+        await store.close();
+      }
+    } finally {
+      stop = true;
+      await loop;
+      await churn.end();
+      for (const s of schemas) await dropPostgresSchema(s, PG_URL);
+    }
+  });
+
   it("group commit shares a transaction among one scope's writers, fails a bad unit alone, and keeps scopes apart", async () => {
     const [a, b] = [await opened, await otherStore];
     await sql`create table if not exists gc_pg (id int8 primary key, scope text not null)`.execute(a.db);
     const gcA = createGroupCommit(a);
     const gcB = createGroupCommit(b);
-    // Two instances write the same two scopes at once; unit 13 of each instance breaks a primary key.
+    // Two instances write the same two scopes at once; unit 13 of each instance breaks a primary key of its scope.
     const unit = (gc: typeof gcA, base: number, i: number, scope: string) =>
       gc.run(async (tx) => {
         await sql`insert into gc_pg (id, scope) values (${base + i}, ${scope})`.execute(tx);
-        if (i === 13) await sql`insert into gc_pg (id, scope) values (${base}, ${scope})`.execute(tx);
+        // Unit 1 is in the same scope and lane, queued before it: its row is there by then.
+        if (i === 13) await sql`insert into gc_pg (id, scope) values (${base + 1}, ${scope})`.execute(tx);
         return base + i;
       }, { scope });
     const results = await Promise.allSettled([

@@ -193,6 +193,13 @@ describe("test mode", () => {
     );
     await expectCode(asTestAdmin.billing.createPortalSession({ parent: "accounts/tm-billing", returnUrl: "http://localhost:3000/back" }), Code.PermissionDenied, /test API key/);
     await expectCode(asTestAdmin.billing.processCheckout({ parent: "accounts/tm-billing", sessionId: "cs_test_x" }), Code.PermissionDenied, /test API key/);
+    // Nor is it paid real money: no payout account from a test key.
+    await expectCode(
+      asTestAdmin.billing.linkPayoutAccount({ parent: "accounts/tm-billing", refreshUrl: "http://localhost:3000/r", returnUrl: "http://localhost:3000/b" }),
+      Code.PermissionDenied,
+      /test API key cannot link a payout account/,
+    );
+    expect(await ts.app.database.db.selectFrom("payout_account").select("project_id").where("project_id", "=", "tm-billing").execute()).toEqual([]);
   });
 
   it("usage is attributed only to a key of the caller's environment", async () => {

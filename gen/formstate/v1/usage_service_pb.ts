@@ -1919,7 +1919,7 @@ export type AccountEvent = Message<"formstate.v1.AccountEvent"> & {
     case: "spendAlertFired";
   } | {
     /**
-     * Credits were granted (AddCredits; live credits only).
+     * Credits were granted or bought (live credits only).
      *
      * @generated from field: formstate.v1.CreditsAdded credits_added = 5;
      */
@@ -2014,7 +2014,8 @@ export const SpendAlertFiredSchema: GenMessage<SpendAlertFired> = /*@__PURE__*/
   messageDesc(file_formstate_v1_usage_service, 43);
 
 /**
- * Credits were added to the account (today: an AddCredits grant).
+ * Credits were added to the account: an AddCredits grant, a credit pack or
+ * a plan's included credits bought with Stripe Checkout.
  *
  * @generated from message formstate.v1.CreditsAdded
  */
@@ -2374,7 +2375,7 @@ export const UsageService: GenService<{
   /**
    * Streams the account's events as they happen, for consoles and
    * dashboards: spend alerts firing (the same facts and id as their webhook)
-   * and credits granted with AddCredits (not yet Stripe purchases). The
+   * and credits granted (AddCredits) or bought (Stripe Checkout). The
    * first message is a heartbeat sent once
    * the watch is in place; another follows every heartbeat interval
    * (FORMSTATE_EVENT_HEARTBEAT_MS, default 15 s) so proxies keep the stream
@@ -2386,7 +2387,9 @@ export const UsageService: GenService<{
    * token or a lost role ends the stream with UNAUTHENTICATED or
    * PERMISSION_DENIED.
    * Access: developer role, read-scope key.
-   * Errors: NOT_FOUND (another project's account); while streaming,
+   * Errors: NOT_FOUND (another project's account); RESOURCE_EXHAUSTED
+   * (EVENT_STREAM_LIMIT) when the account holds 100 streams on the server
+   * already; while streaming,
    * UNAUTHENTICATED or PERMISSION_DENIED (above), RESOURCE_EXHAUSTED
    * (EVENT_STREAM_OVERFLOW) for a client more than 1,000 events behind,
    * UNAVAILABLE (SHUTTING_DOWN) when the server stops: watch again.
