@@ -17,6 +17,7 @@ import { Agents } from "./catalog/agents.js";
 import { Models } from "./catalog/models.js";
 import { ApiKeys } from "./keys/api-keys.js";
 import { redisInvalidation, redisKeyInvalidation } from "./cluster/key-invalidation.js";
+import { Coherence } from "./cluster/state-cache.js";
 import { SharedState } from "./cluster/shared-state.js";
 import { RedisRateLimiter } from "./limits/redis-rate-limiter.js";
 import { LocalRateLimiter, type RateLimiter } from "./limits/rate-limiter.js";
@@ -113,6 +114,8 @@ export class App {
     // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
     const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;
     await shared?.ready();
+    // Exact key and balance caches: commit hooks, SQLite data_version, and Redis across instances (state-cache.ts).
+    const coherence = new Coherence(database, log, shared && redisInvalidation(shared, log, "state"));
     let apiKeys: ApiKeys | undefined;
     let agents: Agents | undefined;
     let usage: Usage | undefined;
@@ -124,14 +127,16 @@ export class App {
         activeApiKeys: (db, projectId) => apiKeys!.countLive(db, projectId),
         activeHires: (db, projectId) => agents!.activeHires(db, projectId),
         settleBalance: (projectId) => usage!.returnExpiredHolds(projectId),
+        nextHoldExpiry: (projectId) => usage!.nextHoldExpiry(projectId),
       },
       // Member roles and plans: dropped on every instance when they change, like keys and sessions.
       shared && redisInvalidation(shared, log, "accounts"),
+      coherence,
     );
     const shares = { maxBps: config.marketplace.shareMaxBps, defaultBps: config.marketplace.shareDefaultBps };
     const models = new Models(database, clock, config.platformProject, shares, new CatalogNamespaces(config.platformProject, catalogNamespacesOf(config)));
     agents = new Agents({ database, clock, plans, models, shares, planOf: (p) => accounts.planOf(p) });
-    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), projectEnvironment: (p) => accounts.environmentOf(p), invalidation: shared && redisKeyInvalidation(shared, log) });
+    apiKeys = new ApiKeys({ database, plans, clock, log, methods: methodIndex(), planOf: (p) => accounts.planOf(p), projectEnvironment: (p) => accounts.environmentOf(p), invalidation: shared && redisKeyInvalidation(shared, log), coherence });
     apiKeys.start();
     const devIssuer = usesDevIssuer(config)
       ? await loadDevIssuer({ dataDir: config.dataDir, issuer: config.jwt.issuer!, audience: config.jwt.audience!, now: () => clock.now() })

@@ -12,6 +12,8 @@ import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { alreadyExists, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import type { Plan, Plans } from "../plans/plans.js";
 import { type KeyInvalidation, sharedStateUnavailable } from "../cluster/key-invalidation.js";
+import { type Coherence, ExactCache } from "../cluster/state-cache.js";
+import { touch } from "../db/commit-hooks.js";
 import type { Micros } from "../ledger/micros.js";
 import * as repo from "./account-repository.js";
 import { accountName, memberName } from "../names/names.js";
@@ -36,6 +38,8 @@ export interface AccountCounters {
   activeHires(db: Db, projectId: string): Promise<number>;
   /** Brings the balance up to this instant before it is shown (metering returns expired holds). */
   settleBalance?(projectId: string): Promise<void>;
+  /** When the project's earliest open hold expires (null: none), so a cached balance knows when to settle. */
+  nextHoldExpiry?(projectId: string): Promise<number | null>;
 }
 
 /** Until keys and hires exist in the store, a project has none of either. */
@@ -62,6 +66,15 @@ export type ProjectEnvironment = "live" | "test";
 export { accountName, memberName };
 
 const PLAN_CACHE_MS = 5_000;
+/** A cached balance's longest life: a bound only, the cache is exact (src/cluster/state-cache.ts). */
+const BALANCE_CACHE_MS = 30_000;
+
+/** A project's balances as cached, and when its earliest open hold expires (then it must be settled first). */
+interface BalanceState {
+  live: Micros;
+  test: Micros;
+  holdDueAt: number | null;
+}
 /** The request id of development seeding's account create. */
 const SEED_REQUEST = "formstate-dev-seed";
 /** The cache lifetime while changes cannot reach other instances (Redis configured but unreachable). */
@@ -74,6 +87,8 @@ const planKey = (projectId: string) => `plan\0${projectId}`;
 export class Accounts {
   private readonly planCache = new Map<string, { plan: Plan; at: number }>();
   private readonly roleCache = new Map<string, { role: string | undefined; at: number }>();
+  /** Balances by project, exact (state-cache.ts); none where other instances' changes cannot be heard. */
+  private readonly balances?: ExactCache<BalanceState>;
   /** Projects known to have an account, with its environment: exact forever (fixed at creation, never deleted). */
   private readonly environmentCache = new Map<string, ProjectEnvironment>();
 
@@ -84,8 +99,15 @@ export class Accounts {
     private readonly counters: AccountCounters = noCounters,
     /** Other instances' role and plan caches (several instances sharing a Redis). */
     private readonly invalidation?: KeyInvalidation,
+    /** Keeps the balance cache exact; without it every balance is read from the store. */
+    coherence?: Coherence,
   ) {
     void invalidation?.subscribe((ids) => this.drop(ids));
+    if (coherence) {
+      const balances = new ExactCache<BalanceState>(coherence, () => (coherence.exact() ? BALANCE_CACHE_MS : 0), 100_000);
+      coherence.register((d) => balances.drop(d?.projects));
+      this.balances = balances;
+    }
   }
 
   /** Drops role and plan entries announced by another instance (all of them for `undefined`). */
@@ -124,6 +146,7 @@ export class Accounts {
         if (requestId !== "" && existing.create_request_id === requestId && existing.created_by === caller.subject && existing.environment === environment) return existing;
         throw alreadyExists(`account "${accountName(caller.projectId)}"`);
       }
+      touch(tx, { projects: [caller.projectId] });
       await repo.insertAccount(tx, {
         project_id: caller.projectId,
         display_name: changes.displayName ?? "",
@@ -250,9 +273,36 @@ export class Accounts {
 
   /** The project's credit balance in micro-USD (0 without an account): live, or the test-mode sandbox's. */
   async creditBalance(projectId: string, environment: "live" | "test" = "live"): Promise<Micros> {
+    const s = await this.balanceState(projectId);
+    return environment === "test" ? s.test : s.live;
+  }
+
+  /**
+   * The project's balances as of now: from the exact cache while no hold of
+   * the project has expired since it was loaded (an expired hold is returned
+   * first, a write that drops the entry), else settled and read.
+   */
+  private async balanceState(projectId: string): Promise<BalanceState> {
+    const now = this.clock.now();
+    const cache = this.balances;
+    if (!cache) return this.loadBalance(projectId, false);
+    const load = () => this.loadBalance(projectId, true);
+    let s = (await cache.get(projectId, now, load))!;
+    if (s.holdDueAt !== null && s.holdDueAt <= now) {
+      cache.drop([projectId]);
+      s = (await cache.get(projectId, now, load))!;
+    }
+    return s;
+  }
+
+  private async loadBalance(projectId: string, withHolds: boolean): Promise<BalanceState> {
     await this.counters.settleBalance?.(projectId);
     const row = await repo.findAccount(this.database.db, projectId);
-    return (environment === "test" ? row?.test_credit_balance_micros : row?.credit_balance_micros) ?? 0;
+    return {
+      live: row?.credit_balance_micros ?? 0,
+      test: row?.test_credit_balance_micros ?? 0,
+      holdDueAt: withHolds && this.counters.nextHoldExpiry ? await this.counters.nextHoldExpiry(projectId) : null,
+    };
   }
 
   /**

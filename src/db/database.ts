@@ -8,6 +8,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, sql } from "kysely";
+import { type CommitListener, announce, trackChanges, untrack } from "./commit-hooks.js";
 import { type ExactStatement, exactStatement } from "./exact-integers.js";
 import { migrationProvider } from "./migrations/index.js";
 import { ensureSchema, openPostgres } from "./postgres.js";
@@ -39,6 +40,17 @@ export interface Database {
    */
   transaction<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
   close(): Promise<void>;
+  /**
+   * Registers a listener for what each committed transaction touched
+   * (commit-hooks.ts); awaited after COMMIT, before `transaction` returns.
+   */
+  onCommit(listener: CommitListener): void;
+  /**
+   * SQLite only: `PRAGMA data_version`, which changes when another
+   * connection (another process on the same file) commits. Synchronous and
+   * cheap (one prepared statement), for caches to check before serving.
+   */
+  dataVersion?(): number;
   /** Connection pool figures for /metrics (PostgreSQL; SQLite has one connection and no pool). */
   poolStats?(): { total: number; idle: number; waiting: number };
 }
@@ -135,12 +147,16 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
   sqlite.pragma("busy_timeout = 5000");
   const db: Db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   await migrateExclusively(sqlite, db);
+  const listeners: CommitListener[] = [];
+  const dataVersion = sqlite.prepare("PRAGMA data_version").pluck();
   return {
     dialect: "sqlite",
     db,
-    transaction: (fn) =>
+    transaction: async (fn) => {
+      let changes!: ReturnType<typeof trackChanges>;
       // One connection, held for the whole transaction (Kysely's SQLite driver serializes on it).
-      db.connection().execute(async (conn) => {
+      const result = await db.connection().execute(async (conn) => {
+        changes = trackChanges(conn);
         await sql`BEGIN IMMEDIATE`.execute(conn);
         try {
           const result = await fn(conn);
@@ -149,9 +165,16 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
         } catch (err) {
           await sql`ROLLBACK`.execute(conn);
           throw err;
+        } finally {
+          untrack(conn);
         }
-      }),
+      });
+      await announce(listeners, changes);
+      return result;
+    },
     close: () => db.destroy(),
+    onCommit: (l) => void listeners.push(l),
+    dataVersion: () => dataVersion.get() as number,
   };
 }
 

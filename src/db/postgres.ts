@@ -18,6 +18,7 @@ import pg from "pg";
 import { Kysely, PostgresDialect, sql } from "kysely";
 import type { DatabaseSchema } from "./schema.js";
 import type { Database, Db, TransactionOptions } from "./database.js";
+import { type CommitListener, announce, trackChanges, untrack } from "./commit-hooks.js";
 
 const INT8_OID = 20;
 const NUMERIC_OID = 1700;
@@ -119,13 +120,16 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
       : // The one-bigint and the two-int4 advisory key spaces do not overlap.
         `BEGIN; SELECT pg_advisory_xact_lock_shared(${global}), pg_advisory_xact_lock(${nsKey}, ${hash32(scope)})`;
   const queue = new ScopeQueue();
+  const listeners: CommitListener[] = [];
   const database: Database = {
     dialect: "postgres",
     db,
     // In this process, writers of one scope queue in memory first: only the one at the head holds a pooled
     // connection while it waits for the advisory lock, so a busy project cannot take every connection.
-    transaction: <T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions) =>
-      queue.run(options?.scope ?? "", () => db.connection().execute(async (conn) => {
+    transaction: async <T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions) => {
+      let changes!: ReturnType<typeof trackChanges>;
+      const result = await queue.run(options?.scope ?? "", () => db.connection().execute(async (conn) => {
+        changes = trackChanges(conn);
         await sql.raw(begin(options?.scope)).execute(conn);
         try {
           const result = await fn(conn);
@@ -135,8 +139,15 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
           // A broken connection cannot roll back either; the server does when it notices. The first error is the one to report.
           await sql`ROLLBACK`.execute(conn).catch(() => {});
           throw err;
+        } finally {
+          untrack(conn);
         }
-      })),
+      }));
+      // After the connection and the scope's turn are given back: announcing to other instances waits on Redis.
+      await announce(listeners, changes);
+      return result;
+    },
+    onCommit: (l) => void listeners.push(l),
     close: () => db.destroy(),
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   };

@@ -1,5 +1,9 @@
-/** Queries on api_key, api_key_event and api_key_ip. Each takes the database or a transaction. */
+/**
+ * Queries on api_key, api_key_event and api_key_ip. Each takes the database or a transaction;
+ * those that change an api_key row only a write transaction (they `touch` it for the key cache).
+ */
 import type { Insertable, Selectable, Updateable } from "kysely";
+import { touch } from "../db/commit-hooks.js";
 import type { Db } from "../db/database.js";
 import { prepared } from "../db/prepared.js";
 import type { ApiKeyEventTable } from "./api-key-event-table.js";
@@ -22,6 +26,12 @@ export async function findKeyInProject(db: Db, projectId: string, keyId: string)
   return (await findKeyInProjectQuery(db, projectId, keyId))[0];
 }
 
+/** A key's spend so far (undefined: no such key). */
+export async function spentOf(db: Db, keyId: string): Promise<number | undefined> {
+  const r = await db.selectFrom("api_key").select("spent_micros").where("key_id", "=", keyId).executeTakeFirst();
+  return r?.spent_micros;
+}
+
 export function findKeyByRequest(db: Db, projectId: string, createdBy: string, requestId: string): Promise<ApiKeyRow | undefined> {
   return db
     .selectFrom("api_key")
@@ -33,10 +43,12 @@ export function findKeyByRequest(db: Db, projectId: string, createdBy: string, r
 }
 
 export async function insertKey(db: Db, row: Insertable<ApiKeyTable>): Promise<void> {
+  touch(db, { keys: [row.key_id] });
   await db.insertInto("api_key").values(row).execute();
 }
 
 export async function updateKey(db: Db, keyId: string, changes: Updateable<ApiKeyTable>): Promise<void> {
+  touch(db, { keys: [keyId] });
   await db.updateTable("api_key").set(changes).where("key_id", "=", keyId).execute();
 }
 
@@ -88,6 +100,7 @@ export function listKeys(db: Db, projectId: string, filter: KeyListFilter, limit
 export async function revokeWithChildren(db: Db, keyId: string, now: number, reason: string): Promise<string[]> {
   const children = await db.selectFrom("api_key").select("key_id").where("parent_key_id", "=", keyId).where("status", "!=", "revoked").execute();
   const ids = [keyId, ...children.map((c) => c.key_id)];
+  touch(db, { keys: ids });
   await db
     .updateTable("api_key")
     .set({ status: "revoked", revoke_time: now, revoke_reason: reason, update_time: now })
@@ -138,6 +151,7 @@ export async function knownIps(db: Db, keyId: string): Promise<string[]> {
 
 /** Writes coalesced last-used times. */
 export async function touchKeys(db: Db, lastUsed: Map<string, number>): Promise<void> {
+  touch(db, { keys: lastUsed.keys() });
   for (const [keyId, time] of lastUsed) {
     await db
       .updateTable("api_key")

@@ -13,6 +13,7 @@
  */
 import { countBooked } from "./ledger-metrics.js";
 import { type Selectable, sql } from "kysely";
+import { touch } from "../db/commit-hooks.js";
 import type { Db } from "../db/database.js";
 import { prepared, preparedInsert } from "../db/prepared.js";
 import { newId } from "../ids.js";
@@ -74,6 +75,8 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
   const environment = entry.environment ?? "live";
   const existing = await findByIdempotencyKey(tx, entry.projectId, entry.idempotencyKey, environment);
   if (existing) return { row: existing, duplicate: true };
+  // The project's cached balances and holds (state-cache.ts) are dropped after this commits.
+  touch(tx, { projects: [entry.projectId] });
   // Three statements on the hot path (metering books on every call): the balance comes back from its
   // own update, the next seq is computed inside the insert.
   const update = tx.updateTable("account").where("project_id", "=", entry.projectId);

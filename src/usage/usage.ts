@@ -413,6 +413,17 @@ export class Usage {
     if (due) await this.deps.database.transaction((tx) => this.expireProjectHolds(tx, projectId, now), { scope: projectId });
   }
 
+  /** When the project's earliest open hold expires, or null without one (for the balance cache, accounts.ts). */
+  async nextHoldExpiry(projectId: string): Promise<number | null> {
+    const r = await this.deps.database.db
+      .selectFrom("usage_authorization")
+      .select((eb) => eb.fn.min<number>("expire_time").as("t"))
+      .where("project_id", "=", projectId)
+      .where("state", "=", "held")
+      .executeTakeFirst();
+    return r?.t === null || r?.t === undefined ? null : Number(r.t);
+  }
+
   /** The balance a hold left when it was placed (what its first answer said). */
   private async balanceAfterHold(tx: Db, auth: AuthorizationRow): Promise<Micros> {
     const env = auth.environment as ledger.Environment;
