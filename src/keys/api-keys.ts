@@ -647,7 +647,10 @@ export class ApiKeys {
   /** Adds spend to keys, one statement per key (`deltas` already holds each key's parents' share, as `spendChain` lists them). */
   async addSpends(tx: Db, deltas: Map<string, number>): Promise<void> {
     for (const [id, amount] of deltas) {
-      if (amount !== 0) await addSpendQuery(tx, id, amount);
+      if (amount === 0) continue;
+      // As in `addSpend`: the key's cached spend is dropped after the commit (state-cache.ts).
+      touch(tx, { spend: [id] });
+      await addSpendQuery(tx, id, amount);
     }
   }
 

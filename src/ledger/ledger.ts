@@ -161,6 +161,8 @@ export interface BalanceDelta {
  * The one place a set writer changes balances (a balance cache hooks here).
  */
 export async function bookAll(tx: Db, rows: LedgerRow[], deltas: BalanceDelta[]): Promise<void> {
+  // As in `book`: the cached balances of these projects are dropped after the commit (state-cache.ts).
+  touch(tx, { projects: new Set([...rows.map((r) => r.project_id), ...deltas.map((d) => d.projectId)]) });
   for (let i = 0; i < rows.length; i += INSERT_CHUNK) await insertEntries(tx, rows.slice(i, i + INSERT_CHUNK));
   for (const d of deltas) await (d.environment === "test" ? moveTest : moveLive)(tx, d.projectId, d.amountMicros, d.now);
   for (const r of rows) countBooked(r.amount_micros);

@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Role, Scope } from "../../gen/formstate/v1/access_pb.js";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
 import { ApiKeyService, VerifyResult } from "../../gen/formstate/v1/api_key_service_pb.js";
+import { ModelService } from "../../gen/formstate/v1/model_service_pb.js";
 import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import type { UserPrincipal } from "../../src/auth/principal.js";
 import { ManualClock } from "../../src/clock.js";
@@ -146,6 +147,28 @@ describe("VerifyApiKey from the exact cache", () => {
     expect([after.creditBalanceMicros, after.remainingSpendMicros]).toEqual([9_750_000n, 750_000n]);
     await ts.client(ApiKeyService, ts.grpc(await ts.token({ projectId: "vc-warm", role: "admin" }))).revokeApiKey({ name: plain.apiKey!.name });
     expect((await verify.verifyApiKey({ key: plain.secret })).result).toBe(VerifyResult.REVOKED);
+  });
+
+  it("usages written by the set-based group commit (BatchRecordUsage) are seen by the next VerifyApiKey", async () => {
+    const { keys, caller } = await setUp(ts, "vc-set");
+    const capped = await keys.createApiKey({ parent: "accounts/vc-set", apiKey: { displayName: "writer", scopes: [Scope.READ, Scope.WRITE], spendCapMicros: 1_000_000n } });
+    const admin = ts.grpc(await ts.token({ projectId: "vc-set", role: "admin" }));
+    await ts.client(ModelService, admin).createModel({ modelId: "vc-set/m", model: { inputPriceMicrosPerMillion: 1_000_000n } });
+    const verify = createClient(ApiKeyService, asKey(ts, caller.secret));
+    // Warm: the balance and the capped key's spend are cached now.
+    expect((await verify.verifyApiKey({ key: capped.secret })).creditBalanceMicros).toBe(10_000_000n);
+    // Ten usages in one call: one run of the set writer (one balance move, one spend move for the key).
+    const usage = createClient(UsageService, asKey(ts, capped.secret));
+    const res = await usage.batchRecordUsage({
+      parent: "accounts/vc-set",
+      requests: Array.from({ length: 10 }, (_, i) => ({ requestId: `set-${i}`, usage: { case: "modelUsage" as const, value: { model: "models/vc-set/m", inputTokens: 1_000n } } })),
+    });
+    expect(res.results.every((r) => r.result.case === "response")).toBe(true);
+    const after = await verify.verifyApiKey({ key: capped.secret });
+    // The plan's monthly credits were booked with the first debit: the fresh balance says what to expect.
+    const fresh = BigInt(await ledger.balanceOf(ts.app.database.db, "vc-set"));
+    expect(fresh).not.toBe(10_000_000n);
+    expect([after.creditBalanceMicros, after.remainingSpendMicros]).toEqual([fresh, 1_000_000n - 10_000n]);
   });
 
   it("a hold expiring brings its credits back on the next VerifyApiKey, with nothing written meanwhile", async () => {
