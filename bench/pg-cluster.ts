@@ -12,17 +12,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import pg from "pg";
+import type { Row } from "./row.js";
 
-export interface ClusterRow {
-  name: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  cpu: number;
-  cpuUs: number;
-  rssMb: number;
-  note?: string;
-}
 
 export interface ClusterDeps {
   root: string;
@@ -61,7 +52,7 @@ function runLoad(root: string, env: Record<string, string>): Promise<Load> {
 }
 
 /** One row: `instances` servers on a fresh schema, the same total calls spread evenly. */
-async function clusterRow(deps: ClusterDeps, instances: number): Promise<ClusterRow> {
+async function clusterRow(deps: ClusterDeps, instances: number): Promise<Row> {
   const schema = `bench_${instances}_${Date.now().toString(36)}`;
   const env = {
     ...deps.serverEnv,
@@ -125,7 +116,7 @@ async function clusterRow(deps: ClusterDeps, instances: number): Promise<Cluster
 }
 
 /** Rows 7a (1 instance) and 7b (3 instances), or none with a reason when PostgreSQL or Redis is missing. */
-export async function pgClusterRows(deps: ClusterDeps): Promise<ClusterRow[]> {
+export async function pgClusterRows(deps: ClusterDeps): Promise<Row[]> {
   const probe = new pg.Client({ connectionString: PG_BASE, connectionTimeoutMillis: 2000 });
   try {
     await probe.connect();

@@ -32,6 +32,7 @@ import { ModelService, ModelVisibility } from "../gen/formstate/v1/model_service
 import { defaultPlans } from "../src/plans/plans.js";
 import { EchoRequestSchema } from "./echo-schema.js";
 import { pgClusterRows } from "./pg-cluster.js";
+import type { Row } from "./row.js";
 
 const root = join(import.meta.dirname, "..");
 const CALLS = Number(process.env.BENCH_CALLS ?? 20_000);
@@ -44,20 +45,6 @@ const ROWS = process.env.BENCH_ROWS ? new Set(process.env.BENCH_ROWS.split(",").
 const wanted = (row: string) => !ROWS || ROWS.has(row);
 const SERVER_ENV = Object.fromEntries((process.env.BENCH_SERVER_ENV ?? "").split(",").filter(Boolean).map((kv) => kv.split("=") as [string, string]));
 
-interface Row {
-  name: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  cpu: number;
-  /** Server CPU time per answered call, µs: less disturbed than req/s by other load on shared cores. */
-  cpuUs: number;
-  rssMb: number;
-  note?: string;
-  /** Server-side latency of the round's method (src/server/latency.ts), ms. */
-  serverP50?: number;
-  serverP99?: number;
-}
 
 function ensureH2load(): void {
   try {

@@ -90,24 +90,29 @@ export async function bookUsageEarnings(tx: Db, publishers: Publishers, r: Charg
     // Platform-wide resources have no publisher; a project's use of its own earns it nothing.
     if (!pub?.ownerProject || pub.ownerProject === r.project_id) continue;
     if (await isTestProject(tx, pub.ownerProject)) continue;
-    const s = split(p.gross, pub.shareBps);
-    const entry: NewEntry = {
-      publisher_project: pub.ownerProject,
-      kind: "earning",
-      resource: p.resource,
-      consumer_project: r.project_id,
-      usage_record_id: r.record_id,
-      payout_id: null,
-      earning_entry_id: null,
-      share_bps: pub.shareBps,
-      gross_micros: s.gross,
-      amount_micros: s.publisher,
-      platform_fee_micros: s.platform,
-      idempotency_key: `earning:${r.record_id}:${p.part}`,
-    };
+    const entry = earningEntry(r, p, pub.ownerProject, pub.shareBps);
     if (await append(tx, entry, now)) booked.push(entry);
   }
   return booked;
+}
+
+/** The publisher's earning from one part (model or agent) of a usage record, split by the share. */
+function earningEntry(r: ChargedUsage, p: ReturnType<typeof parts>[number], publisher: string, shareBps: number): NewEntry {
+  const s = split(p.gross, shareBps);
+  return {
+    publisher_project: publisher,
+    kind: "earning",
+    resource: p.resource,
+    consumer_project: r.project_id,
+    usage_record_id: r.record_id,
+    payout_id: null,
+    earning_entry_id: null,
+    share_bps: shareBps,
+    gross_micros: s.gross,
+    amount_micros: s.publisher,
+    platform_fee_micros: s.platform,
+    idempotency_key: `earning:${r.record_id}:${p.part}`,
+  };
 }
 
 /** Whether a project is in test mode (docs/test-mode.md): it earns and is paid nothing real. */
@@ -138,21 +143,7 @@ export async function bookUsagesEarnings(tx: Db, publishers: Publishers, records
       let test = testProjects.get(pub.ownerProject);
       if (!test) testProjects.set(pub.ownerProject, (test = isTestProject(tx, pub.ownerProject)));
       if (await test) continue;
-      const s = split(p.gross, pub.shareBps);
-      entries.push({
-        publisher_project: pub.ownerProject,
-        kind: "earning",
-        resource: p.resource,
-        consumer_project: r.project_id,
-        usage_record_id: r.record_id,
-        payout_id: null,
-        earning_entry_id: null,
-        share_bps: pub.shareBps,
-        gross_micros: s.gross,
-        amount_micros: s.publisher,
-        platform_fee_micros: s.platform,
-        idempotency_key: `earning:${r.record_id}:${p.part}`,
-      });
+      entries.push(earningEntry(r, p, pub.ownerProject, pub.shareBps));
     }
   }
   for (let i = 0; i < entries.length; i += 500) {

@@ -47,7 +47,7 @@ import type { Plan } from "../plans/plans.js";
 import { accountName } from "../names/names.js";
 import { rollUpRecords } from "./usage-rollups.js";
 import type { Caller, PriceBook, RecordInput, RecordResult, RequestNamespace, Usage, UsageDeps, UsageRecordRow } from "./usage.js";
-import { debitKey, planCreditsEntry } from "./usage.js";
+import { debitKey, planCreditsEntry, usageRecordRow } from "./usage.js";
 
 /** One usage to record, as `Usage.recordUnit` prepared it. */
 export interface RecordItem {
@@ -252,34 +252,7 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
             }
           }
         }
-        const record: UsageRecordRow = {
-          record_id: recordId,
-          project_id: projectId,
-          request_id: input.requestId,
-          request_namespace: namespace,
-          environment: env,
-          request_hash: item.hash,
-          kind: input.usage.kind,
-          model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
-          agent: input.usage.kind === "agent" ? priced.subject : null,
-          agent_owner: priced.agentOwner ?? null,
-          operation: input.usage.kind === "agent" ? input.usage.operation : null,
-          input_tokens: input.usage.inputTokens ?? 0,
-          output_tokens: input.usage.outputTokens ?? 0,
-          cost_micros: priced.cost,
-          input_price: priced.inputPrice,
-          output_price: priced.outputPrice,
-          invocation_price: priced.invocationPrice,
-          api_key_id: keyId ?? null,
-          recorded_by_kind: caller.kind,
-          recorded_by: caller.subject,
-          authorization_id: null,
-          invocation: input.invocation ?? null,
-          attributes: JSON.stringify(input.attributes),
-          balance_after_micros: balance,
-          occur_time: occur,
-          create_time: now,
-        };
+        const record = usageRecordRow({ recordId, projectId, namespace, env, hash: item.hash, caller, input, priced, keyId, authorizationId: null, balance, occur, now });
         accepted.set(replayKey, record);
         records.push(record);
         outcomes.push({ ok: true, value: { record, balance } });

@@ -94,6 +94,56 @@ export type RequestNamespace = "usage" | "invoke";
 /** The ledger idempotency key of a usage debit, per request-id namespace. */
 export const debitKey = (namespace: RequestNamespace, requestId: string) => `${namespace}:${requestId}`;
 
+/** What a usage record is made of once priced and paid (the per-unit path and the set writer both store this). */
+export interface RecordFacts {
+  recordId: string;
+  projectId: string;
+  namespace: RequestNamespace;
+  env: ledger.Environment;
+  hash: string;
+  caller: Caller;
+  input: RecordInput;
+  priced: Awaited<ReturnType<Usage["price"]>>;
+  keyId: string | null | undefined;
+  authorizationId: string | null;
+  balance: Micros;
+  occur: number;
+  now: number;
+}
+
+/** The usage_record row of a priced, paid usage. */
+export function usageRecordRow(f: RecordFacts): UsageRecordRow {
+  const { input, priced } = f;
+  return {
+    record_id: f.recordId,
+    project_id: f.projectId,
+    request_id: input.requestId,
+    request_namespace: f.namespace,
+    environment: f.env,
+    request_hash: f.hash,
+    kind: input.usage.kind,
+    model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
+    agent: input.usage.kind === "agent" ? priced.subject : null,
+    agent_owner: priced.agentOwner ?? null,
+    operation: input.usage.kind === "agent" ? input.usage.operation : null,
+    input_tokens: input.usage.inputTokens ?? 0,
+    output_tokens: input.usage.outputTokens ?? 0,
+    cost_micros: priced.cost,
+    input_price: priced.inputPrice,
+    output_price: priced.outputPrice,
+    invocation_price: priced.invocationPrice,
+    api_key_id: f.keyId ?? null,
+    recorded_by_kind: f.caller.kind,
+    recorded_by: f.caller.subject,
+    authorization_id: f.authorizationId,
+    invocation: input.invocation ?? null,
+    attributes: JSON.stringify(input.attributes),
+    balance_after_micros: f.balance,
+    occur_time: f.occur,
+    create_time: f.now,
+  };
+}
+
 export interface UsageDeps {
   database: Database;
   plans: Plans;
@@ -263,34 +313,7 @@ export class Usage {
       );
       const occur = input.occurTime ?? now;
       const balance = await invoiceUsage(tx, debit.row, plan, occur);
-      const record: UsageRecordRow = {
-        record_id: recordId,
-        project_id: projectId,
-        request_id: input.requestId,
-        request_namespace: namespace,
-        environment: env,
-        request_hash: hash,
-        kind: input.usage.kind,
-        model: input.usage.kind === "model" ? priced.subject : (priced.tokenModel ?? null),
-        agent: input.usage.kind === "agent" ? priced.subject : null,
-        agent_owner: priced.agentOwner ?? null,
-        operation: input.usage.kind === "agent" ? input.usage.operation : null,
-        input_tokens: input.usage.inputTokens ?? 0,
-        output_tokens: input.usage.outputTokens ?? 0,
-        cost_micros: priced.cost,
-        input_price: priced.inputPrice,
-        output_price: priced.outputPrice,
-        invocation_price: priced.invocationPrice,
-        api_key_id: keyId ?? null,
-        recorded_by_kind: caller.kind,
-        recorded_by: caller.subject,
-        authorization_id: authId,
-        invocation: input.invocation ?? null,
-        attributes: JSON.stringify(input.attributes),
-        balance_after_micros: balance,
-        occur_time: occur,
-        create_time: now,
-      };
+      const record = usageRecordRow({ recordId, projectId, namespace, env, hash, caller, input, priced, keyId, authorizationId: authId, balance, occur, now });
       await tx.insertInto("usage_record").values(record).execute();
       await this.rollUp(tx, record);
       await this.deps.marketplace?.bookUsage(tx, record);
