@@ -11,6 +11,8 @@ import { Kysely, Migrator, SqliteDialect, sql } from "kysely";
 import { type CommitListener, announce, trackChanges, untrack } from "./commit-hooks.js";
 import { type ExactStatement, exactStatement } from "./exact-integers.js";
 import { migrationProvider } from "./migrations/index.js";
+import { BACKSTOP_PAGES, type Checkpointer, startCheckpointer } from "./checkpointer.js";
+import { WalSync } from "./wal-sync.js";
 import { ensureSchema, openPostgres } from "./postgres.js";
 import type { DatabaseSchema } from "./schema.js";
 
@@ -39,6 +41,15 @@ export interface Database {
    * to `fn` inside it.
    */
   transaction<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * As `transaction`, but resolves as soon as COMMIT has returned (and its
+   * commit listeners ran), with `durable`: settled once the commit is on disk.
+   * Whoever acknowledges the transaction's writes waits for `durable`; the
+   * group commit meanwhile starts its next batch (SQLite at full durability
+   * syncs the WAL off the main thread, wal-sync.ts). Where a COMMIT is
+   * durable when it returns, `durable` is already resolved.
+   */
+  transactionPipelined<T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions): Promise<{ value: T; durable: Promise<void> }>;
   close(): Promise<void>;
   /**
    * Registers a listener for what each committed transaction touched
@@ -51,6 +62,13 @@ export interface Database {
    * cheap (one prepared statement), for caches to check before serving.
    */
   dataVersion?(): number;
+  /**
+   * SQLite at full durability: WAL syncs completed so far (wal-sync.ts); undefined where COMMIT itself is
+   * durable (PostgreSQL) or nothing is synced (`normal`, in memory). For tests and the bench.
+   */
+  walSyncs?(): number;
+  /** SQLite on a file: background WAL checkpoints run so far (checkpointer.ts; for tests). */
+  checkpoints?(): number;
   /** Connection pool figures for /metrics (PostgreSQL; SQLite has one connection and no pool). */
   poolStats?(): { total: number; idle: number; waiting: number };
 }
@@ -72,7 +90,7 @@ export function redactDatabaseUrl(url: string): string {
  * shapes, so a bounded cache of prepared statements by SQL text removes it.
  * Each statement binds and reads integers exactly (exact-integers.ts).
  */
-function withStatementCache(sqlite: SqliteDatabase.Database) {
+function withStatementCache(sqlite: SqliteDatabase.Database, autocommitted: (sql: string) => void) {
   const cache = new Map<string, ExactStatement>();
   return {
     prepare(sql: string) {
@@ -81,6 +99,15 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
       let stmt = cache.get(sql);
       if (!stmt) {
         stmt = exactStatement(sqlite.prepare(sql));
+        if (!stmt.reader && !TRANSACTION_END.test(sql)) {
+          // A write outside any transaction committed on its own: tell the durability check (see openDatabase).
+          const run = stmt.run;
+          stmt = { ...stmt, run: (params) => {
+            const result = run(params);
+            if (!sqlite.inTransaction) autocommitted(sql);
+            return result;
+          } };
+        }
         if (cache.size >= 1000) cache.delete(cache.keys().next().value!);
         cache.set(sql, stmt);
       }
@@ -92,6 +119,9 @@ function withStatementCache(sqlite: SqliteDatabase.Database) {
     },
   };
 }
+
+// Ends of transactions run by `transaction` itself, which syncs after them.
+const TRANSACTION_END = /^\s*(COMMIT|END|ROLLBACK)\b/i;
 
 let sqliteStatements = 0;
 
@@ -110,8 +140,10 @@ export interface OpenOptions {
   /** PostgreSQL connections. */
   poolSize?: number;
   /**
-   * SQLite durability. `full` (default): a COMMIT returns only after the WAL
-   * is fsynced, so an acknowledged write survives power loss or an OS crash.
+   * SQLite durability. `full` (default): a transaction is acknowledged only
+   * after the WAL is fsynced (on the thread pool, wal-sync.ts; the effect of
+   * `synchronous=FULL` without blocking the event loop), so an acknowledged
+   * write survives power loss or an OS crash.
    * `normal`: it survives a process crash, but the last transactions before
    * a power cut can be lost (acknowledged usage then never billed, and
    * charged again on retry). Group commit pays the fsync once per batch.
@@ -141,18 +173,34 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
     // better-sqlite3 says only "unable to open database file": name the file, so the operator knows which.
     throw new Error(`cannot open the SQLite database ${filename}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  // FULL: acknowledged = on disk through power loss (see OpenOptions.synchronous).
-  sqlite.pragma(`synchronous = ${opts.synchronous === "normal" ? "NORMAL" : "FULL"}`);
+  // Full durability (acknowledged = on disk through power loss, OpenOptions.synchronous) on a file: NORMAL
+  // here and the WAL synced off the main thread by WalSync before any acknowledgement. In memory: nothing to sync.
+  const offThreadSync = opts.synchronous !== "normal" && filename !== ":memory:";
+  sqlite.pragma(`synchronous = ${opts.synchronous === "normal" || offThreadSync ? "NORMAL" : "FULL"}`);
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
-  const db: Db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+  let walSync: WalSync | undefined;
+  const db: Db = new Kysely<DatabaseSchema>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite, () => walSync?.durableNow()) }) });
   await migrateExclusively(sqlite, db);
+  if (offThreadSync) {
+    try {
+      walSync = WalSync.open(filename);
+      walSync.durableNow(); // the migrations just committed
+    } catch (err) {
+      sqlite.close();
+      throw new Error(`cannot sync the SQLite database ${filename}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  // Checkpoints in a worker thread; the main connection's own only as a backstop (checkpointer.ts).
+  let checkpointer: Checkpointer | undefined;
+  if (filename !== ":memory:") {
+    sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    checkpointer = startCheckpointer(filename);
+  }
   const listeners: CommitListener[] = [];
   const dataVersion = sqlite.prepare("PRAGMA data_version").pluck();
-  return {
-    dialect: "sqlite",
-    db,
-    transaction: async (fn) => {
+  const durable = () => (walSync ? walSync.durable() : Promise.resolve());
+  const transactionPipelined = async <T>(fn: (tx: Db) => Promise<T>) => {
       let changes!: ReturnType<typeof trackChanges>;
       // One connection, held for the whole transaction (Kysely's SQLite driver serializes on it).
       const result = await db.connection().execute(async (conn) => {
@@ -169,12 +217,30 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
           untrack(conn);
         }
       });
+      // Started before the listeners run, so the sync overlaps them.
+      const synced = durable();
+      synced.catch(() => {}); // awaited by the caller; not an unhandled rejection meanwhile
       await announce(listeners, changes);
-      return result;
+      return { value: result, durable: synced };
+  };
+  return {
+    dialect: "sqlite",
+    db,
+    transactionPipelined,
+    transaction: async (fn) => {
+      const { value, durable } = await transactionPipelined(fn);
+      await durable;
+      return value;
     },
-    close: () => db.destroy(),
+    close: async () => {
+      await checkpointer?.stop();
+      await db.destroy();
+      walSync?.close();
+    },
     onCommit: (l) => void listeners.push(l),
     dataVersion: () => dataVersion.get() as number,
+    walSyncs: walSync ? () => walSync!.completed() : undefined,
+    checkpoints: checkpointer ? () => checkpointer!.runs() : undefined,
   };
 }
 

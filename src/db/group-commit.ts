@@ -8,6 +8,9 @@
  * so each sees the writes of the units before it (idempotency checks and
  * ledger balances stay exact).
  *
+ * A batch's callers are answered once its commit is durable
+ * (`Database.transactionPipelined`); the next batch does not wait for that.
+ *
  * On SQLite all units share one queue (one writer, commits serialised
  * anyway). On PostgreSQL units are grouped per scope (project): the scope's
  * writers are serialised by its advisory lock across instances, so sharing a
@@ -92,8 +95,9 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
     for (let queue = lanes.get(key); queue && queue.length > 0; queue = lanes.get(key)) {
       const batch = queue.splice(0, maxBatch);
       let outcomes: Outcome[];
+      let durable: Promise<void>;
       try {
-        outcomes = await database.transaction(async (tx) => {
+        ({ value: outcomes, durable } = await database.transactionPipelined(async (tx) => {
           const out: Outcome[] = [];
           for (let i = 0; i < batch.length; ) {
             const writer = batch[i].fn.set?.writer;
@@ -110,7 +114,7 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
             i = j;
           }
           return out;
-        }, options);
+        }, options));
       } catch (err) {
         // The shared transaction itself failed (COMMIT, or a savepoint that could not roll back): nothing in it is durable.
         for (const unit of batch) unit.reject(err);
@@ -118,11 +122,13 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
       }
       transactions++;
       units += batch.length;
-      for (let i = 0; i < batch.length; i++) {
-        const o = outcomes[i];
-        if (o.ok) batch[i].resolve(o.value);
-        else batch[i].reject(o.error);
-      }
+      // Answered once the commit is on disk; meanwhile the next batch is decided and committed (it sees this
+      // batch's rows, and its own answers wait for a later sync, which covers both).
+      const settle = (o: Outcome, unit: Unit) => (o.ok ? unit.resolve(o.value) : unit.reject(o.error));
+      void durable.then(
+        () => batch.forEach((unit, i) => settle(outcomes[i], unit)),
+        (err: unknown) => batch.forEach((unit) => unit.reject(err)),
+      );
     }
     lanes.delete(key);
   }

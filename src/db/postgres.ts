@@ -147,6 +147,8 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { databas
       await announce(listeners, changes);
       return result;
     },
+    // A PostgreSQL COMMIT returns once its WAL is flushed (synchronous_commit as configured).
+    transactionPipelined: async <T>(fn: (tx: Db) => Promise<T>, options?: TransactionOptions) => ({ value: await database.transaction(fn, options), durable: Promise.resolve() }),
     onCommit: (l) => void listeners.push(l),
     close: () => db.destroy(),
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),

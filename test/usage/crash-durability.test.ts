@@ -4,7 +4,7 @@
  * file every acknowledged record exists exactly once (with the name it was
  * acknowledged with), and replaying every request id (acknowledged or not)
  * charges each usage exactly once: balance = Σ ledger = credits − Σ costs.
- * Also: the store runs with synchronous=FULL unless told otherwise.
+ * Also: acknowledged transactions wait for a WAL sync unless told otherwise.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -58,14 +58,35 @@ function startServer(dir: string, dbFile: string, plansFile: string): Promise<{ 
 }
 
 describe("power-loss durable store", () => {
-  it("SQLite runs synchronous=FULL by default and NORMAL only when asked", async () => {
+  it("by default every acknowledged transaction waits for a WAL sync started after its COMMIT; `normal` syncs nothing", async () => {
     const dir = mkdtempSync(join(tmpdir(), "formstate-sync-"));
     try {
       const full = await openDatabase(join(dir, "a.db"));
       const normal = await openDatabase(join(dir, "b.db"), { synchronous: "normal" });
-      // PRAGMA synchronous: 1 = NORMAL, 2 = FULL.
-      expect((await sql<{ synchronous: number }>`pragma synchronous`.execute(full.db)).rows[0].synchronous).toBe(2);
+      // PRAGMA synchronous: 1 = NORMAL, 2 = FULL. Full durability runs NORMAL plus its own sync (wal-sync.ts).
+      expect((await sql<{ synchronous: number }>`pragma synchronous`.execute(full.db)).rows[0].synchronous).toBe(1);
       expect((await sql<{ synchronous: number }>`pragma synchronous`.execute(normal.db)).rows[0].synchronous).toBe(1);
+      expect(normal.walSyncs).toBeUndefined();
+
+      const before = full.walSyncs!();
+      await full.transaction(async (tx) => {
+        await sql`create table t (x integer)`.execute(tx);
+        await sql`insert into t values (1)`.execute(tx);
+      });
+      expect(full.walSyncs!()).toBe(before + 1);
+      // Concurrent transactions share syncs, and none is answered before one that started after its COMMIT.
+      const n0 = full.walSyncs!();
+      await Promise.all(Array.from({ length: 20 }, (_, i) => full.transaction(async (tx) => void (await sql`insert into t values (${i})`.execute(tx)))));
+      const shared = full.walSyncs!() - n0;
+      expect(shared).toBeGreaterThanOrEqual(1);
+      expect(shared).toBeLessThanOrEqual(20);
+      // A write outside any transaction (autocommit) is synced on the spot, as FULL would.
+      const n1 = full.walSyncs!();
+      await sql`insert into t values (99)`.execute(full.db);
+      expect(full.walSyncs!()).toBe(n1 + 1);
+      // Reads sync nothing.
+      await sql`select count(*) from t`.execute(full.db);
+      expect(full.walSyncs!()).toBe(n1 + 1);
       await full.close();
       await normal.close();
     } finally {
