@@ -11,7 +11,8 @@
  * BENCH_ROWS (comma list of rows to run, e.g. "2,3,4"; default all; row 7 is
  * RecordUsage on PostgreSQL with 1 and 3 instances, bench/pg-cluster.ts),
  * BENCH_PROFILE_DIR (servers run with --cpu-prof writing there; summarize
- * with bench/profile-summary.ts), BENCH_SERVER_ENV (extra KEY=VALUE,... for
+ * with bench/profile-summary.ts; BENCH_SRC=1 runs the server from src/ under tsx
+ * so the profile names source files), BENCH_SERVER_ENV (extra KEY=VALUE,... for
  * the Formstate server, e.g. FORMSTATE_GRPC_FAST_PATH=0).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -169,7 +170,7 @@ async function main() {
   const serverEnv = { PORT: "0", HOST: "127.0.0.1", FORMSTATE_DATA_DIR: dataDir, FORMSTATE_PLANS_FILE: plansFile, LOG_LEVEL: "warn", ...SERVER_ENV };
   // The product as `npm start` runs it: the compiled build (dist/), plain node, no TypeScript loader.
   execFileSync(process.execPath, ["scripts/build.mjs", "--if-stale", "--quiet"], { cwd: root, stdio: "inherit" });
-  const serverArgs = ["dist/main.js"];
+  const serverArgs = process.env.BENCH_SRC ? ["--import", "tsx", "src/main.ts"] : ["dist/main.js"];
   // Row 7: PostgreSQL, 1 and 3 instances (bench/pg-cluster.ts); before the SQLite server starts, so nothing else runs.
   if (wanted("7")) {
     rows.push(
