@@ -235,7 +235,7 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
     close: async () => {
       await checkpointer?.stop();
       await db.destroy();
-      walSync?.close();
+      await walSync?.close();
     },
     onCommit: (l) => void listeners.push(l),
     dataVersion: () => dataVersion.get() as number,

@@ -105,7 +105,9 @@ export class WalSync {
     return this.syncs;
   }
 
-  close(): void {
+  /** Closes the descriptor once the syncs already asked for have finished (their waiters are answered first). */
+  async close(): Promise<void> {
+    for (let p = this.next ?? this.running; p; p = this.next ?? this.running) await p.catch(() => {});
     closeSync(this.fd);
   }
 
