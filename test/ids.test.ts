@@ -1,6 +1,7 @@
 /** Resource ids: length, alphabet, no repeats, and every character equally likely (pooled random bytes). */
 import { describe, expect, it } from "vitest";
-import { newId } from "../src/ids.js";
+import fc from "fast-check";
+import { newId, newSortableId } from "../src/ids.js";
 
 describe("newId", () => {
   it("makes distinct base36 ids of the asked length across many pool refills", () => {
@@ -16,5 +17,19 @@ describe("newId", () => {
     expect(counts.size).toBe(36);
     // 360,000 characters: 10,000 expected each, a standard deviation of ~99; 6% off is > 6 sigma.
     for (const n of counts.values()) expect(Math.abs(n - 10_000)).toBeLessThan(600);
+  });
+});
+
+describe("newSortableId", () => {
+  it("is 20 base36 characters, distinct, and sorts by the millisecond it was made in", () => {
+    const ids = Array.from({ length: 20_000 }, () => newSortableId());
+    for (const id of ids) expect(id).toMatch(/^[0-9a-z]{20}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 36 ** 9 - 1 }), fc.integer({ min: 0, max: 36 ** 9 - 1 }), (a, b) => {
+        fc.pre(a !== b);
+        expect(newSortableId(a) < newSortableId(b)).toBe(a < b);
+      }),
+    );
   });
 });

@@ -16,7 +16,7 @@ import { type Selectable, sql } from "kysely";
 import { touch } from "../db/commit-hooks.js";
 import type { Db } from "../db/database.js";
 import { prepared, preparedInsert } from "../db/prepared.js";
-import { newId } from "../ids.js";
+import { newSortableId } from "../ids.js";
 import type { CreditTransactionTable } from "./credit-transaction-table.js";
 import type { Micros } from "./micros.js";
 
@@ -91,7 +91,7 @@ export async function book(tx: Db, entry: LedgerEntry, now: number): Promise<{ r
           .returning("credit_balance_micros as balance")
           .executeTakeFirst());
   const row: LedgerRow = {
-    tx_id: newId(),
+    tx_id: newSortableId(),
     project_id: entry.projectId,
     environment,
     seq: 0,
@@ -130,7 +130,7 @@ export async function lastSeq(tx: Db, projectId: string, environment: Environmen
 /** The entry `book` would append after `balanceBefore` and `previousSeq` (nothing written). */
 export function entryRow(entry: LedgerEntry, previousSeq: number, balanceAfter: Micros, now: number): LedgerRow {
   return {
-    tx_id: newId(),
+    tx_id: newSortableId(),
     project_id: entry.projectId,
     environment: entry.environment ?? "live",
     seq: previousSeq + 1,

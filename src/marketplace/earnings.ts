@@ -16,7 +16,7 @@
 import { sql } from "kysely";
 import type { Selectable } from "kysely";
 import type { Db } from "../db/database.js";
-import { newId } from "../ids.js";
+import { newSortableId } from "../ids.js";
 import type { PublisherEarningTable } from "./marketplace-tables.js";
 import { clawbackSplit, split } from "./split.js";
 
@@ -57,7 +57,7 @@ export type NewEntry = Omit<EarningRow, "entry_id" | "create_time">;
 export async function append(tx: Db, entry: NewEntry, now: number): Promise<boolean> {
   const res = await tx
     .insertInto("publisher_earning")
-    .values({ ...entry, entry_id: newId(), create_time: now })
+    .values({ ...entry, entry_id: newSortableId(), create_time: now })
     .onConflict((oc) => oc.column("idempotency_key").doNothing())
     .executeTakeFirst();
   return Number(res.numInsertedOrUpdatedRows ?? 0n) > 0;
@@ -149,7 +149,7 @@ export async function bookUsagesEarnings(tx: Db, publishers: Publishers, records
   for (let i = 0; i < entries.length; i += 500) {
     await tx
       .insertInto("publisher_earning")
-      .values(entries.slice(i, i + 500).map((e) => ({ ...e, entry_id: newId(), create_time: now })))
+      .values(entries.slice(i, i + 500).map((e) => ({ ...e, entry_id: newSortableId(), create_time: now })))
       .onConflict((oc) => oc.column("idempotency_key").doNothing())
       .execute();
   }

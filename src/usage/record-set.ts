@@ -34,7 +34,7 @@ import type { Db } from "../db/database.js";
 import type { Outcome, SetWriter } from "../db/group-commit.js";
 import { prepared, preparedInsert } from "../db/prepared.js";
 import { invalidArgument, notFound } from "../errors.js";
-import { newId } from "../ids.js";
+import { newSortableId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
 import * as ledger from "../ledger/ledger.js";
 import { type Micros, addMicros, comparableMicros } from "../ledger/micros.js";
@@ -234,7 +234,7 @@ export class RecordSet implements SetWriter<RecordItem, RecordResult> {
             spend.set(k.keyId, (spend.get(k.keyId) ?? 0) + priced.cost);
           }
         }
-        const recordId = newId();
+        const recordId = newSortableId();
         const debit = await book(
           l,
           { projectId, environment: env, kind: "usage_debit", amountMicros: -priced.cost, idempotencyKey: debitKey(namespace, input.requestId), usageRecordId: recordId, actor: caller.subject, description: priced.subject },

@@ -16,7 +16,7 @@ import type { Database, Db } from "../db/database.js";
 import { type GroupCommit, type Outcome, createGroupCommit, setUnit } from "../db/group-commit.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
-import { newId } from "../ids.js";
+import { newId, newSortableId } from "../ids.js";
 import type { ApiKeys } from "../keys/api-keys.js";
 import { modelAllowed } from "../keys/model-patterns.js";
 import * as ledger from "../ledger/ledger.js";
@@ -283,7 +283,7 @@ export class Usage {
       await this.requireAccount(tx, projectId);
       const priced = await this.price(tx, caller, projectId, input.usage, input.occurTime, input.invocation);
       const keyId = await this.attributedKey(tx, caller, projectId, input.apiKey, input.usage);
-      const recordId = newId();
+      const recordId = newSortableId();
       let authId: string | null = null;
       if (input.authorization) {
         const auth = await this.heldAuthorization(tx, projectId, input.authorization, now, env);
