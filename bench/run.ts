@@ -16,7 +16,7 @@
  * the Formstate server, e.g. FORMSTATE_GRPC_FAST_PATH=0).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { get as httpGet } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -244,6 +244,7 @@ async function main() {
       const row4 = await measuredServer("4 RecordUsage, API key (auth + limit + price + debit + commit)", RECORD, () => load(8, CALLS), "bench/load-record-usage.ts (raw http2 client, unique request ids)");
       rows.push(row4);
       rows.push(await measuredServer("4b RecordUsage at half of row 4's peak", RECORD, () => load(8, Math.round(row4.rps * 5), row4.rps / 2), "server p99 target < 2 ms"));
+      rows.push(fdatasyncRow(1000));
     }
     if (wanted("5")) {
       rows.push(await measuredServer("5 RecordUsage ingest at saturation, 64 connections", RECORD, () => load(64, CALLS)));
@@ -328,6 +329,29 @@ function stopProcess(proc: ChildProcess): Promise<void> {
     proc.once("exit", () => resolve());
     proc.kill("SIGTERM");
   });
+}
+
+/**
+ * Row 4c, a control for 4b's latency: what one fdatasync of this disk takes (an 8 KiB write, then the sync, as
+ * a commit's WAL sync). An acknowledged RecordUsage waits for at least one, so its server-side p99 cannot be
+ * below this row's.
+ */
+function fdatasyncRow(n: number): Row {
+  const fd = openSync(join(work, "fdatasync-probe"), "w");
+  const page = Buffer.alloc(8192, 1);
+  const lat: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    writeSync(fd, page, 0, page.length, (i % 64) * page.length);
+    const t = performance.now();
+    fdatasyncSync(fd);
+    lat.push(performance.now() - t);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  closeSync(fd);
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
+  return { name: "4c disk control: fdatasync of an 8 KiB write on the bench's disk", rps: n / secs, p50: q(0.5), p99: q(0.99), cpu: NaN, cpuUs: NaN, rssMb: NaN, note: "syncs/s; a durable RecordUsage waits for >= 1" };
 }
 
 /** Row 5's ceiling: the same rows inserted by better-sqlite3 in one process, one transaction per row (as each call commits). */
