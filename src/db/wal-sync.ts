@@ -34,16 +34,21 @@ export interface SyncCalls {
 
 const osCalls: SyncCalls = { fdatasync, fdatasyncSync };
 
+/** Syncs that may run at once: two overlap well on this VM's disk (1,743 -> 3,276 syncs/s, p50 0.31 -> 0.41 ms). */
+const MAX_IN_FLIGHT = 2;
+
 export class WalSync {
-  private running: Promise<void> | undefined;
-  private runs = 0;
-  private next: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** A sync asked for while all slots were busy: it starts when one frees, and serves everyone who asks meanwhile. */
+  private queued: Promise<void> | undefined;
+  private readonly slotWaiters: (() => void)[] = [];
   private failed: Error | undefined;
   private syncs = 0;
 
   private constructor(
     private readonly fd: number,
     private readonly calls: SyncCalls,
+    private readonly maxInFlight: number,
   ) {}
 
   /**
@@ -58,35 +63,29 @@ export class WalSync {
     } finally {
       closeSync(dir);
     }
-    return new WalSync(fd, calls);
+    return new WalSync(fd, calls, MAX_IN_FLIGHT);
   }
 
   /** For tests: a WalSync over any open descriptor and the given calls. */
-  static over(fd: number, calls: SyncCalls): WalSync {
-    return new WalSync(fd, calls);
+  static over(fd: number, calls: SyncCalls, maxInFlight = MAX_IN_FLIGHT): WalSync {
+    return new WalSync(fd, calls, maxInFlight);
   }
 
   /**
-   * Resolves once everything written to the WAL before this call is on disk: a sync that starts now (none is
-   * running) or right after the running one ends (which may have started before the caller's COMMIT). Every
-   * caller waiting meanwhile shares that next sync.
+   * Resolves once everything written to the WAL before this call is on disk: a sync that starts now, or (all
+   * slots busy with syncs that may have started before the caller's COMMIT) the next one to start, shared by
+   * everyone who asks until it starts.
    */
   durable(): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
-    // A queued sync has not started yet: it starts after this call, so it covers this caller too.
-    if (this.next) return this.next;
-    if (!this.running) return this.start();
-    this.next = this.running.then(
-      () => {
-        this.next = undefined;
-        return this.start();
-      },
-      (err: unknown) => {
-        this.next = undefined;
-        throw err;
-      },
-    );
-    return this.next;
+    if (this.queued) return this.queued;
+    if (this.inFlight.size < this.maxInFlight) return this.start();
+    const queued = new Promise<void>((resolve) => this.slotWaiters.push(resolve)).then(() => {
+      this.queued = undefined;
+      return this.start();
+    });
+    this.queued = queued;
+    return queued;
   }
 
   /** Syncs now, on this thread (a write that committed outside a transaction, where FULL would have). */
@@ -107,24 +106,27 @@ export class WalSync {
 
   /** Closes the descriptor once the syncs already asked for have finished (their waiters are answered first). */
   async close(): Promise<void> {
-    for (let p = this.next ?? this.running; p; p = this.next ?? this.running) await p.catch(() => {});
+    while (this.queued || this.inFlight.size > 0) await Promise.allSettled([this.queued, ...this.inFlight]);
     closeSync(this.fd);
   }
 
   private start(): Promise<void> {
-    const run = ++this.runs;
+    if (this.failed) return Promise.reject(this.failed);
+    let self!: Promise<void>;
     let ended = false;
-    const p = new Promise<void>((resolve, reject) => {
+    self = new Promise<void>((resolve, reject) => {
       this.calls.fdatasync(this.fd, (err) => {
         ended = true;
-        if (this.runs === run) this.running = undefined;
+        this.inFlight.delete(self);
+        // A freed slot starts the queued sync (if any) before this one's waiters run.
+        this.slotWaiters.shift()?.();
         if (err) return reject(this.fail(err));
         this.syncs++;
         resolve();
       });
     });
-    if (!ended) this.running = p;
-    return p;
+    if (!ended) this.inFlight.add(self);
+    return self;
   }
 
   private fail(err: unknown): Error {
