@@ -202,14 +202,14 @@ export class ApiKeys {
    * Authenticates a presented key. Unknown key, wrong secret and bad checksum
    * fail alike; a revoked or expired key says so (only after the secret matched).
    */
-  async authenticate(presented: string, clientIp: string): Promise<ApiKeyPrincipal> {
+  async authenticate(presented: string, clientIp: string, since?: number): Promise<ApiKeyPrincipal> {
     const parsed = parseKey(presented);
     if (!parsed) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     const now = this.deps.clock.now();
-    const row = await this.load(parsed.keyId, now);
+    const row = await this.load(parsed.keyId, now, since);
     if (!row || !secretMatches(parsed.secret, row.secret_hash)) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     const ip = normalizeIp(clientIp);
-    const eff = await this.effective(row, now);
+    const eff = await this.effective(row, now, since);
     const verdict = presentedVerdict(parsed, row, eff, ip);
     if (verdict === "unknown") throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     if (verdict === "revoked") throw unauthenticated(eff.statusFrom === row ? "API key revoked" : "API key revoked: its parent key was revoked", "API_KEY_REVOKED");
@@ -239,18 +239,19 @@ export class ApiKeys {
    * cache, so a parent's revoke, rotation or narrowing reaches its children
    * on their next call).
    */
-  private async effective(row: ApiKeyRow, now: number, read: (id: string) => Promise<ApiKeyRow | undefined> = (id) => this.load(id, now)): Promise<EffectiveKey> {
+  private async effective(row: ApiKeyRow, now: number, since: number | undefined, read?: (id: string) => Promise<ApiKeyRow | undefined>): Promise<EffectiveKey> {
     const chain: (ApiKeyRow | undefined)[] = [];
     for (let id = row.parent_key_id, depth = 0; id && depth < 4; depth++) {
-      const parent = await read(id);
+      const parent = await (read ? read(id) : this.load(id, now, since));
       chain.push(parent && parent.project_id === row.project_id ? parent : undefined);
       id = parent?.parent_key_id ?? null;
     }
     return effectiveKey(row, chain, now);
   }
 
-  private load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
-    return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId));
+  /** A key row through the exact cache; `since`: the arrival stamp of the request it serves (state-cache.ts). */
+  private load(keyId: string, now: number, since?: number): Promise<ApiKeyRow | undefined> {
+    return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId), since);
   }
 
   /**
@@ -546,20 +547,23 @@ export class ApiKeys {
     return result;
   }
 
-  /** Verification for internal services: a verdict, not an error, for bad keys. */
-  async verify(caller: KeyCaller, presented: string, clientIp: string) {
+  /**
+   * Verification for internal services: a verdict, not an error, for bad keys. `since`: the arrival
+   * stamp of the request it answers (state-cache.ts); unset, the cache checks afresh.
+   */
+  async verify(caller: KeyCaller, presented: string, clientIp: string, since?: number) {
     const parsed = parseKey(presented);
     if (!parsed) return { result: "malformed" as const };
     const now = this.deps.clock.now();
-    let row = await this.load(parsed.keyId, now);
+    let row = await this.load(parsed.keyId, now, since);
     if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
-    let effective = await this.effective(row, now);
+    let effective = await this.effective(row, now, since);
     // Spend moves on every recorded usage: a capped key's remaining spend is read fresh, for the key and
     // its ancestors alike (everything else comes from the exact cache).
     if (effective.spendCapMicros !== null) {
       row = await this.withSpend(row, now);
-      effective = await this.effective(row, now, async (id) => {
-        const parent = await this.load(id, now);
+      effective = await this.effective(row, now, since, async (id) => {
+        const parent = await this.load(id, now, since);
         return parent && this.withSpend(parent, now);
       });
     }
