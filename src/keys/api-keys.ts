@@ -254,12 +254,11 @@ export class ApiKeys {
     return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId), since);
   }
 
-  /**
-   * The row with its current spend, read fresh. (A spend cache, `spent`, is kept exact but not used
-   * here yet: with it the key-authority property test hung; see the verifycache status.)
-   */
-  private async withSpend(row: ApiKeyRow, _now: number): Promise<ApiKeyRow> {
-    return (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
+  /** The row with its current spend: from the spend cache where it is exact, else read fresh. */
+  private async withSpend(row: ApiKeyRow, now: number, since?: number): Promise<ApiKeyRow> {
+    if (!this.coherence.exact()) return (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
+    const spent = await this.spent.get(row.key_id, now, () => repo.spentOf(this.deps.database.db, row.key_id), since);
+    return spent === undefined || spent === row.spent_micros ? row : { ...row, spent_micros: spent };
   }
 
 
@@ -558,13 +557,14 @@ export class ApiKeys {
     let row = await this.load(parsed.keyId, now, since);
     if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
     let effective = await this.effective(row, now, since);
-    // Spend moves on every recorded usage: a capped key's remaining spend is read fresh, for the key and
-    // its ancestors alike (everything else comes from the exact cache).
+    // Spend moves on every recorded usage: a capped key's remaining spend comes from the spend cache
+    // (exact: every commit that moves it drops it, state-cache.ts), or where that cannot be exact
+    // (PostgreSQL without a connected Redis) from a fresh read, for the key and its ancestors alike.
     if (effective.spendCapMicros !== null) {
-      row = await this.withSpend(row, now);
+      row = await this.withSpend(row, now, since);
       effective = await this.effective(row, now, since, async (id) => {
         const parent = await this.load(id, now, since);
-        return parent && this.withSpend(parent, now);
+        return parent && this.withSpend(parent, now, since);
       });
     }
     const result = presentedVerdict(parsed, row, effective, clientIp ? normalizeIp(clientIp) : "");
