@@ -286,13 +286,18 @@ export class Accounts {
     const now = this.clock.now();
     const cache = this.balances;
     if (!cache) return this.loadBalance(projectId, false);
-    const load = () => this.loadBalance(projectId, true);
+    const load = this.balanceLoader(projectId);
     let s = (await cache.get(projectId, now, load, since))!;
     if (s.holdDueAt !== null && s.holdDueAt <= now) {
       cache.drop([projectId]);
       s = (await cache.get(projectId, now, load, since))!;
     }
     return s;
+  }
+
+  /** The load of a project's balance for the cache (an unnamed arrow: tsx's keepNames would name a local one per call). */
+  private balanceLoader(projectId: string): () => Promise<BalanceState> {
+    return () => this.loadBalance(projectId, true);
   }
 
   private async loadBalance(projectId: string, withHolds: boolean): Promise<BalanceState> {
