@@ -286,19 +286,16 @@ export class Accounts {
     const now = this.clock.now();
     const cache = this.balances;
     if (!cache) return this.loadBalance(projectId, false);
-    const load = this.balanceLoader(projectId);
-    let s = (await cache.get(projectId, now, load, since))!;
+    let s = (await cache.get(projectId, now, this.loadHeldBalance, since))!;
     if (s.holdDueAt !== null && s.holdDueAt <= now) {
       cache.drop([projectId]);
-      s = (await cache.get(projectId, now, load, since))!;
+      s = (await cache.get(projectId, now, this.loadHeldBalance, since))!;
     }
     return s;
   }
 
-  /** The load of a project's balance for the cache (an unnamed arrow: tsx's keepNames would name a local one per call). */
-  private balanceLoader(projectId: string): () => Promise<BalanceState> {
-    return () => this.loadBalance(projectId, true);
-  }
+  /** The cache's load of a project's balance (one function, not a closure per call). */
+  private readonly loadHeldBalance = (projectId: string) => this.loadBalance(projectId, true);
 
   private async loadBalance(projectId: string, withHolds: boolean): Promise<BalanceState> {
     await this.counters.settleBalance?.(projectId);

@@ -170,17 +170,18 @@ export class ExactCache<V> {
   ) {}
 
   /**
-   * The cached value, or `load()`'s (kept unless a drop raced it); `undefined` is never cached.
+   * The cached value, or `load(id)`'s (kept unless a drop raced it); `undefined` is never cached.
+   * (`load` takes the id so that callers pass one function made once, not a closure per call.)
    * `since`: the arrival stamp of the request it serves (`Coherence.check`); unset, a fresh check.
    */
-  async get(id: string, now: number, load: () => Promise<V | undefined>, since?: number): Promise<V | undefined> {
+  async get(id: string, now: number, load: (id: string) => Promise<V | undefined>, since?: number): Promise<V | undefined> {
     this.coherence.check(since);
     const ttl = this.ttl();
     const hit = this.entries.get(id);
     if (hit && now - hit.at < ttl) return hit.value;
     const generation = this.generation;
     // No data_version check after the load: a commit it raced is found by the next request's check (top of file).
-    const value = await load();
+    const value = await load(id);
     if (value !== undefined && ttl > 0 && generation === this.generation) {
       this.entries.delete(id);
       this.entries.set(id, { value, at: now });

@@ -251,14 +251,24 @@ export class ApiKeys {
 
   /** A key row through the exact cache; `since`: the arrival stamp of the request it serves (state-cache.ts). */
   private load(keyId: string, now: number, since?: number): Promise<ApiKeyRow | undefined> {
-    return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId), since);
+    return this.cache.get(keyId, now, this.readRow, since);
   }
+
+  private readonly readRow = (keyId: string) => repo.findKey(this.deps.database.db, keyId);
+  private readonly readSpent = (keyId: string) => repo.spentOf(this.deps.database.db, keyId);
+  /** The last row-with-spend made from each cached row object: the same row and spend give the same copy. */
+  private readonly spentRows = new WeakMap<ApiKeyRow, ApiKeyRow>();
 
   /** The row with its current spend: from the spend cache where it is exact, else read fresh. */
   private async withSpend(row: ApiKeyRow, now: number, since?: number): Promise<ApiKeyRow> {
     if (!this.coherence.exact()) return (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
-    const spent = await this.spent.get(row.key_id, now, () => repo.spentOf(this.deps.database.db, row.key_id), since);
-    return spent === undefined || spent === row.spent_micros ? row : { ...row, spent_micros: spent };
+    const spent = await this.spent.get(row.key_id, now, this.readSpent, since);
+    if (spent === undefined || spent === row.spent_micros) return row;
+    const made = this.spentRows.get(row);
+    if (made?.spent_micros === spent) return made;
+    const copy = { ...row, spent_micros: spent };
+    this.spentRows.set(row, copy);
+    return copy;
   }
 
 

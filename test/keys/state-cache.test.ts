@@ -182,6 +182,10 @@ describe("VerifyApiKey from the exact cache", () => {
     await spendTx(250_000);
     const after = await verify.verifyApiKey({ key: capped.secret });
     expect([after.creditBalanceMicros, after.remainingSpendMicros]).toEqual([9_750_000n, 750_000n]);
+    // Again, on the same cached key row: its spend is not the one seen with that row before.
+    await spendTx(250_000);
+    const again = await verify.verifyApiKey({ key: capped.secret });
+    expect([again.creditBalanceMicros, again.remainingSpendMicros]).toEqual([9_500_000n, 500_000n]);
     await ts.client(ApiKeyService, ts.grpc(await ts.token({ projectId: "vc-warm", role: "admin" }))).revokeApiKey({ name: plain.apiKey!.name });
     expect((await verify.verifyApiKey({ key: plain.secret })).result).toBe(VerifyResult.REVOKED);
   });
