@@ -18,6 +18,12 @@ import { walletIssuerOf } from "../wallets/wallet-token.js";
 /** API keys are told from JWTs by their prefix. */
 export const API_KEY_PREFIXES = ["fs_live_", "fs_test_"];
 
+/** Whether a credential has an API key's prefix (a loop, not a closure per call: every call asks). */
+function hasKeyPrefix(credential: string): boolean {
+  for (const p of API_KEY_PREFIXES) if (credential.startsWith(p)) return true;
+  return false;
+}
+
 export interface AuthenticateDeps {
   /** The JWT verifier; a function so the dev issuer's URL can be known after listen. */
   jwt: () => JwtVerifier;
@@ -42,7 +48,7 @@ export function credentialOf(header: Headers): string | undefined {
   if (apiKey) {
     const key = apiKey.trim();
     // x-api-key only ever carries keys: anything else is an invalid key, not a JWT.
-    if (!API_KEY_PREFIXES.some((p) => key.startsWith(p))) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
+    if (!hasKeyPrefix(key)) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     return key;
   }
   const authz = header.get("authorization");
@@ -93,7 +99,7 @@ export async function resolve(deps: AuthenticateDeps, credential: string, client
 }
 
 async function resolveCredential(deps: AuthenticateDeps, credential: string, clientIp: string, since: number | undefined): Promise<Principal> {
-  if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp, since);
+  if (hasKeyPrefix(credential)) return deps.apiKey(credential, clientIp, since);
   try {
     if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);
     return await resolveJwt(deps, credential);
