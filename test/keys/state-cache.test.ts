@@ -244,6 +244,11 @@ describe("VerifyApiKey from the exact cache", () => {
       other.prepare("update api_key set status = 'revoked', revoke_time = ? where key_id = ?").run(clock.now(), keyIdOf(plain.apiKey!.name));
       expect((await verify.verifyApiKey({ key: plain.secret })).result).toBe(VerifyResult.REVOKED);
       await expectCode(asPlain.getAccount({ name: "accounts/vc-foreign" }), Code.Unauthenticated, /revoked/);
+      // Requests through Connect's own handler (Connect protocol, HTTP/1.1) are stamped on arrival too.
+      const overConnect = createClient(ApiKeyService, ts.connect(caller.secret));
+      expect((await overConnect.verifyApiKey({ key: capped.secret })).creditBalanceMicros).toBe(10_000_000n - 1234n);
+      other.prepare("update account set credit_balance_micros = credit_balance_micros - 1000 where project_id = ?").run("vc-foreign");
+      expect((await overConnect.verifyApiKey({ key: capped.secret })).creditBalanceMicros).toBe(10_000_000n - 2234n);
     } finally {
       other.close();
     }
