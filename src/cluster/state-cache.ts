@@ -113,12 +113,14 @@ export class Coherence {
     const dv = this.database.dataVersion;
     if (!dv) return;
     if (since !== undefined && since <= this.checkedAt) return;
-    this.checkedAt = arrivals;
+    const at = arrivals;
     const v = dv();
     if (v !== this.version) {
       this.version = v;
       this.emit(undefined);
     }
+    // Only a look that succeeded (and whose drop is done) serves the requests that arrived before it.
+    this.checkedAt = at;
   }
 
   /**

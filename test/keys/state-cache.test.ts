@@ -110,6 +110,25 @@ describe("ExactCache", () => {
     expect(store.looks).toBe(looks + 3);
   });
 
+  it("a look at data_version that fails serves no one: the same request's next read looks again", async () => {
+    const { store, cache } = fixture();
+    const since = arrival();
+    expect(await cache.get("a", 0, async () => "a1", since)).toBe("a1");
+    const late = arrival();
+    // Another process commits, and the next look at data_version fails (the fixture reads store.version).
+    const moved = store.version + 1;
+    let fail = true;
+    Object.defineProperty(store, "version", {
+      get: () => {
+        if (fail) throw new Error("SQLITE_BUSY");
+        return moved;
+      },
+    });
+    await expect(cache.get("a", 1, async () => "a2", late)).rejects.toThrow("SQLITE_BUSY");
+    fail = false;
+    expect(await cache.get("a", 1, async () => "a2", late)).toBe("a2");
+  });
+
   it("a commit by another process during a load is found by the next request's check, not kept", async () => {
     const { store, cache } = fixture();
     const slow = gate();
