@@ -272,8 +272,8 @@ export class Accounts {
   }
 
   /** The project's credit balance in micro-USD (0 without an account): live, or the test-mode sandbox's. */
-  async creditBalance(projectId: string, environment: "live" | "test" = "live"): Promise<Micros> {
-    const s = await this.balanceState(projectId);
+  async creditBalance(projectId: string, environment: "live" | "test" = "live", since?: number): Promise<Micros> {
+    const s = await this.balanceState(projectId, since);
     return environment === "test" ? s.test : s.live;
   }
 
@@ -282,18 +282,20 @@ export class Accounts {
    * the project has expired since it was loaded (an expired hold is returned
    * first, a write that drops the entry), else settled and read.
    */
-  private async balanceState(projectId: string): Promise<BalanceState> {
+  private async balanceState(projectId: string, since?: number): Promise<BalanceState> {
     const now = this.clock.now();
     const cache = this.balances;
     if (!cache) return this.loadBalance(projectId, false);
-    const load = () => this.loadBalance(projectId, true);
-    let s = (await cache.get(projectId, now, load))!;
+    let s = (await cache.get(projectId, now, this.loadHeldBalance, since))!;
     if (s.holdDueAt !== null && s.holdDueAt <= now) {
       cache.drop([projectId]);
-      s = (await cache.get(projectId, now, load))!;
+      s = (await cache.get(projectId, now, this.loadHeldBalance, since))!;
     }
     return s;
   }
+
+  /** The cache's load of a project's balance (one function, not a closure per call). */
+  private readonly loadHeldBalance = (projectId: string) => this.loadBalance(projectId, true);
 
   private async loadBalance(projectId: string, withHolds: boolean): Promise<BalanceState> {
     await this.counters.settleBalance?.(projectId);

@@ -10,7 +10,7 @@ import { authorize, policyOf } from "./access-policy.js";
 import { INVALID_KEY } from "../keys/api-keys.js";
 import { AuthError } from "./auth-error.js";
 import type { JwtVerifier, VerifiedJwt } from "./jwt-verifier.js";
-import { clientIpKey } from "../server/client-ip.js";
+import { arrivalKey, clientIpKey } from "../server/client-ip.js";
 import { type Principal, parseRole, principalKey } from "./principal.js";
 import { type SessionSeen, sessionIdOf } from "../sessions/sessions.js";
 import { walletIssuerOf } from "../wallets/wallet-token.js";
@@ -18,13 +18,22 @@ import { walletIssuerOf } from "../wallets/wallet-token.js";
 /** API keys are told from JWTs by their prefix. */
 export const API_KEY_PREFIXES = ["fs_live_", "fs_test_"];
 
+/** Whether a credential has an API key's prefix (a loop, not a closure per call: every call asks). */
+function hasKeyPrefix(credential: string): boolean {
+  for (const p of API_KEY_PREFIXES) if (credential.startsWith(p)) return true;
+  return false;
+}
+
 export interface AuthenticateDeps {
   /** The JWT verifier; a function so the dev issuer's URL can be known after listen. */
   jwt: () => JwtVerifier;
   /** A user's role in a project from the members table, when the token has none. */
   memberRole(projectId: string, userId: string): Promise<string | undefined>;
-  /** Authenticates a Formstate API key presented from an address. */
-  apiKey(key: string, clientIp: string): Promise<Principal>;
+  /**
+   * Authenticates a Formstate API key presented from an address; `since`, the request's arrival stamp
+   * (src/server/client-ip.ts arrivalKey), lets the exact key cache reuse a check made after it.
+   */
+  apiKey(key: string, clientIp: string, since?: number): Promise<Principal>;
   /** Authenticates a wallet-signed token (its iss is a CAIP-10 account id). */
   walletToken?(token: string): Promise<Principal>;
   /** Refuses identity-provider tokens of revoked sessions (AuthError SESSION_REVOKED). */
@@ -39,7 +48,7 @@ export function credentialOf(header: Headers): string | undefined {
   if (apiKey) {
     const key = apiKey.trim();
     // x-api-key only ever carries keys: anything else is an invalid key, not a JWT.
-    if (!API_KEY_PREFIXES.some((p) => key.startsWith(p))) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
+    if (!hasKeyPrefix(key)) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     return key;
   }
   const authz = header.get("authorization");
@@ -58,8 +67,8 @@ export function createAuthenticateInterceptor(deps: AuthenticateDeps): Intercept
       return next(req);
     }
     const clientIp = req.contextValues.get(clientIpKey);
-    req.contextValues.set(principalKey, await resolve(deps, credential, clientIp));
-    // A stream outlives the check above: it may check the same credential again while it runs.
+    req.contextValues.set(principalKey, await resolve(deps, credential, clientIp, req.contextValues.get(arrivalKey)));
+    // A stream outlives the check above: it may check the same credential again while it runs (afresh: no arrival stamp).
     if (req.stream) req.contextValues.set(recheckKey, () => resolve(deps, credential, clientIp));
     return next(req);
   };
@@ -80,16 +89,17 @@ export async function recheckCaller(ctx: HandlerContext): Promise<void> {
   authorize(ctx.method, await recheck());
 }
 
-export async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
-  const principal = await resolveCredential(deps, credential, clientIp);
+/** The principal of a credential; `since`: the request's arrival stamp, if it is read for one request now. */
+export async function resolve(deps: AuthenticateDeps, credential: string, clientIp: string, since?: number): Promise<Principal> {
+  const principal = await resolveCredential(deps, credential, clientIp, since);
   // A test-mode project's callers, people and keys alike, all act in test mode.
   // (A copy: a key's principal may be shared between calls.)
   if (principal.kind !== "anonymous" && deps.projectEnvironment && (await deps.projectEnvironment(principal.projectId)) === "test") return { ...principal, testProject: true };
   return principal;
 }
 
-async function resolveCredential(deps: AuthenticateDeps, credential: string, clientIp: string): Promise<Principal> {
-  if (API_KEY_PREFIXES.some((p) => credential.startsWith(p))) return deps.apiKey(credential, clientIp);
+async function resolveCredential(deps: AuthenticateDeps, credential: string, clientIp: string, since: number | undefined): Promise<Principal> {
+  if (hasKeyPrefix(credential)) return deps.apiKey(credential, clientIp, since);
   try {
     if (deps.walletToken && walletIssuerOf(credential) !== undefined) return await deps.walletToken(credential);
     return await resolveJwt(deps, credential);

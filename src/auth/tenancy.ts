@@ -114,24 +114,26 @@ function described(n: ResourceName, value: string): string {
   }
 }
 
+const methodNameOf = (method: DescMethod) => `${method.parent.typeName}/${method.name}`;
+
 const projectOfResource = (n: ResourceName | undefined) => (n && (n.kind === "account" || n.kind === "subscription" || n.kind === "child") ? n.project : undefined);
 
 /**
  * Decides a call's tenancy: the checked scope, or the error. Pure: the
  * interceptor and the walk test both call it.
  */
-export function checkTenancy(method: DescMethod, message: ReflectMessage, principal: Principal, platformProject: string): CheckedScope | undefined {
+export function checkTenancy(method: DescMethod, messageOrRead: ReflectMessage | (() => ReflectMessage), principal: Principal, platformProject: string): CheckedScope | undefined {
   const spec = tenancyOf(method);
-  const methodName = `${method.parent.typeName}/${method.name}`;
-  if (!spec) throw permissionDenied(`${methodName} declares no tenancy and is denied`, "NO_TENANCY");
+  if (!spec) throw permissionDenied(`${methodNameOf(method)} declares no tenancy and is denied`, "NO_TENANCY");
   if (principal.kind === "anonymous") {
     if (spec.tenancy === Tenancy.NONE) return undefined;
-    throw permissionDenied(`${methodName} needs a credential`);
+    throw permissionDenied(`${methodNameOf(method)} needs a credential`);
   }
   const own = principal.projectId as CheckedProject;
+  if (spec.tenancy === Tenancy.NONE) return { project: own };
+  // Reflected only for the tenancies that read the request (a reflection per call is two Maps).
+  const message = typeof messageOrRead === "function" ? messageOrRead() : messageOrRead;
   switch (spec.tenancy) {
-    case Tenancy.NONE:
-      return { project: own };
     case Tenancy.CATALOG: {
       const value = spec.resourceField ? read(message, spec.resourceField) : "";
       if (!value) return { project: own };
@@ -158,7 +160,7 @@ export function checkTenancy(method: DescMethod, message: ReflectMessage, princi
       return { project: project as CheckedProject, resource };
     }
     default:
-      throw permissionDenied(`${methodName} declares an unknown tenancy and is denied`, "NO_TENANCY");
+      throw permissionDenied(`${methodNameOf(method)} declares an unknown tenancy and is denied`, "NO_TENANCY");
   }
 }
 
@@ -179,7 +181,7 @@ export function createTenancyInterceptor(platformProject: string): Interceptor {
       req.contextValues.set(scopeKey, scope);
       return next({ ...req, message: prepend(first.value, it) });
     }
-    const scope = checkTenancy(req.method, reflect(req.method.input, req.message), req.contextValues.get(principalKey), platformProject);
+    const scope = checkTenancy(req.method, () => reflect(req.method.input, req.message), req.contextValues.get(principalKey), platformProject);
     req.contextValues.set(scopeKey, scope);
     return next(req);
   };

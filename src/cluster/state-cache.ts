@@ -24,14 +24,29 @@
  * Why an entry is never older than the last commit answered to anyone: a
  * value is cached only when no drop happened between the moment its load
  * began and the moment it is stored (a generation counter bumped by every
- * drop, and the data_version checked again after the load). A commit that
- * lands after a load read the old value is therefore either (a) announced
- * before the store: the generation moved, the value is returned to that one
- * caller but not kept; or (b) announced after the store: its drop removes the
- * entry. The writer's caller is answered only after the announcement, so once
- * any client has seen a write succeed, no cache anywhere still holds the value
- * from before it. TTLs remain as a bound only (writes that bypass `touch`,
- * such as a hand edit through the same SQLite connection).
+ * drop). A commit that lands after a load read the old value is therefore
+ * either (a) announced before the store: the generation moved, the value is
+ * returned to that one caller but not kept; or (b) announced after the store:
+ * its drop removes the entry. The writer's caller is answered only after the
+ * announcement, so once any client has seen a write succeed, no cache
+ * anywhere still holds the value from before it. TTLs remain as a bound only
+ * (writes that bypass `touch`, such as a hand edit through the same SQLite
+ * connection).
+ *
+ * Another process's commits are announced by nothing: they are found by the
+ * data_version check before an entry is served, under one rule: a request is
+ * served only after a check that ran after the request arrived (its bytes
+ * were read). Any commit acknowledged before the request arrived is then
+ * seen: the check drops every entry, and loads after it read the new rows.
+ * So the data_version need not be checked after a load too (a commit
+ * landing after the check is not one the caller can have seen acknowledged;
+ * it is found by the check of the next request that arrives after it), and
+ * one check serves every request that had arrived before it ran: the
+ * caller's key, the verified key and the balance of one VerifyApiKey call,
+ * and the other calls in flight. A request says when it arrived with an
+ * `arrival()` stamp taken when it was read (src/server/client-ip.ts); a read
+ * without a stamp (direct calls, a stream's later recheck of its credential)
+ * always checks.
  */
 import type { Database } from "../db/database.js";
 import type { Logger } from "../logger.js";
@@ -39,6 +54,17 @@ import type { KeyInvalidation } from "./key-invalidation.js";
 
 /** What a cache must drop: these projects', keys' and key spends' entries, or (undefined) everything. */
 export type Dropped = { projects: string[]; keys: string[]; spend: string[] } | undefined;
+
+let arrivals = 0;
+
+/**
+ * A request's arrival stamp, taken once its bytes are read: a check that ran
+ * after it (a later stamp value) may serve the request (see the top of this
+ * file). Increasing, process-wide.
+ */
+export function arrival(): number {
+  return ++arrivals;
+}
 
 const PROJECT = "p:";
 const KEY = "k:";
@@ -48,6 +74,8 @@ const SPEND = "s:";
 export class Coherence {
   private readonly listeners: ((d: Dropped) => void)[] = [];
   private version: number | undefined;
+  /** `arrivals` when data_version was last read: every request stamped up to it arrived before that check. */
+  private checkedAt = -1;
 
   constructor(
     private readonly database: Database,
@@ -75,18 +103,24 @@ export class Coherence {
   }
 
   /**
-   * Before serving from a cache (and after loading into one): drops every
-   * entry if another connection committed to the SQLite file since the last
-   * look. Free on PostgreSQL (other instances are heard through Redis).
+   * Before serving from a cache: drops every entry if another connection
+   * committed to the SQLite file since the last look. Free on PostgreSQL
+   * (other instances are heard through Redis). `since`, a request's
+   * `arrival()` stamp: nothing to do if a check already ran after the request
+   * arrived (see the top of this file); without it, always a fresh look.
    */
-  check(): void {
+  check(since?: number): void {
     const dv = this.database.dataVersion;
     if (!dv) return;
+    if (since !== undefined && since <= this.checkedAt) return;
+    const at = arrivals;
     const v = dv();
     if (v !== this.version) {
       this.version = v;
       this.emit(undefined);
     }
+    // Only a look that succeeded (and whose drop is done) serves the requests that arrived before it.
+    this.checkedAt = at;
   }
 
   /**
@@ -137,15 +171,19 @@ export class ExactCache<V> {
     private readonly max = 50_000,
   ) {}
 
-  /** The cached value, or `load()`'s (kept unless a drop raced it); `undefined` is never cached. */
-  async get(id: string, now: number, load: () => Promise<V | undefined>): Promise<V | undefined> {
-    this.coherence.check();
+  /**
+   * The cached value, or `load(id)`'s (kept unless a drop raced it); `undefined` is never cached.
+   * (`load` takes the id so that callers pass one function made once, not a closure per call.)
+   * `since`: the arrival stamp of the request it serves (`Coherence.check`); unset, a fresh check.
+   */
+  async get(id: string, now: number, load: (id: string) => Promise<V | undefined>, since?: number): Promise<V | undefined> {
+    this.coherence.check(since);
     const ttl = this.ttl();
     const hit = this.entries.get(id);
     if (hit && now - hit.at < ttl) return hit.value;
     const generation = this.generation;
-    const value = await load();
-    this.coherence.check();
+    // No data_version check after the load: a commit it raced is found by the next request's check (top of file).
+    const value = await load(id);
     if (value !== undefined && ttl > 0 && generation === this.generation) {
       this.entries.delete(id);
       this.entries.set(id, { value, at: now });

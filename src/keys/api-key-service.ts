@@ -16,7 +16,7 @@ import {
 } from "../../gen/formstate/v1/api_key_service_pb.js";
 import { ActorSchema } from "../../gen/formstate/v1/common_pb.js";
 import { callerOf } from "../auth/principal.js";
-import { clientIpKey } from "../server/client-ip.js";
+import { arrivalKey, clientIpKey } from "../server/client-ip.js";
 import { fieldMaskPaths } from "../wire/field-mask.js";
 import { durationMs } from "../wire/duration.js";
 import type { ApiKeyEventRow, ApiKeyRow } from "./api-key-repository.js";
@@ -120,11 +120,21 @@ export interface ApiKeyServiceDeps {
   plans: Plans;
   now: () => number;
   planOf(projectId: string): Promise<import("../plans/plans.js").Plan>;
-  /** The balance the key spends: live, or the test-mode sandbox for a test key. */
-  creditBalance(projectId: string, environment: "live" | "test"): Promise<number | bigint>;
+  /** The balance the key spends: live, or the test-mode sandbox for a test key; `since`: the request's arrival stamp. */
+  creditBalance(projectId: string, environment: "live" | "test", since?: number): Promise<number | bigint>;
 }
 
 const ipOf = (ctx: HandlerContext) => ctx.values.get(clientIpKey);
+
+/** VerifyApiKey's answer for each verdict of `ApiKeys.verify`. */
+const verifyResults: Record<"malformed" | "unknown" | "revoked" | "expired" | "ip_not_allowed" | "valid", VerifyResult> = {
+  malformed: VerifyResult.MALFORMED,
+  unknown: VerifyResult.UNKNOWN,
+  revoked: VerifyResult.REVOKED,
+  expired: VerifyResult.EXPIRED,
+  ip_not_allowed: VerifyResult.IP_NOT_ALLOWED,
+  valid: VerifyResult.VALID,
+};
 
 /** The ApiKeyService implementation over the key domain. */
 export function apiKeyService(deps: ApiKeyServiceDeps): ServiceImpl<typeof ApiKeyService> {
@@ -178,15 +188,10 @@ export function apiKeyService(deps: ApiKeyServiceDeps): ServiceImpl<typeof ApiKe
       return { apiKey: toApiKey(row, deps.now()), secret, expireTime: ms(row.expire_time) };
     },
     async verifyApiKey(req, ctx) {
-      const verdict = await keys.verify(callerOf(ctx), req.key, req.clientIp);
-      const results = {
-        malformed: VerifyResult.MALFORMED,
-        unknown: VerifyResult.UNKNOWN,
-        revoked: VerifyResult.REVOKED,
-        expired: VerifyResult.EXPIRED,
-        ip_not_allowed: VerifyResult.IP_NOT_ALLOWED,
-        valid: VerifyResult.VALID,
-      };
+      // One arrival stamp for the keys and the balance: one check of other processes' commits serves them all.
+      const since = ctx.values.get(arrivalKey);
+      const verdict = await keys.verify(callerOf(ctx), req.key, req.clientIp, since);
+      const results = verifyResults;
       if (!("row" in verdict) || !verdict.row) return { valid: false, result: results[verdict.result] };
       const { row, effective } = verdict;
       const now = deps.now();
@@ -214,7 +219,7 @@ export function apiKeyService(deps: ApiKeyServiceDeps): ServiceImpl<typeof ApiKe
           : { limit: BigInt(limit.burst), remaining: BigInt(limit.burst), resetTime: timestampFromMs(now) },
         spendCapped: capped,
         remainingSpendMicros: capped ? BigInt(effective.remainingSpendMicros!) : 0n,
-        creditBalanceMicros: BigInt(await deps.creditBalance(row.project_id, row.environment === "test" ? "test" : "live")),
+        creditBalanceMicros: BigInt(await deps.creditBalance(row.project_id, row.environment === "test" ? "test" : "live", since)),
         expireTime: ms(effective.expireTime),
       };
     },

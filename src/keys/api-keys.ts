@@ -202,14 +202,14 @@ export class ApiKeys {
    * Authenticates a presented key. Unknown key, wrong secret and bad checksum
    * fail alike; a revoked or expired key says so (only after the secret matched).
    */
-  async authenticate(presented: string, clientIp: string): Promise<ApiKeyPrincipal> {
+  async authenticate(presented: string, clientIp: string, since?: number): Promise<ApiKeyPrincipal> {
     const parsed = parseKey(presented);
     if (!parsed) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     const now = this.deps.clock.now();
-    const row = await this.load(parsed.keyId, now);
+    const row = await this.load(parsed.keyId, now, since);
     if (!row || !secretMatches(parsed.secret, row.secret_hash)) throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     const ip = normalizeIp(clientIp);
-    const eff = await this.effective(row, now);
+    const eff = await this.effective(row, now, since);
     const verdict = presentedVerdict(parsed, row, eff, ip);
     if (verdict === "unknown") throw unauthenticated(INVALID_KEY, "API_KEY_INVALID");
     if (verdict === "revoked") throw unauthenticated(eff.statusFrom === row ? "API key revoked" : "API key revoked: its parent key was revoked", "API_KEY_REVOKED");
@@ -239,26 +239,36 @@ export class ApiKeys {
    * cache, so a parent's revoke, rotation or narrowing reaches its children
    * on their next call).
    */
-  private async effective(row: ApiKeyRow, now: number, read: (id: string) => Promise<ApiKeyRow | undefined> = (id) => this.load(id, now)): Promise<EffectiveKey> {
+  private async effective(row: ApiKeyRow, now: number, since: number | undefined, read?: (id: string) => Promise<ApiKeyRow | undefined>): Promise<EffectiveKey> {
     const chain: (ApiKeyRow | undefined)[] = [];
     for (let id = row.parent_key_id, depth = 0; id && depth < 4; depth++) {
-      const parent = await read(id);
+      const parent = await (read ? read(id) : this.load(id, now, since));
       chain.push(parent && parent.project_id === row.project_id ? parent : undefined);
       id = parent?.parent_key_id ?? null;
     }
     return effectiveKey(row, chain, now);
   }
 
-  private load(keyId: string, now: number): Promise<ApiKeyRow | undefined> {
-    return this.cache.get(keyId, now, () => repo.findKey(this.deps.database.db, keyId));
+  /** A key row through the exact cache; `since`: the arrival stamp of the request it serves (state-cache.ts). */
+  private load(keyId: string, now: number, since?: number): Promise<ApiKeyRow | undefined> {
+    return this.cache.get(keyId, now, this.readRow, since);
   }
 
-  /**
-   * The row with its current spend, read fresh. (A spend cache, `spent`, is kept exact but not used
-   * here yet: with it the key-authority property test hung; see the verifycache status.)
-   */
-  private async withSpend(row: ApiKeyRow, _now: number): Promise<ApiKeyRow> {
-    return (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
+  private readonly readRow = (keyId: string) => repo.findKey(this.deps.database.db, keyId);
+  private readonly readSpent = (keyId: string) => repo.spentOf(this.deps.database.db, keyId);
+  /** The last row-with-spend made from each cached row object: the same row and spend give the same copy. */
+  private readonly spentRows = new WeakMap<ApiKeyRow, ApiKeyRow>();
+
+  /** The row with its current spend: from the spend cache where it is exact, else read fresh. */
+  private async withSpend(row: ApiKeyRow, now: number, since?: number): Promise<ApiKeyRow> {
+    if (!this.coherence.exact()) return (await repo.findKey(this.deps.database.db, row.key_id)) ?? row;
+    const spent = await this.spent.get(row.key_id, now, this.readSpent, since);
+    if (spent === undefined || spent === row.spent_micros) return row;
+    const made = this.spentRows.get(row);
+    if (made?.spent_micros === spent) return made;
+    const copy = { ...row, spent_micros: spent };
+    this.spentRows.set(row, copy);
+    return copy;
   }
 
 
@@ -546,21 +556,25 @@ export class ApiKeys {
     return result;
   }
 
-  /** Verification for internal services: a verdict, not an error, for bad keys. */
-  async verify(caller: KeyCaller, presented: string, clientIp: string) {
+  /**
+   * Verification for internal services: a verdict, not an error, for bad keys. `since`: the arrival
+   * stamp of the request it answers (state-cache.ts); unset, the cache checks afresh.
+   */
+  async verify(caller: KeyCaller, presented: string, clientIp: string, since?: number) {
     const parsed = parseKey(presented);
     if (!parsed) return { result: "malformed" as const };
     const now = this.deps.clock.now();
-    let row = await this.load(parsed.keyId, now);
+    let row = await this.load(parsed.keyId, now, since);
     if (!row || row.project_id !== caller.projectId || !secretMatches(parsed.secret, row.secret_hash)) return { result: "unknown" as const };
-    let effective = await this.effective(row, now);
-    // Spend moves on every recorded usage: a capped key's remaining spend is read fresh, for the key and
-    // its ancestors alike (everything else comes from the exact cache).
+    let effective = await this.effective(row, now, since);
+    // Spend moves on every recorded usage: a capped key's remaining spend comes from the spend cache
+    // (exact: every commit that moves it drops it, state-cache.ts), or where that cannot be exact
+    // (PostgreSQL without a connected Redis) from a fresh read, for the key and its ancestors alike.
     if (effective.spendCapMicros !== null) {
-      row = await this.withSpend(row, now);
-      effective = await this.effective(row, now, async (id) => {
-        const parent = await this.load(id, now);
-        return parent && this.withSpend(parent, now);
+      row = await this.withSpend(row, now, since);
+      effective = await this.effective(row, now, since, async (id) => {
+        const parent = await this.load(id, now, since);
+        return parent && this.withSpend(parent, now, since);
       });
     }
     const result = presentedVerdict(parsed, row, effective, clientIp ? normalizeIp(clientIp) : "");

@@ -42,8 +42,21 @@ export type Caller = Exclude<Principal, { kind: "anonymous" }>;
 export type KeyStatus = "active" | "revoked" | "rotated" | "expired";
 export type RateLimit = { requestsPerSecond: number; burst: number };
 
-const scopesIn = (csv: string): Scope[] => csv.split(",").filter(Boolean).map((s) => scopeNames[s]);
-const listIn = (json: string): string[] => JSON.parse(json) as string[];
+/** Parsed scope lists by their stored text (a handful of distinct values: read, write, admin combined). */
+const parsedScopes = new Map<string, readonly Scope[]>();
+
+/** The scopes of a stored list, a new array each time (parsed once per distinct text: every call reads them). */
+function scopesIn(csv: string): Scope[] {
+  let parsed = parsedScopes.get(csv);
+  if (!parsed) {
+    parsed = csv.split(",").filter(Boolean).map((s) => scopeNames[s]);
+    if (parsedScopes.size < 256) parsedScopes.set(csv, parsed);
+  }
+  return parsed.slice();
+}
+
+/** A stored JSON list; the usual empty one without JSON.parse. */
+const listIn = (json: string): string[] => (json === "[]" ? [] : (JSON.parse(json) as string[]));
 const top = (scopes: Scope[]): Scope => scopes.reduce((a, b) => (b > a ? b : a), Scope.UNSPECIFIED);
 
 /** A key's derived status: expiry is a matter of time, not a stored state. */
@@ -164,8 +177,10 @@ export function effectiveKey(row: ApiKeyRow, chain: (ApiKeyRow | undefined)[], n
     rateLimit: rateOf(row),
     spendCapMicros: row.spend_cap_micros,
     remainingSpendMicros: row.spend_cap_micros === null ? null : Math.max(0, row.spend_cap_micros - row.spent_micros),
-    cidrs: [listIn(row.allowed_cidrs)].filter((l) => l.length),
+    cidrs: [],
   };
+  const ownCidrs = listIn(row.allowed_cidrs);
+  if (ownCidrs.length) e.cidrs.push(ownCidrs);
   for (const p of chain) {
     if (!p) {
       if (e.status === "active" || e.status === "rotated") e.status = "revoked";

@@ -11,7 +11,7 @@
  * only SHA-256 of the secret is stored (a slow password hash would only slow
  * every request: the secret has full entropy).
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import crypto, { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { newId } from "../ids.js";
 
@@ -81,15 +81,23 @@ export function parseKey(key: string): ParsedKey | undefined {
   return { environment: m[1] as KeyEnvironment, keyId: m[2], secret: m[3] };
 }
 
+/** Node's one-shot `crypto.hash` (20.12+: no Hash object per call), else a Hash. */
+const sha256Hex: (data: string) => string =
+  typeof crypto.hash === "function" ? (data) => crypto.hash("sha256", data, "hex") : (data) => createHash("sha256").update(data).digest("hex");
+
 /** SHA-256 of the secret, hex. */
 export function hashSecret(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
+  return sha256Hex(secret);
 }
 
-/** Compares a presented secret with a stored hash in constant time (fixed-length digests). */
+/**
+ * Compares a presented secret with a stored hash in constant time: the two
+ * hex digests' characters (fixed length: 64), compared whole by
+ * timingSafeEqual. (Hashes are stored as `hashSecret` writes them: lowercase.)
+ */
 export function secretMatches(secret: string, storedHash: string): boolean {
-  const a = Buffer.from(hashSecret(secret), "hex");
-  const b = Buffer.from(storedHash, "hex");
+  const a = Buffer.from(hashSecret(secret), "latin1");
+  const b = Buffer.from(storedHash, "latin1");
   return a.length === b.length && timingSafeEqual(a, b);
 }
 

@@ -70,7 +70,10 @@ export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
       );
     }
     const res = await next(req);
-    for (const [k, v] of Object.entries(headers(d))) res.header.set(k, v);
+    // As `headers(d)`, set one by one (no object and entry arrays per call).
+    res.header.set("x-ratelimit-limit", String(d.limit));
+    res.header.set("x-ratelimit-remaining", String(d.remaining));
+    res.header.set("x-ratelimit-reset", String(Math.ceil(d.resetMs / 1000)));
     return res;
   };
 }

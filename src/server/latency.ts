@@ -7,7 +7,7 @@
  * constant memory per method; a metrics exporter can read `snapshot()`.
  */
 import type { Interceptor } from "@connectrpc/connect";
-import { protocolOf } from "./metrics.js";
+import { protocolOf, rpcPath } from "./metrics.js";
 
 /** The same protocol labels as /metrics (grpc, grpc_web, connect). */
 export { protocolOf };
@@ -77,12 +77,19 @@ export interface LatencySummary {
 /** Histograms keyed by method (`formstate.v1.UsageService/RecordUsage`) and protocol (grpc, grpc-web, connect). */
 export class LatencyHistograms {
   private readonly byKey = new Map<string, { method: string; protocol: string; h: Histogram }>();
+  /** The same histograms by method, then protocol: no key string built per call. */
+  private readonly byMethod = new Map<string, Map<string, Histogram>>();
 
   record(method: string, protocol: string, ms: number): void {
-    const key = `${method} ${protocol}`;
-    let e = this.byKey.get(key);
-    if (!e) this.byKey.set(key, (e = { method, protocol, h: new Histogram() }));
-    e.h.record(ms);
+    let byProtocol = this.byMethod.get(method);
+    if (!byProtocol) this.byMethod.set(method, (byProtocol = new Map()));
+    let h = byProtocol.get(protocol);
+    if (!h) {
+      h = new Histogram();
+      byProtocol.set(protocol, h);
+      this.byKey.set(`${method} ${protocol}`, { method, protocol, h });
+    }
+    h.record(ms);
   }
 
   histogram(method: string, protocol: string): Histogram | undefined {
@@ -104,6 +111,7 @@ export class LatencyHistograms {
 
   reset(): void {
     this.byKey.clear();
+    this.byMethod.clear();
   }
 }
 
@@ -117,7 +125,7 @@ export function createLatencyInterceptor(histograms: LatencyHistograms = serverL
     try {
       return await next(req);
     } finally {
-      histograms.record(`${req.method.parent.typeName}/${req.method.name}`, protocolOf(req.header.get("content-type")), performance.now() - started);
+      histograms.record(rpcPath(req.method), protocolOf(req.header.get("content-type")), performance.now() - started);
     }
   };
 }

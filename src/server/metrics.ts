@@ -12,6 +12,7 @@
  * - `formstate_db_pool_connections{state}` (PostgreSQL);
  * - Node's process metrics (`process_*`, `nodejs_*`).
  */
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { App } from "../app.js";
@@ -20,6 +21,23 @@ import { ledgerCounts } from "../ledger/ledger-metrics.js";
 import type { ProtocolFailure } from "./protocol-failure.js";
 
 const codeName = (c: Code) => Code[c]?.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase() ?? String(c);
+
+const rpcPaths = new WeakMap<DescMethod, string>();
+
+/** `formstate.v1.ApiKeyService/VerifyApiKey`: a method's label, made once per method. */
+export function rpcPath(method: DescMethod): string {
+  let path = rpcPaths.get(method);
+  if (path === undefined) rpcPaths.set(method, (path = `${method.parent.typeName}/${method.name}`));
+  return path;
+}
+
+/** The label sets every answered call of a method and protocol uses, made once (prom-client keeps them as given). */
+interface CallLabels {
+  method: string;
+  protocol: string;
+  ok: { method: string; protocol: string; code: string };
+  duration: { method: string; protocol: string };
+}
 
 /** grpc, grpc_web or connect, from the content type. */
 export function protocolOf(contentType: string | null | undefined): string {
@@ -35,6 +53,8 @@ export class Metrics {
   private readonly duration: Histogram<"method" | "protocol">;
   private readonly rateLimit: Counter<"decision">;
   private readonly refused: Counter<"reason">;
+  private readonly callLabels = new WeakMap<DescMethod, Map<string, CallLabels>>();
+  private readonly decisionLabels = { allowed: { decision: "allowed" }, limited: { decision: "limited" } };
 
   constructor(app: Pick<App, "database" | "sharedState" | "clock" | "events">) {
     const registers = [this.registry];
@@ -120,20 +140,32 @@ export class Metrics {
   /** The interceptor counting every call the interceptors see: outermost, so it times the whole chain. */
   interceptor(): Interceptor {
     return (next) => async (req) => {
-      const method = `${req.method.parent.typeName}/${req.method.name}`;
-      const protocol = protocolOf(req.header.get("content-type"));
+      const labels = this.labelsOf(req.method, protocolOf(req.header.get("content-type")));
       const started = performance.now();
       try {
         const res = await next(req);
-        this.observe(method, protocol, 0, started);
+        this.requests.inc(labels.ok);
+        this.duration.observe(labels.duration, (performance.now() - started) / 1000);
         return res;
       } catch (err) {
         const e = ConnectError.from(err);
-        this.observe(method, protocol, e.code, started);
+        this.observe(labels.method, labels.protocol, e.code, started);
         if (e.metadata.has(PAYMENT_REQUIRED_HEADER)) this.refused.inc({ reason: e.metadata.get(PAYMENT_REQUIRED_HEADER) ?? "unknown" });
         throw err;
       }
     };
+  }
+
+  private labelsOf(method: DescMethod, protocol: string): CallLabels {
+    let byProtocol = this.callLabels.get(method);
+    if (!byProtocol) this.callLabels.set(method, (byProtocol = new Map()));
+    let labels = byProtocol.get(protocol);
+    if (!labels) {
+      const m = rpcPath(method);
+      labels = { method: m, protocol, ok: { method: m, protocol, code: "OK" }, duration: { method: m, protocol } };
+      byProtocol.set(protocol, labels);
+    }
+    return labels;
   }
 
   private observe(method: string, protocol: string, code: Code | 0, started: number): void {
@@ -143,11 +175,11 @@ export class Metrics {
 
   /** A call refused before the interceptors ran. */
   protocolFailure(f: ProtocolFailure): void {
-    this.requests.inc({ method: `${f.method.parent.typeName}/${f.method.name}`, protocol: protocolOf(f.contentType), code: codeName(f.code) });
+    this.requests.inc({ method: rpcPath(f.method), protocol: protocolOf(f.contentType), code: codeName(f.code) });
   }
 
   rateLimitDecision(allowed: boolean): void {
-    this.rateLimit.inc({ decision: allowed ? "allowed" : "limited" });
+    this.rateLimit.inc(allowed ? this.decisionLabels.allowed : this.decisionLabels.limited);
   }
 
   /** The exposition text and its content type. */

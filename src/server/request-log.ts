@@ -21,26 +21,28 @@ export function createRequestLogInterceptor(log: Logger): Interceptor {
     }
     req.contextValues.get(callSeenKey).seen = true;
     const started = performance.now();
-    const fail = (err: unknown): never => {
-      if (err instanceof ConnectError) {
-        const e = clientFault(err);
-        e.metadata.set("x-request-id", requestId);
-        log.info({ ...logFields(req, requestId, started), code: Code[e.code], error: e.rawMessage }, "call failed");
-        throw e;
-      }
-      log.error({ ...logFields(req, requestId, started), err }, "call crashed");
-      throw new ConnectError(`internal error (request id ${requestId})`, Code.Internal, { "x-request-id": requestId });
-    };
     try {
       const res = await next(req);
       res.header.set("x-request-id", requestId);
-      if (res.stream) return { ...res, message: guardStream(res, fail) } as typeof res;
+      if (res.stream) return { ...res, message: guardStream(res, (err) => fail(log, req, requestId, started, err)) } as typeof res;
       if (log.isLevelEnabled("debug")) log.debug(logFields(req, requestId, started), "call ok");
       return res;
     } catch (err) {
-      return fail(err);
+      return fail(log, req, requestId, started, err);
     }
   };
+}
+
+/** Logs a failed call and throws what the client gets (a module function: no closure per call). */
+function fail(log: Logger, req: UnaryRequest | StreamRequest, requestId: string, started: number, err: unknown): never {
+  if (err instanceof ConnectError) {
+    const e = clientFault(err);
+    e.metadata.set("x-request-id", requestId);
+    log.info({ ...logFields(req, requestId, started), code: Code[e.code], error: e.rawMessage }, "call failed");
+    throw e;
+  }
+  log.error({ ...logFields(req, requestId, started), err }, "call crashed");
+  throw new ConnectError(`internal error (request id ${requestId})`, Code.Internal, { "x-request-id": requestId });
 }
 
 /** Errors raised while a streaming call runs (a request message that does not parse, mostly) go through `fail` too. */

@@ -31,7 +31,7 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
       plans: app.plans,
       now: () => app.clock.now(),
       planOf: (p) => app.accounts.planOf(p),
-      creditBalance: (p, env) => app.accounts.creditBalance(p, env),
+      creditBalance: (p, env, since) => app.accounts.creditBalance(p, env, since),
     }),
   );
   router.service(UsageService, {

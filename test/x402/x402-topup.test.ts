@@ -24,7 +24,9 @@ import { expectCode } from "../support/expect-error.js";
 import { type FakeFacilitator, startFakeFacilitator } from "../support/fake-facilitator.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
 
-const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0 })));
+// No rate limit to speak of: every test here calls as the same subject, and the property alone makes dozens of
+// calls in well under a second (the plan's 10/s with a burst of 20 refused some, depending on the machine's speed).
+const plans = new Plans(defaultPlans.map((p) => ({ ...p, includedCreditsMicros: 0, rateLimit: { requestsPerSecond: 10_000, burst: 10_000 } })));
 const P = "x402p";
 const NETWORK = "eip155:84532";
 const ASSET = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";

@@ -229,23 +229,24 @@ function readBody(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<
     let size = 0;
     let checked = false;
     let settled = false;
-    const tooLarge = (err: ConnectError) => {
-      settled = true;
-      chunks.length = 0;
-      req.removeAllListeners("data");
-      req.pause();
-      reject(err);
-    };
     req.on("data", (chunk: Buffer) => {
       if (settled) return;
       chunks.push(chunk);
       size += chunk.length;
-      if (size > readMaxBytes + 5) return tooLarge(bodyTooLarge(readMaxBytes + 5));
-      if (!checked && size >= 5) {
+      let tooLarge: ConnectError | undefined;
+      if (size > readMaxBytes + 5) tooLarge = bodyTooLarge(readMaxBytes + 5);
+      else if (!checked && size >= 5) {
         checked = true;
         const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
         const length = head.readUInt32BE(1);
-        if (length > readMaxBytes) tooLarge(messageTooLarge(length, readMaxBytes));
+        if (length > readMaxBytes) tooLarge = messageTooLarge(length, readMaxBytes);
+      }
+      if (tooLarge) {
+        settled = true;
+        chunks.length = 0;
+        req.removeAllListeners("data");
+        req.pause();
+        reject(tooLarge);
       }
     });
     req.on("end", () => {
