@@ -90,7 +90,7 @@ export function redactDatabaseUrl(url: string): string {
  * shapes, so a bounded cache of prepared statements by SQL text removes it.
  * Each statement binds and reads integers exactly (exact-integers.ts).
  */
-function withStatementCache(sqlite: SqliteDatabase.Database, autocommitted: (sql: string) => void) {
+function withStatementCache(sqlite: SqliteDatabase.Database, autocommitted: () => void) {
   const cache = new Map<string, ExactStatement>();
   return {
     prepare(sql: string) {
@@ -104,7 +104,7 @@ function withStatementCache(sqlite: SqliteDatabase.Database, autocommitted: (sql
           const run = stmt.run;
           stmt = { ...stmt, run: (params) => {
             const result = run(params);
-            if (!sqlite.inTransaction) autocommitted(sql);
+            if (!sqlite.inTransaction) autocommitted();
             return result;
           } };
         }
@@ -173,10 +173,10 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
     // better-sqlite3 says only "unable to open database file": name the file, so the operator knows which.
     throw new Error(`cannot open the SQLite database ${filename}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  // Full durability (acknowledged = on disk through power loss, OpenOptions.synchronous) on a file: NORMAL
-  // here and the WAL synced off the main thread by WalSync before any acknowledgement. In memory: nothing to sync.
+  // NORMAL always: full durability (acknowledged = on disk through power loss, OpenOptions.synchronous) is
+  // the WAL synced off the main thread by WalSync before any acknowledgement. In memory: nothing to sync.
   const offThreadSync = opts.synchronous !== "normal" && filename !== ":memory:";
-  sqlite.pragma(`synchronous = ${opts.synchronous === "normal" || offThreadSync ? "NORMAL" : "FULL"}`);
+  sqlite.pragma("synchronous = NORMAL");
   sqlite.pragma("foreign_keys = ON");
   sqlite.pragma("busy_timeout = 5000");
   let walSync: WalSync | undefined;

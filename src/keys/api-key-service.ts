@@ -191,13 +191,12 @@ export function apiKeyService(deps: ApiKeyServiceDeps): ServiceImpl<typeof ApiKe
       // One arrival stamp for the keys and the balance: one check of other processes' commits serves them all.
       const since = ctx.values.get(arrivalKey);
       const verdict = await keys.verify(callerOf(ctx), req.key, req.clientIp, since);
-      const results = verifyResults;
-      if (!("row" in verdict) || !verdict.row) return { valid: false, result: results[verdict.result] };
+      if (!("row" in verdict) || !verdict.row) return { valid: false, result: verifyResults[verdict.result] };
       const { row, effective } = verdict;
       const now = deps.now();
       const plan = await deps.planOf(row.project_id);
       const limit = effective.rateLimit ?? plan.rateLimit;
-      let result = results[verdict.result];
+      let result = verifyResults[verdict.result];
       // Counting only when asked: a gateway that verifies and then forwards must not pay twice.
       const decision = req.countAgainstRateLimit && result === VerifyResult.VALID
         ? await deps.limiter.take(`key:${row.key_id}`, limit, now)

@@ -36,12 +36,12 @@ async function bucketOf(p: Principal, ip: string, deps: RateLimitDeps): Promise<
   return { bucket: `user:${p.projectId}:${p.subject}`, limit: plan.rateLimit };
 }
 
-function headers(d: RateDecision): Record<string, string> {
-  return {
-    "x-ratelimit-limit": String(d.limit),
-    "x-ratelimit-remaining": String(d.remaining),
-    "x-ratelimit-reset": String(Math.ceil(d.resetMs / 1000)),
-  };
+/** The x-ratelimit-* headers of a decision, set on `h` (answers and refusals alike). */
+function setRateHeaders(h: Headers, d: RateDecision): Headers {
+  h.set("x-ratelimit-limit", String(d.limit));
+  h.set("x-ratelimit-remaining", String(d.remaining));
+  h.set("x-ratelimit-reset", String(Math.ceil(d.resetMs / 1000)));
+  return h;
 }
 
 export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
@@ -59,7 +59,7 @@ export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
       throw new ConnectError(
         `rate limit exceeded: ${target.limit.requestsPerSecond} requests per second (burst ${target.limit.burst}); retry after ${d.retryAfterMs} ms`,
         Code.ResourceExhausted,
-        { ...headers(d), "retry-after": String(retrySec) },
+        setRateHeaders(new Headers({ "retry-after": String(retrySec) }), d),
         [
           // google.rpc.RetryInfo for standard tooling; ours adds the limit and its window.
           { desc: GoogleRetryInfoSchema, value: create(GoogleRetryInfoSchema, { retryDelay: durationFromMs(d.retryAfterMs) }) },
@@ -70,10 +70,7 @@ export function createRateLimitInterceptor(deps: RateLimitDeps): Interceptor {
       );
     }
     const res = await next(req);
-    // As `headers(d)`, set one by one (no object and entry arrays per call).
-    res.header.set("x-ratelimit-limit", String(d.limit));
-    res.header.set("x-ratelimit-remaining", String(d.remaining));
-    res.header.set("x-ratelimit-reset", String(Math.ceil(d.resetMs / 1000)));
+    setRateHeaders(res.header, d);
     return res;
   };
 }
