@@ -33,9 +33,9 @@ const checkpoint = db.prepare("PRAGMA wal_checkpoint(PASSIVE)");
 let runs = 0;
 const timer = setInterval(() => {
   try {
-    const r = checkpoint.get();
+    checkpoint.get();
     runs++;
-    parentPort.postMessage({ kind: "ran", runs, log: r.log, checkpointed: r.checkpointed });
+    parentPort.postMessage({ kind: "ran", runs });
   } catch (err) {
     // SQLITE_BUSY: another checkpoint (another process) is running; the next tick tries again.
     if (!/busy|locked/i.test(String(err && err.message))) parentPort.postMessage({ kind: "error", message: String(err && err.message) });
@@ -53,8 +53,6 @@ parentPort.on("message", (m) => {
 export interface Checkpointer {
   /** Checkpoint runs so far (for tests). */
   runs(): number;
-  /** Frames in the WAL and frames copied, as of the last run (for tests). */
-  last(): { log: number; checkpointed: number } | undefined;
   stop(): Promise<void>;
 }
 
@@ -65,22 +63,20 @@ export function startCheckpointer(filename: string, opts: { intervalMs?: number;
   // Never what keeps the process alive; `stop` ends it properly.
   worker.unref();
   let runs = 0;
-  let last: { log: number; checkpointed: number } | undefined;
   let stopped: (() => void) | undefined;
-  worker.on("message", (m: { kind: string; runs?: number; log?: number; checkpointed?: number; message?: string }) => {
-    if (m.kind === "ran") {
-      runs = m.runs!;
-      last = { log: m.log!, checkpointed: m.checkpointed! };
-    } else if (m.kind === "error") opts.log?.warn({ err: m.message }, "background WAL checkpoint failed; the automatic one remains");
+  worker.on("message", (m: { kind: string; runs?: number; message?: string }) => {
+    if (m.kind === "ran") runs = m.runs!;
+    else if (m.kind === "error") opts.log?.warn({ err: m.message }, "background WAL checkpoint failed; the automatic one remains");
     else if (m.kind === "stopped") stopped?.();
   });
   worker.on("error", (err) => opts.log?.warn({ err }, "the WAL checkpoint worker stopped; the automatic checkpoint remains"));
   const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
   return {
     runs: () => runs,
-    last: () => last,
     async stop() {
       const done = new Promise<void>((resolve) => (stopped = resolve));
+      // Held until it answers: unreferenced, the process could end mid-shutdown waiting for it.
+      worker.ref();
       worker.postMessage("stop");
       // A worker that died already never answers: its exit is enough.
       await Promise.race([done.then(() => exited), exited]);
