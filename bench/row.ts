@@ -12,4 +12,6 @@ export interface Row {
   /** Server-side latency of the round's method (src/server/latency.ts), ms. */
   serverP50?: number;
   serverP99?: number;
+  /** The server's internal stages over the round (group commit, WAL sync), as `/debug/latency` names them. */
+  stages?: { stage: string; count: number; p50Ms: number; p99Ms: number; maxMs: number }[];
 }

@@ -79,12 +79,17 @@ function start(args: string[], env: Record<string, string> = {}): Promise<{ proc
 }
 
 /** utime+stime ticks and peak RSS of a process, from /proc. */
-function procStats(pid: number): { ticks: number; hwmKb: number; rssKb: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+function procStats(pid: number): { ticks: number; sysTicks: number; mainTicks: number; hwmKb: number; rssKb: number } {
+  const fieldsOf = (path: string) => {
+    const stat = readFileSync(path, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  };
+  const fields = fieldsOf(`/proc/${pid}/stat`);
+  // The main thread (the event loop) apart from the others (libuv's pool doing WAL syncs, the checkpointer, V8's).
+  const main = fieldsOf(`/proc/${pid}/task/${pid}/stat`);
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  return { ticks: Number(fields[11]) + Number(fields[12]), hwmKb: kb("VmHWM"), rssKb: kb("VmRSS") };
+  return { ticks: Number(fields[11]) + Number(fields[12]), sysTicks: Number(fields[12]), mainTicks: Number(main[11]) + Number(main[12]), hwmKb: kb("VmHWM"), rssKb: kb("VmRSS") };
 }
 
 function grpcFrame(schema: DescMessage, init: Record<string, unknown>): Buffer {
@@ -129,7 +134,9 @@ function measured(name: string, pid: number, round: () => { rps: number; p50: nu
   const after = procStats(pid);
   if (r.failed) note = `${note ? `${note}; ` : ""}${r.failed} failed${"firstError" in r && r.firstError ? ` (first: ${String(r.firstError).slice(0, 80)})` : ""}`;
   const cpuSecs = (after.ticks - before.ticks) / 100;
-  return { name, rps: r.rps, p50: r.p50, p99: r.p99, cpu: (cpuSecs / secs) * 100, cpuUs: r.rps > 0 ? (cpuSecs / (r.rps * secs)) * 1e6 : NaN, rssMb: after.hwmKb / 1024, note };
+  const pct = (ticks: number) => ((ticks / 100 / secs) * 100).toFixed(0);
+  const split = `event loop ${pct(after.mainTicks - before.mainTicks)}%, kernel ${pct(after.sysTicks - before.sysTicks)}%`;
+  return { name, rps: r.rps, p50: r.p50, p99: r.p99, cpu: (cpuSecs / secs) * 100, cpuUs: r.rps > 0 ? (cpuSecs / (r.rps * secs)) * 1e6 : NaN, rssMb: after.hwmKb / 1024, note: note ? `${split}; ${note}` : split };
 }
 
 async function main() {
@@ -204,9 +211,10 @@ async function main() {
           res.on("end", () => resolve(body));
         }).on("error", reject),
       );
-    const snap = JSON.parse(await get().catch(get)) as { method: string; protocol: string; p50Ms: number; p99Ms: number }[];
+    const snap = JSON.parse(await get().catch(get)) as { method: string; protocol: string; count: number; p50Ms: number; p99Ms: number; maxMs: number }[];
     const s = snap.find((x) => x.method === method && x.protocol === "grpc");
-    return { serverP50: s?.p50Ms ?? NaN, serverP99: s?.p99Ms ?? NaN };
+    const stages = snap.filter((x) => x.protocol === "internal").map((x) => ({ stage: x.method, count: x.count, p50Ms: x.p50Ms, p99Ms: x.p99Ms, maxMs: x.maxMs }));
+    return { serverP50: s?.p50Ms ?? NaN, serverP99: s?.p99Ms ?? NaN, stages };
   };
   /** A measured round with the server-side latency of `method` over exactly that round. */
   const measuredServer = async (name: string, method: string, round: () => ReturnType<Parameters<typeof measured>[2]>, note?: string) => {
@@ -379,6 +387,13 @@ function printTable(rows: Row[]) {
   console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "–");
   for (const r of rows) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.serverP50 ?? NaN, 2)} | ${f(r.serverP99 ?? NaN, 2)} | ${f(r.cpu, 0)} | ${f(r.cpuUs, 0)} | ${f(r.rssMb, 0)} | ${r.note ?? ""} |`);
+  const staged = rows.filter((r) => r.stages?.length);
+  if (staged.length > 0) {
+    console.log("\nWhere the write path's time goes, server-side (queue: per call, queued until its batch's transaction began; transaction: per batch, BEGIN to COMMIT; durable: per batch, COMMIT to on disk; wal_sync: each fdatasync):\n");
+    console.log("| row | stage | count | p50 ms | p99 ms | max ms |");
+    console.log("|---|---|---:|---:|---:|---:|");
+    for (const r of staged) for (const st of r.stages!) console.log(`| ${r.name.split(" ")[0]} | ${st.stage} | ${st.count} | ${f(st.p50Ms, 2)} | ${f(st.p99Ms, 2)} | ${f(st.maxMs, 2)} |`);
+  }
   console.log("\nRatios (same run):");
   console.log(`- row 2 / row 1 (Formstate stack vs grpc-js): ${ratio(by("2 "), by("1 "))} (target >= 75%); without the fast path (2c / 1): ${ratio(by("2c"), by("1 "))}`);
   console.log(`- row 3 / row 2 (VerifyApiKey vs bare echo): ${ratio(by("3 "), by("2 "))} (target >= 80%)`);

@@ -25,6 +25,7 @@ import { type Logger, createLogger } from "./logger.js";
 import { type Plans, loadPlans } from "./plans/plans.js";
 import { originAllowed } from "./server/cors.js";
 import { HealthStatus } from "./server/health.js";
+import { serverLatency } from "./server/latency.js";
 import { formstateServices } from "./server/services.js";
 import { type PriceBook, Usage } from "./usage/usage.js";
 import { Marketplace } from "./marketplace/marketplace.js";
@@ -110,7 +111,12 @@ export class App {
     const log = overrides.log ?? createLogger(config.logLevel);
     const clock = overrides.clock ?? systemClock;
     const plans = overrides.plans ?? loadPlans(config.plansFile);
-    const database = await openDatabase(config.databaseUrl, { poolSize: config.databasePoolSize, synchronous: config.sqliteSynchronous });
+    // Storage stages are timed into the same server-side histograms as the methods (protocol "internal").
+    const database = await openDatabase(config.databaseUrl, {
+      poolSize: config.databasePoolSize,
+      synchronous: config.sqliteSynchronous,
+      observeSync: (ms) => serverLatency.record("sqlite/wal_sync", "internal", ms),
+    });
     // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
     const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;
     await shared?.ready();
@@ -154,7 +160,7 @@ export class App {
       returnUrlAllowed,
     });
     let alerts: SpendAlerts | undefined;
-    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace, afterDebit: (p) => alerts?.nudge(p) });
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace, afterDebit: (p) => alerts?.nudge(p), observeCommit: (stage, ms) => serverLatency.record(`group_commit/${stage}`, "internal", ms) });
     usage.start();
     const events = new EventHub(log, shared);
     const billing = new Billing({

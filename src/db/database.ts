@@ -149,6 +149,8 @@ export interface OpenOptions {
    * charged again on retry). Group commit pays the fsync once per batch.
    */
   synchronous?: "full" | "normal";
+  /** Told how long each WAL sync took, ms (SQLite at full durability). */
+  observeSync?: (ms: number) => void;
 }
 
 export async function openDatabase(url: string, opts: OpenOptions = {}): Promise<Database> {
@@ -185,6 +187,7 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
   if (offThreadSync) {
     try {
       walSync = WalSync.open(filename);
+      walSync.observe = opts.observeSync;
       walSync.durableNow(); // the migrations just committed
     } catch (err) {
       sqlite.close();

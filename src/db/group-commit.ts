@@ -65,6 +65,8 @@ export function setUnit<I, T>(fn: (tx: Db) => Promise<T>, writer: SetWriter<I, T
 
 interface Unit {
   fn: UnitFn<unknown>;
+  /** When it was queued (performance.now()), for `observe`. */
+  queued: number;
   resolve(value: unknown): void;
   reject(err: unknown): void;
 }
@@ -77,6 +79,11 @@ export interface GroupCommitOptions {
   maxBatch?: number;
   /** Told why a set writer handed its run back to the per-unit path (its error). */
   onSetFallback?(err: unknown): void;
+  /**
+   * Told where time goes, ms: `queue` per unit (queued until its batch's transaction began), `transaction` per
+   * batch (BEGIN to COMMIT, deciding and writing included), `durable` per batch (COMMIT to on disk).
+   */
+  observe?(stage: "queue" | "transaction" | "durable", ms: number): void;
 }
 
 export function createGroupCommit(database: Database, opts: GroupCommitOptions = {}): GroupCommit {
@@ -85,6 +92,7 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
   let setUnits = 0;
   let setFallbacks = 0;
   const maxBatch = opts.maxBatch ?? 256;
+  const observe = opts.observe;
   // One lane per set of writers that commit one at a time anyway: on SQLite all of them (one writer), on
   // PostgreSQL each scope (a project's advisory lock serialises its writers across instances, and every
   // commit waits for its WAL flush, so a busy project paid one lock handoff and one flush per call).
@@ -96,6 +104,8 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
       const batch = queue.splice(0, maxBatch);
       let outcomes: Outcome[];
       let durable: Promise<void>;
+      const began = performance.now();
+      if (observe) for (const unit of batch) observe("queue", began - unit.queued);
       try {
         ({ value: outcomes, durable } = await database.transactionPipelined(async (tx) => {
           const out: Outcome[] = [];
@@ -122,6 +132,11 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
       }
       transactions++;
       units += batch.length;
+      const committed = performance.now();
+      if (observe) {
+        observe("transaction", committed - began);
+        void durable.then(() => observe("durable", performance.now() - committed), () => {});
+      }
       // Answered once the commit is on disk; meanwhile the next batch is decided and committed (it sees this
       // batch's rows, and its own answers wait for a later sync, which covers both).
       const settle = (o: Outcome, unit: Unit) => (o.ok ? unit.resolve(o.value) : unit.reject(o.error));
@@ -138,7 +153,7 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
     if (!sqlite && options?.scope === undefined) return database.transaction(fn, options).finally(() => (transactions++, units++));
     const key = sqlite ? "" : options!.scope!;
     return new Promise<T>((resolve, reject) => {
-      const unit = { fn, resolve: resolve as (v: unknown) => void, reject };
+      const unit = { fn, queued: observe ? performance.now() : 0, resolve: resolve as (v: unknown) => void, reject };
       const queue = lanes.get(key);
       if (queue) {
         queue.push(unit);
@@ -157,7 +172,7 @@ export function createGroupCommit(database: Database, opts: GroupCommitOptions =
       if (!sqlite && options?.scope === undefined) {
         return database.transaction(async (tx) => {
           const res: Outcome<T>[] = [];
-          for (const fn of fns) res.push((await runUnit(tx, { fn, resolve() {}, reject() {} })) as Outcome<T>);
+          for (const fn of fns) res.push((await runUnit(tx, { fn, queued: 0, resolve() {}, reject() {} })) as Outcome<T>);
           return res;
         }, options).finally(() => {
           transactions++;

@@ -45,6 +45,9 @@ export class WalSync {
   private failed: Error | undefined;
   private syncs = 0;
 
+  /** Told how long each sync took, ms (the server-side histograms: `sqlite/wal_sync`). */
+  observe?: (ms: number) => void;
+
   private constructor(
     private readonly fd: number,
     private readonly calls: SyncCalls,
@@ -114,9 +117,11 @@ export class WalSync {
     if (this.failed) return Promise.reject(this.failed);
     let self!: Promise<void>;
     let ended = false;
+    const started = performance.now();
     self = new Promise<void>((resolve, reject) => {
       this.calls.fdatasync(this.fd, (err) => {
         ended = true;
+        this.observe?.(performance.now() - started);
         this.inFlight.delete(self);
         // A freed slot starts the queued sync (if any) before this one's waiters run.
         this.slotWaiters.shift()?.();

@@ -13,7 +13,7 @@ import { paymentRequired } from "../billing/payment-required.js";
 import type { ApiKeyPrincipal, UserPrincipal } from "../auth/principal.js";
 import type { Clock } from "../clock.js";
 import type { Database, Db } from "../db/database.js";
-import { type GroupCommit, type Outcome, createGroupCommit, setUnit } from "../db/group-commit.js";
+import { type GroupCommit, type GroupCommitOptions, type Outcome, createGroupCommit, setUnit } from "../db/group-commit.js";
 import { checkedChildIn, checkedProjectIn } from "../auth/tenancy.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { newId, newSortableId } from "../ids.js";
@@ -156,6 +156,8 @@ export interface UsageDeps {
   marketplace?: { bookUsage(tx: Db, record: UsageRecordRow): Promise<void>; bookUsages?(tx: Db, records: UsageRecordRow[]): Promise<void> };
   /** Told after a project's usage committed (spend alerts check it soon); must return at once. */
   afterDebit?(projectId: string): void;
+  /** Where the group commit's time goes (the server-side histograms, `group_commit/<stage>`). */
+  observeCommit?: GroupCommitOptions["observe"];
 }
 
 /** How long a hold lasts when AuthorizeUsage names no ttl (documented in usage_service.proto). */
@@ -184,7 +186,10 @@ export class Usage {
   setBased = true;
 
   constructor(private readonly deps: UsageDeps) {
-    this.commits = createGroupCommit(deps.database, { onSetFallback: (err) => deps.log.debug({ err }, "usage records of a group commit decided one by one") });
+    this.commits = createGroupCommit(deps.database, {
+      onSetFallback: (err) => deps.log.debug({ err }, "usage records of a group commit decided one by one"),
+      observe: deps.observeCommit,
+    });
     this.recordSet = new RecordSet({ usage: this, keys: deps.keys, prices: deps.prices, marketplace: deps.marketplace, clock: deps.clock });
   }
 

@@ -6,6 +6,9 @@
 import { Code, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccountService } from "../../gen/formstate/v1/account_service_pb.js";
+import { BillingService } from "../../gen/formstate/v1/billing_service_pb.js";
+import { ModelService, ModelVisibility } from "../../gen/formstate/v1/model_service_pb.js";
+import { UsageService } from "../../gen/formstate/v1/usage_service_pb.js";
 import { Histogram, LatencyHistograms, type LatencySummary, protocolOf, serverLatency } from "../../src/server/latency.js";
 import { expectCode } from "../support/expect-error.js";
 import { type TestServer, startTestServer } from "../support/test-server.js";
@@ -66,7 +69,27 @@ describe("a real server", () => {
     expect(get("grpc")!.p99Ms).toBeGreaterThan(0);
     expect(get("grpc")!.p50Ms).toBeLessThanOrEqual(get("grpc")!.p99Ms);
     expect(snap.find((s) => s.method === "formstate.v1.AccountService/CreateAccount")?.count).toBe(1);
-    // Read with reset: the next read starts empty.
-    expect(await (await fetch(`${ts.url}/debug/latency`)).json()).toEqual([]);
+    // Read with reset: the next read starts empty (of methods; background writes may time storage stages meanwhile).
+    const after = (await (await fetch(`${ts.url}/debug/latency`)).json()) as LatencySummary[];
+    expect(after.filter((s) => s.protocol !== "internal")).toEqual([]);
+  });
+
+  it("times the write path's stages under protocol 'internal': group commit queue, transaction, durable, and WAL syncs", async () => {
+    const token = await ts.token({ projectId: "stages", role: "admin" });
+    await createClient(AccountService, ts.grpc(token)).createAccount({ account: {} });
+    await createClient(BillingService, ts.grpc(token)).addCredits({ parent: "accounts/stages", amountMicros: 10_000_000n, reason: "t", requestId: "stages-credits" });
+    await createClient(ModelService, ts.grpc(token)).createModel({ modelId: "stages/m", model: { displayName: "m", inputPriceMicrosPerMillion: 1_000_000n, outputPriceMicrosPerMillion: 1_000_000n, visibility: ModelVisibility.PRIVATE } });
+    await fetch(`${ts.url}/debug/latency?reset=1`);
+    const usage = createClient(UsageService, ts.grpc(token));
+    await Promise.all(Array.from({ length: 8 }, (_, i) => usage.recordUsage({ parent: "accounts/stages", requestId: `st-${i}`, usage: { case: "modelUsage", value: { model: "models/stages/m", inputTokens: 10n, outputTokens: 10n } } })));
+    const snap = (await (await fetch(`${ts.url}/debug/latency?reset=1`)).json()) as LatencySummary[];
+    const stage = (name: string) => snap.find((s) => s.method === name && s.protocol === "internal");
+    expect(stage("group_commit/queue")?.count).toBe(8);
+    expect(stage("group_commit/transaction")?.count).toBeGreaterThanOrEqual(1);
+    expect(stage("group_commit/durable")?.count).toBe(stage("group_commit/transaction")?.count);
+    // On SQLite (a file, full durability) each acknowledged batch waited for a WAL sync; PostgreSQL's COMMIT is durable itself.
+    if (ts.app.database.dialect === "sqlite") expect(stage("sqlite/wal_sync")?.count).toBeGreaterThanOrEqual(stage("group_commit/transaction")!.count);
+    else expect(stage("sqlite/wal_sync")).toBeUndefined();
+    expect(snap.find((s) => s.method === "formstate.v1.UsageService/RecordUsage")?.count).toBe(8);
   });
 });
