@@ -116,6 +116,7 @@ export class App {
       poolSize: config.databasePoolSize,
       synchronous: config.sqliteSynchronous,
       observeSync: (ms) => serverLatency.record("sqlite/wal_sync", "internal", ms),
+      log,
     });
     // Start-up waits briefly for Redis; unreachable, the instance starts degraded (local limits) and keeps trying.
     const shared = config.redisUrl ? new SharedState(config.redisUrl, config.redisPrefix, log) : undefined;

@@ -15,6 +15,7 @@ import { BACKSTOP_PAGES, type Checkpointer, startCheckpointer } from "./checkpoi
 import { WalSync } from "./wal-sync.js";
 import { ensureSchema, openPostgres } from "./postgres.js";
 import type { DatabaseSchema } from "./schema.js";
+import type { Logger } from "../logger.js";
 
 /** A Kysely handle: the database, or one transaction of it. */
 export type Db = Kysely<DatabaseSchema>;
@@ -151,6 +152,8 @@ export interface OpenOptions {
   synchronous?: "full" | "normal";
   /** Told how long each WAL sync took, ms (SQLite at full durability). */
   observeSync?: (ms: number) => void;
+  /** Where the background checkpointer reports its failures (SQLite on a file); silent without. */
+  log?: Logger;
 }
 
 export async function openDatabase(url: string, opts: OpenOptions = {}): Promise<Database> {
@@ -198,7 +201,7 @@ export async function openDatabase(url: string, opts: OpenOptions = {}): Promise
   let checkpointer: Checkpointer | undefined;
   if (filename !== ":memory:") {
     sqlite.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
-    checkpointer = startCheckpointer(filename);
+    checkpointer = startCheckpointer(filename, { log: opts.log });
   }
   const listeners: CommitListener[] = [];
   const dataVersion = sqlite.prepare("PRAGMA data_version").pluck();

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import Sqlite from "better-sqlite3";
 import { sql } from "kysely";
 import { describe, expect, it } from "vitest";
-import { BACKSTOP_PAGES } from "../../src/db/checkpointer.js";
+import { BACKSTOP_PAGES, startCheckpointer } from "../../src/db/checkpointer.js";
+import type { Logger } from "../../src/logger.js";
 import { openDatabase } from "../../src/db/database.js";
 
 const until = async (check: () => boolean, ms = 10_000) => {
@@ -45,6 +46,20 @@ describe("background WAL checkpoints", () => {
       const stopped = db.checkpoints!();
       await new Promise((r) => setTimeout(r, 300));
       expect(db.checkpoints!()).toBe(stopped);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a worker that cannot open the file says so in the log (the automatic checkpoint remains)", async () => {
+    const warnings: string[] = [];
+    const log = { warn: (_o: unknown, msg: string) => void warnings.push(msg) } as unknown as Logger;
+    const dir = mkdtempSync(join(tmpdir(), "formstate-ckpt-"));
+    try {
+      const checkpointer = startCheckpointer(join(dir, "missing.db"), { log, intervalMs: 10 });
+      await until(() => warnings.length > 0);
+      expect(warnings[0]).toMatch(/checkpoint worker stopped/);
+      await checkpointer.stop();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
