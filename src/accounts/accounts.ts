@@ -167,6 +167,11 @@ export class Accounts {
     return this.view(this.database.db, row);
   }
 
+  /** Whether the project has an account (no tenancy check: the caller's project was checked already). */
+  async exists(projectId: string): Promise<boolean> {
+    return (await repo.findAccount(this.database.db, projectId)) !== undefined;
+  }
+
   async get(caller: Caller, name: string): Promise<AccountView> {
     const projectId = this.ownProject(caller, name);
     await this.counters.settleBalance?.(projectId);

@@ -21,7 +21,8 @@ import { recheckCaller } from "../auth/authenticate.js";
 import { callerOf } from "../auth/principal.js";
 import { projectOf } from "../auth/tenancy.js";
 import type { Clock } from "../clock.js";
-import { withReason } from "../errors.js";
+import { notFound, withReason } from "../errors.js";
+import { accountName } from "../names/names.js";
 import { callerEnvironment } from "../ledger/sandbox.js";
 import type { EventHub, EventListener } from "./event-hub.js";
 
@@ -37,12 +38,15 @@ export interface EventStreamDeps {
   clock: Clock;
   /** Quiet time before a heartbeat, ms. */
   heartbeatMs: number;
+  /** Whether the project has an account: a stream of one that does not is NOT_FOUND, as every other method says. */
+  accountExists(projectId: string): Promise<boolean>;
 }
 
 export function eventMethods(deps: EventStreamDeps): EventMethods {
   return {
     async *watchAccountEvents(_req, ctx) {
       const project = projectOf(ctx);
+      if (!(await deps.accountExists(project))) throw notFound(`account "${accountName(project)}"`);
       if (deps.hub.watching(project) >= MAX_WATCHERS) throw withReason(Code.ResourceExhausted, `an account watches its events on at most ${MAX_WATCHERS} streams per server; close one first`, "EVENT_STREAM_LIMIT");
       const caller = callerOf(ctx);
       // Users see both ledgers' events; a key only its own environment's (a test key never live money).

@@ -37,7 +37,7 @@ export function registerRoutes(router: ConnectRouter, app: App): void {
   router.service(UsageService, {
     ...usageService(app.usage, app.usageReports),
     ...alertMethods(app.alerts),
-    ...eventMethods({ hub: app.events, clock: app.clock, heartbeatMs: app.config.alerts.eventHeartbeatMs }),
+    ...eventMethods({ hub: app.events, clock: app.clock, heartbeatMs: app.config.alerts.eventHeartbeatMs, accountExists: (p) => app.accounts.exists(p) }),
   });
   router.service(BillingService, { ...billingService(app.billing), ...receiptMethods(app.receipts, app.config.publicUrl), ...publisherMethods(app.marketplace) });
   router.service(AgentService, agentService(app.agents, app.usage));

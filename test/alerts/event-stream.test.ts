@@ -250,6 +250,12 @@ describe("WatchAccountEvents", () => {
     const bad = watch(ts.connect(adminA), "accounts/Not_A_Name");
     await bad.done;
     expect(Code[bad.state.error!.code]).toBe("InvalidArgument");
+    // The caller's own project before its account exists: NOT_FOUND with the same message, not a stream of heartbeats.
+    const early = watch(ts.connect(await ts.token({ projectId: "events-noacct", role: "admin" })), "accounts/events-noacct");
+    await early.done;
+    expect(early.got).toEqual([]);
+    expect(Code[early.state.error!.code], early.state.error?.rawMessage).toBe("NotFound");
+    expect(early.state.error!.rawMessage.replace("accounts/events-noacct", "<name>")).toBe(answers[0]);
   });
 
   it("holds at most 100 streams of one account on a server: the next is RESOURCE_EXHAUSTED until one closes", async () => {

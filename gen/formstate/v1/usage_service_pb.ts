@@ -2397,7 +2397,7 @@ export const UsageService: GenService<{
    * token or a lost role ends the stream with UNAUTHENTICATED or
    * PERMISSION_DENIED.
    * Access: developer role, read-scope key.
-   * Errors: NOT_FOUND (another project's account); RESOURCE_EXHAUSTED
+   * Errors: NOT_FOUND (another project's account, or no account yet); RESOURCE_EXHAUSTED
    * (EVENT_STREAM_LIMIT) when the account holds 100 streams on the server
    * already; while streaming,
    * UNAUTHENTICATED or PERMISSION_DENIED (above), RESOURCE_EXHAUSTED
