@@ -23,6 +23,7 @@ import * as m0013 from "./0013-rails.js";
 import * as m0014 from "./0014-sandbox.js";
 import * as m0015 from "./0015-agent-namespaces.js";
 import * as m0016 from "./0016-test-mode-projects.js";
+import * as m0017 from "./0017-partial-usage-indexes.js";
 
 const migrations: Record<string, Migration> = {
   "0001-accounts": m0001,
@@ -38,6 +39,7 @@ const migrations: Record<string, Migration> = {
   "0014-sandbox": m0014,
   "0015-agent-namespaces": m0015,
   "0016-test-mode-projects": m0016,
+  "0017-partial-usage-indexes": m0017,
 };
 
 export const migrationProvider: MigrationProvider = {
