@@ -11,19 +11,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { Scope } from "../gen/formstate/v1/access_pb.js";
-import { AccountService } from "../gen/formstate/v1/account_service_pb.js";
-import { ApiKeyService } from "../gen/formstate/v1/api_key_service_pb.js";
-import { BillingService } from "../gen/formstate/v1/billing_service_pb.js";
-import { ModelService, ModelVisibility } from "../gen/formstate/v1/model_service_pb.js";
 import { App } from "../src/app.js";
 import { loadConfig } from "../src/config.js";
 import { sqliteStatementsRun } from "../src/db/database.js";
 import { createLogger } from "../src/logger.js";
-import { startServer } from "../src/server/server.js";
 import type { RecordInput } from "../src/usage/usage.js";
+import { prepareMeteredProject } from "./metered-project.js";
 
 const N = Number(process.env.RECORD_COST_N ?? 1000);
 const dataDir = mkdtempSync(join(tmpdir(), "formstate-record-cost-"));
@@ -36,15 +29,8 @@ const config = loadConfig({
   FORMSTATE_SQLITE_SYNCHRONOUS: process.env.FORMSTATE_SQLITE_SYNCHRONOUS ?? "normal",
 });
 const app = await App.create(config, { log: createLogger(config.logLevel) });
-const server = await startServer(app);
 try {
-  const token = await app.devIssuer!.sign({ subject: "dev-admin", projectId: "demo", role: "admin" });
-  const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${server.port}`, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] });
-  await createClient(AccountService, transport).createAccount({ account: {} });
-  const { secret } = await createClient(ApiKeyService, transport).createApiKey({ parent: "accounts/demo", apiKey: { displayName: "bench", scopes: [Scope.READ, Scope.WRITE] } });
-  await createClient(BillingService, transport).addCredits({ parent: "accounts/demo", amountMicros: 1_000_000_000_000n, reason: "bench", requestId: "bench-credits" });
-  await createClient(ModelService, transport).createModel({ modelId: "demo/model", model: { displayName: "bench", inputPriceMicrosPerMillion: 1_000_000n, outputPriceMicrosPerMillion: 2_000_000n, visibility: ModelVisibility.PRIVATE } });
-  const caller = await app.apiKeys.authenticate(secret, "127.0.0.1");
+  const caller = await prepareMeteredProject(app);
   let id = 0;
   const input = (): RecordInput => ({ requestId: `rc-${id++}`, usage: { kind: "model", model: "demo/model", inputTokens: 1000, outputTokens: 500 }, attributes: {} });
 
@@ -76,7 +62,6 @@ try {
     }
   });
 } finally {
-  await server.stop();
   await app.close();
   rmSync(dataDir, { recursive: true, force: true });
 }
