@@ -67,6 +67,9 @@ function priceBook(models: Models, agents: Agents): PriceBook {
   };
 }
 
+/** The group commit's stages as the server-side histograms name them (made once, not per call). */
+const COMMIT_STAGES = { queue: "group_commit/queue", transaction: "group_commit/transaction", durable: "group_commit/durable" } as const;
+
 export class App {
   private verifier?: JwtVerifier;
   /** Redis, when REDIS_URL is set: rate limits and key invalidations shared with other instances. */
@@ -161,7 +164,7 @@ export class App {
       returnUrlAllowed,
     });
     let alerts: SpendAlerts | undefined;
-    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace, afterDebit: (p) => alerts?.nudge(p), observeCommit: (stage, ms) => serverLatency.record(`group_commit/${stage}`, "internal", ms) });
+    usage = new Usage({ database, plans, clock, log, keys: apiKeys, prices: priceBook(models, agents), planOf: (p) => accounts.planOf(p), marketplace, afterDebit: (p) => alerts?.nudge(p), observeCommit: (stage, ms) => serverLatency.record(COMMIT_STAGES[stage], "internal", ms) });
     usage.start();
     const events = new EventHub(log, shared);
     const billing = new Billing({
