@@ -36,6 +36,7 @@ node -e '
   const c = new pg.Client({ connectionString: u.toString() });
   c.connect().then(() => c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)).catch((e) => console.error("could not drop", schema, e.message)).finally(() => c.end());
 '
+node scripts/failed-tests.mjs test-output/vitest-pg.json || true
 node -e '
   const fs = require("fs");
   try {

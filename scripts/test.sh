@@ -25,6 +25,7 @@ echo "== vitest (gRPC fast path on)"
 FORMSTATE_GRPC_FAST_PATH=1 node_modules/.bin/vitest run "$@" || status=1
 echo "== vitest (FORMSTATE_GRPC_FAST_PATH=0: every call through Connect's handler)"
 FORMSTATE_GRPC_FAST_PATH=0 node_modules/.bin/vitest run --outputFile.json=test-output/vitest-connect-path.json "$@" || status=1
+node scripts/failed-tests.mjs test-output/vitest.json test-output/vitest-connect-path.json || true
 summary=$(node -e '
   const fs = require("fs");
   try {
