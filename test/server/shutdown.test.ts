@@ -49,13 +49,14 @@ describe("SIGTERM", () => {
   it("lets an in-flight call finish, then exits 0", async () => {
     const { port, token, exited } = await startProcess();
     const body = JSON.stringify({ name: "accounts/demo" });
-    // Send the headers and half the body: the call is in flight on the server.
+    // Send the headers and half the body: the call is in flight on the server. `Expect: 100-continue`
+    // makes the server say when it has read the headers, so SIGTERM never comes before that (a fixed wait did).
     const req = http.request({
       host: "127.0.0.1",
       port,
       method: "POST",
       path: "/formstate.v1.AccountService/GetAccount",
-      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token}` },
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token}`, expect: "100-continue" },
     });
     const response = new Promise<{ status: number; text: string }>((resolve, reject) => {
       req.on("response", (res) => {
@@ -65,13 +66,16 @@ describe("SIGTERM", () => {
       });
       req.on("error", reject);
     });
+    const headersRead = new Promise<void>((resolve) => req.once("continue", resolve));
+    req.flushHeaders();
+    await headersRead;
     req.write(body.slice(0, 10));
-    await new Promise((r) => setTimeout(r, 300));
     child!.kill("SIGTERM");
-    await new Promise((r) => setTimeout(r, 500));
-    // The listener is closed: a new connection is refused.
-    const refused = await fetch(`http://127.0.0.1:${port}/healthz`).then(() => false, () => true);
-    expect(refused).toBe(true);
+    // The listener closes: a new connection is refused (polled, as the signal's handling takes its time on a loaded machine).
+    const refused = async () => fetch(`http://127.0.0.1:${port}/healthz`).then(() => false, () => true);
+    const deadline = Date.now() + 10_000;
+    while (!(await refused()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await refused()).toBe(true);
     req.end(body.slice(10));
     const res = await response;
     expect(res.status).toBe(200);
