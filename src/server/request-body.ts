@@ -110,8 +110,27 @@ export function stopReading(req: NodeRequest, res: NodeResponse): void {
     return;
   }
   if (!res.headersSent) res.setHeader("connection", "close");
-  res.once("finish", () => req.socket?.destroySoon?.());
+  const socket = req.socket;
+  if (!socket) return;
+  // Node closes a `connection: close` socket as soon as the answer is written (destroySoon). With the
+  // client's upload still arriving, that close sends an RST, and the client's kernel drops the answer
+  // it has not read yet: a loaded client saw no 413 at all. Close lingering instead: the answer and a
+  // FIN go out now, what the client still sends is read and dropped, and the socket goes when the
+  // client closes or after LINGER_MS.
+  let lingering = false;
+  socket.destroySoon = () => {
+    if (lingering) return;
+    lingering = true;
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+    timer.unref();
+    socket.once("close", () => clearTimeout(timer));
+  };
+  res.once("finish", () => socket.destroySoon());
 }
+
+/** How long a connection cut off by `stopReading` keeps reading after its answer (as Apache's lingering close). */
+export const LINGER_MS = 2_000;
 
 /** How a request body is framed and compressed, from its headers. */
 export interface BodyFormat {

@@ -8,6 +8,7 @@
  */
 import http from "node:http";
 import http2 from "node:http2";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readH1Answer } from "../support/raw-rpc.js";
 import { codeName } from "../support/raw-rpc.js";
@@ -143,6 +144,33 @@ describe("a 192 MiB body is refused at the limit, in bounded memory", () => {
     expect(result.sent).toBeLessThan(TOTAL);
     expect(growth).toBeLessThan(96 * 2 ** 20);
   }, 120_000);
+
+  it("Connect over HTTP/1.1: a client slow to read still gets its 413 (the server closes lingering, not with an RST)", async () => {
+    // A raw client that keeps uploading for 500 ms without reading: its answer waits in its kernel. A server
+    // that closed at once while bytes still arrived sent an RST, and the kernel dropped the unread answer.
+    const { port } = new URL(t.url);
+    const socket = net.connect(Number(port), "127.0.0.1");
+    await new Promise<void>((resolve) => socket.once("connect", resolve));
+    socket.pause();
+    const received: Buffer[] = [];
+    const ended = new Promise<string>((resolve) => {
+      socket.on("data", (d: Buffer) => received.push(d));
+      socket.on("error", (err) => resolve(`error: ${err.message}`));
+      socket.on("end", () => resolve("end"));
+    });
+    socket.write(`POST ${PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/proto\r\ntransfer-encoding: chunked\r\n\r\n`);
+    const chunk = Buffer.concat([Buffer.from(`${CHUNK.length.toString(16)}\r\n`), CHUNK, Buffer.from("\r\n")]);
+    const until = Date.now() + 500;
+    socket.on("error", () => undefined);
+    while (Date.now() < until && !socket.destroyed) {
+      if (!socket.write(chunk)) await new Promise((r) => setTimeout(r, 5));
+    }
+    socket.resume();
+    const how = await ended;
+    socket.destroy();
+    const text = Buffer.concat(received).toString("latin1");
+    expect({ how, status: text.slice(0, 12) }).toEqual({ how: "end", status: "HTTP/1.1 413" });
+  }, 30_000);
 
   it("still serves afterwards", async () => {
     const res = await fetch(`${t.url}/healthz`);
