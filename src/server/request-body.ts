@@ -115,8 +115,8 @@ export function stopReading(req: NodeRequest, res: NodeResponse): void {
   // Node closes a `connection: close` socket as soon as the answer is written (destroySoon). With the
   // client's upload still arriving, that close sends an RST, and the client's kernel drops the answer
   // it has not read yet: a loaded client saw no 413 at all. Close lingering instead: the answer and a
-  // FIN go out now, what the client still sends is read and dropped, and the socket goes when the
-  // client closes or after LINGER_MS.
+  // FIN go out now, the rest of the upload stays unread (the kernel's buffers bound it), and the socket
+  // goes when the client closes or after LINGER_MS.
   let lingering = false;
   socket.destroySoon = () => {
     if (lingering) return;
@@ -129,7 +129,7 @@ export function stopReading(req: NodeRequest, res: NodeResponse): void {
   res.once("finish", () => socket.destroySoon());
 }
 
-/** How long a connection cut off by `stopReading` keeps reading after its answer (as Apache's lingering close). */
+/** How long a connection cut off by `stopReading` stays open after its answer (as in Apache's lingering close). */
 export const LINGER_MS = 2_000;
 
 /** How a request body is framed and compressed, from its headers. */
